@@ -1,0 +1,477 @@
+"""The metric catalog: every series the exporter can serve, named exactly once.
+
+Collectors, the aggregator, the OTLP bridge, docs/metrics.md and the tests that check
+dashboards and rules all read this table, so a name can never drift between them.
+Names are OpenTelemetry names; the Prometheus name is derived by the OTel→Prometheus
+compatibility rules (dots become underscores, the unit becomes a suffix, counters end
+in ``_total``), never typed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.metrics_core import Metric
+
+
+class Kind(StrEnum):
+    """Instrument type, shared by the Prometheus and OTLP paths."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+class Area(StrEnum):
+    """Section of docs/metrics.md a metric is listed under."""
+
+    HOST = "Host"
+    GPU = "GPU"
+    GENAI = "LLM calls (OpenTelemetry GenAI)"
+    AI = "AI platform activity"
+    COMPONENTS = "AI components and processes"
+    EXPORTER = "Exporter self-monitoring"
+
+
+# OTel unit → Prometheus suffix (OTel specification, "Prometheus and OpenMetrics
+# Compatibility", unit conversion table); units in braces are annotations and dropped.
+_UNIT_SUFFIX = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "By": "bytes",
+    "Hz": "hertz",
+    "Cel": "celsius",
+    "W": "watts",
+    "J": "joules",
+    "USD": "usd",
+    "%": "percent",
+}
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+
+# Bucket boundaries recommended by the GenAI semantic conventions.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
+                    20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0)
+TASK_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                3600.0)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+                14400.0, 43200.0, 86400.0)
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def prometheus_name(otel_name: str, unit: str, kind: Kind) -> str:
+    """Translate an OTel metric name to its Prometheus name (compatibility rules)."""
+    name = _INVALID.sub("_", otel_name)
+    suffix = _UNIT_SUFFIX.get(unit, "")
+    if unit == "1" and kind is Kind.GAUGE:
+        suffix = "ratio"
+    if suffix and not name.endswith("_" + suffix):
+        name = f"{name}_{suffix}"
+    if kind is Kind.COUNTER:
+        name = f"{name}_total"
+    return name
+
+
+def prometheus_label(attribute: str) -> str:
+    """Translate an OTel attribute key to a Prometheus label name."""
+    return _INVALID.sub("_", attribute)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its OTel identity, from which everything else is derived."""
+
+    otel_name: str
+    unit: str
+    kind: Kind
+    description: str
+    attributes: tuple[str, ...] = ()
+    area: Area = Area.AI
+    buckets: tuple[float, ...] = field(default=())
+
+    @cached_property
+    def name(self) -> str:
+        """Prometheus metric name as served on /metrics (with ``_total`` for counters)."""
+        return prometheus_name(self.otel_name, self.unit, self.kind)
+
+    @cached_property
+    def family_name(self) -> str:
+        """Name handed to prometheus_client families (which add ``_total`` themselves)."""
+        return self.name[: -len("_total")] if self.kind is Kind.COUNTER else self.name
+
+    @cached_property
+    def labels(self) -> tuple[str, ...]:
+        """Prometheus label names, in attribute order."""
+        return tuple(prometheus_label(a) for a in self.attributes)
+
+    @cached_property
+    def series_names(self) -> tuple[str, ...]:
+        """Every sample name this metric produces in the text exposition."""
+        if self.kind is Kind.HISTOGRAM:
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.kind is Kind.COUNTER:
+            return (self.name, f"{self.family_name}_created")
+        return (self.name,)
+
+    def family(self, extra_labels: Sequence[str] = ()) -> Metric:
+        """A fresh, empty prometheus_client family for one scrape."""
+        labels = [*self.labels, *extra_labels]
+        if self.kind is Kind.COUNTER:
+            return CounterMetricFamily(self.family_name, self.description, labels=labels)
+        if self.kind is Kind.HISTOGRAM:
+            return HistogramMetricFamily(self.name, self.description, labels=labels)
+        return GaugeMetricFamily(self.name, self.description, labels=labels)
+
+
+def _m(otel_name: str, unit: str, kind: Kind, description: str, *attributes: str,
+       area: Area = Area.AI, buckets: tuple[float, ...] = ()) -> MetricSpec:
+    return MetricSpec(otel_name, unit, kind, description, tuple(attributes), area, buckets)
+
+
+C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
+HOST, GPU, GENAI, COMP, SELF = Area.HOST, Area.GPU, Area.GENAI, Area.COMPONENTS, Area.EXPORTER
+
+# --- host (psutil) -------------------------------------------------------------------
+SYSTEM_CPU_TIME = _m("system.cpu.time", "s", C, "Seconds each logical CPU spent in each mode.",
+                     "cpu.logical_number", "cpu.mode", area=HOST)
+SYSTEM_CPU_UTILIZATION = _m(
+    "system.cpu.utilization", "1", G,
+    "Share of CPU time spent in each mode since the previous scrape, all CPUs together.",
+    "cpu.mode", area=HOST)
+SYSTEM_CPU_LOGICAL_COUNT = _m("system.cpu.logical.count", "{cpu}", G,
+                              "Number of logical CPUs.", area=HOST)
+SYSTEM_CPU_LOAD_1M = _m("system.cpu.load_average.1m", "{thread}", G,
+                        "Load average over 1 minute.", area=HOST)
+SYSTEM_CPU_LOAD_5M = _m("system.cpu.load_average.5m", "{thread}", G,
+                        "Load average over 5 minutes.", area=HOST)
+SYSTEM_CPU_LOAD_15M = _m("system.cpu.load_average.15m", "{thread}", G,
+                         "Load average over 15 minutes.", area=HOST)
+SYSTEM_MEMORY_USAGE = _m("system.memory.usage", "By", G, "Memory in each state.",
+                         "system.memory.state", area=HOST)
+SYSTEM_MEMORY_LIMIT = _m("system.memory.limit", "By", G, "Total physical memory.", area=HOST)
+SYSTEM_MEMORY_UTILIZATION = _m("system.memory.utilization", "1", G,
+                               "Share of physical memory in each state.",
+                               "system.memory.state", area=HOST)
+SYSTEM_PAGING_USAGE = _m("system.paging.usage", "By", G, "Swap space in each state.",
+                         "system.paging.state", area=HOST)
+SYSTEM_PAGING_UTILIZATION = _m("system.paging.utilization", "1", G,
+                               "Share of swap space in each state.", "system.paging.state",
+                               area=HOST)
+_FS = ("system.device", "system.filesystem.mountpoint", "system.filesystem.type")
+SYSTEM_FILESYSTEM_USAGE = _m("system.filesystem.usage", "By", G,
+                             "Filesystem space in each state (used, free, reserved).",
+                             *_FS, "system.filesystem.state", area=HOST)
+SYSTEM_FILESYSTEM_LIMIT = _m("system.filesystem.limit", "By", G, "Filesystem size.", *_FS,
+                             area=HOST)
+SYSTEM_FILESYSTEM_UTILIZATION = _m("system.filesystem.utilization", "1", G,
+                                   "Share of filesystem space used (of space usable by users).",
+                                   *_FS, area=HOST)
+SYSTEM_FILESYSTEM_INODES_USAGE = _m("system.filesystem.inodes.usage", "{inode}", G,
+                                    "Filesystem inodes in each state (used, free).", *_FS,
+                                    "system.filesystem.state", area=HOST)
+SYSTEM_DISK_IO = _m("system.disk.io", "By", C, "Bytes read from and written to each disk.",
+                    "system.device", "disk.io.direction", area=HOST)
+SYSTEM_DISK_OPERATIONS = _m("system.disk.operations", "{operation}", C,
+                            "Read and write operations completed per disk.",
+                            "system.device", "disk.io.direction", area=HOST)
+SYSTEM_DISK_OPERATION_TIME = _m("system.disk.operation_time", "s", C,
+                                "Time spent on reads and writes per disk.",
+                                "system.device", "disk.io.direction", area=HOST)
+SYSTEM_DISK_IO_TIME = _m("system.disk.io_time", "s", C, "Time each disk was busy.",
+                         "system.device", area=HOST)
+_NET = ("network.interface.name", "network.io.direction")
+SYSTEM_NETWORK_IO = _m("system.network.io", "By", C, "Bytes sent and received per interface.",
+                       *_NET, area=HOST)
+SYSTEM_NETWORK_PACKETS = _m("system.network.packets", "{packet}", C,
+                            "Packets sent and received per interface.", *_NET, area=HOST)
+SYSTEM_NETWORK_ERRORS = _m("system.network.errors", "{error}", C,
+                           "Transmit and receive errors per interface.", *_NET, area=HOST)
+SYSTEM_NETWORK_DROPPED = _m("system.network.dropped", "{packet}", C,
+                            "Packets dropped on transmit and receive per interface.", *_NET,
+                            area=HOST)
+SYSTEM_UPTIME = _m("system.uptime", "s", G, "Seconds since the host booted.", area=HOST)
+SYSTEM_BOOT_TIME = _m("system.boot.time", "s", G, "Boot time, seconds since the Unix epoch.",
+                      area=HOST)
+HW_BATTERY_CHARGE = _m("hw.battery.charge", "1", G, "Battery charge level.", "hw.id",
+                       "hw.state", area=HOST)
+HW_BATTERY_TIME_LEFT = _m("hw.battery.time_left", "s", G,
+                          "Estimated battery time left while discharging.", "hw.id", area=HOST)
+
+# --- GPU (NVML) ------------------------------------------------------------------------
+_GPU = ("hw.id", "hw.model")
+HW_GPU_UTILIZATION = _m("hw.gpu.utilization", "1", G, "GPU busy share.", *_GPU, area=GPU)
+HW_GPU_MEMORY_USAGE = _m("hw.gpu.memory.usage", "By", G, "GPU memory in use.", *_GPU, area=GPU)
+HW_GPU_MEMORY_LIMIT = _m("hw.gpu.memory.limit", "By", G, "GPU memory size.", *_GPU, area=GPU)
+HW_GPU_MEMORY_UTILIZATION = _m("hw.gpu.memory.utilization", "1", G, "Share of GPU memory used.",
+                               *_GPU, area=GPU)
+HW_TEMPERATURE = _m("hw.temperature", "Cel", G, "GPU temperature.", *_GPU, area=GPU)
+HW_POWER = _m("hw.power", "W", G, "GPU power draw.", *_GPU, area=GPU)
+HW_ENERGY = _m("hw.energy", "J", C, "GPU energy consumed since the driver loaded.", *_GPU,
+               area=GPU)
+HW_GPU_CLOCK = _m("hw.gpu.clock", "Hz", G, "GPU clock frequency by clock domain.", *_GPU,
+                  "hw.gpu.clock.type", area=GPU)
+HW_ERRORS = _m("hw.errors", "{error}", C, "GPU ECC errors by type.", *_GPU, "error.type",
+               area=GPU)
+
+# --- LLM calls (OTel GenAI semantic conventions) --------------------------------------
+_GENAI = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
+GEN_AI_CLIENT_OPERATION_DURATION = _m(
+    "gen_ai.client.operation.duration", "s", H, "Duration of LLM operations.", *_GENAI,
+    "error.type", area=GENAI, buckets=DURATION_BUCKETS)
+GEN_AI_CLIENT_TOKEN_USAGE = _m(
+    "gen_ai.client.token.usage", "{token}", H, "Tokens used per LLM operation by token type.",
+    *_GENAI, "gen_ai.token.type", area=GENAI, buckets=TOKEN_BUCKETS)
+GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = _m(
+    "gen_ai.client.operation.time_to_first_chunk", "s", H,
+    "Time to the first streamed chunk of an LLM response.", *_GENAI, area=GENAI,
+    buckets=TTFT_BUCKETS)
+GEN_AI_EXECUTE_TOOL_DURATION = _m(
+    "gen_ai.execute_tool.duration", "s", H, "Duration of tool executions by agents.",
+    "gen_ai.tool.name", "gen_ai.agent.name", "error.type", area=GENAI,
+    buckets=DURATION_BUCKETS)
+_LLM = ("gen_ai.provider.name", "gen_ai.request.model")
+AI_LLM_REQUESTS = _m("ai.llm.requests", "{request}", C,
+                     "LLM requests by outcome (success or error) and error type.", *_LLM,
+                     "outcome", "error.type", area=GENAI)
+AI_LLM_TOKENS = _m("ai.llm.tokens", "{token}", C,
+                   "Tokens consumed by type (input, output, cached_input).", *_LLM,
+                   "gen_ai.token.type", area=GENAI)
+AI_LLM_COST = _m("ai.llm.cost", "USD", C, "Spend on LLM calls in US dollars.", *_LLM,
+                 area=GENAI)
+AI_TOOL_CALLS = _m("ai.tool.calls", "{call}", C, "Tool calls by outcome.", "gen_ai.tool.name",
+                   "gen_ai.agent.name", "outcome", area=GENAI)
+AI_PROVIDER_RATE_LIMIT_REMAINING = _m(
+    "ai.provider.rate_limit.remaining", "{unit}", G,
+    "Requests or tokens left in the provider's current rate-limit window.",
+    "gen_ai.provider.name", "limit_type", area=GENAI)
+AI_PROVIDER_RATE_LIMIT_CAPACITY = _m(
+    "ai.provider.rate_limit.capacity", "{unit}", G,
+    "Size of the provider's rate-limit window in requests or tokens.",
+    "gen_ai.provider.name", "limit_type", area=GENAI)
+AI_PROVIDER_RATE_LIMIT_RESET = _m(
+    "ai.provider.rate_limit.reset", "s", G,
+    "When the provider's rate-limit window resets, seconds since the Unix epoch.",
+    "gen_ai.provider.name", "limit_type", area=GENAI)
+AI_BUDGET_LIMIT = _m("ai.budget.limit", "USD", G,
+                     "Configured daily spend budget per scope (total or a provider).", "scope",
+                     area=GENAI)
+AI_BUDGET_SPEND = _m("ai.budget.spend", "USD", G,
+                     "Spend since 00:00 UTC today per budget scope.", "scope", area=GENAI)
+AI_LLM_LATENCY_THRESHOLD = _m("ai.llm.latency.threshold", "s", G,
+                              "Configured p95 LLM latency objective, for alert rules.",
+                              area=GENAI)
+
+# --- AI platform activity --------------------------------------------------------------
+AI_TASKS = _m("ai.tasks", "{task}", C,
+              "Task status transitions (queued, started, succeeded, failed, retried, "
+              "cancelled).", "component", "queue", "status")
+AI_TASK_DURATION = _m("ai.task.duration", "s", H, "Duration of finished tasks by final status.",
+                      "component", "queue", "status", buckets=TASK_BUCKETS)
+AI_TASK_IN_PROGRESS = _m("ai.task.in_progress", "{task}", G, "Tasks started and not finished.",
+                         "component", "queue")
+AI_TASK_QUEUE_DEPTH = _m("ai.task.queue.depth", "{task}", G, "Tasks queued and not started.",
+                         "component", "queue")
+AI_TASK_QUEUE_OLDEST_AGE = _m("ai.task.queue.oldest_age", "s", G,
+                              "Age of the oldest queued task.", "component", "queue")
+AI_TASK_SUCCESS_OBJECTIVE = _m("ai.task.success.objective", "1", G,
+                               "Configured task success-ratio objective (SLO), for alert rules.")
+AI_QUALITY_GATE_DECISIONS = _m("ai.quality_gate.decisions", "{decision}", C,
+                               "Quality-gate decisions (approved, rejected).", "gate",
+                               "decision")
+AI_QUALITY_GATE_SCORE = _m("ai.quality_gate.score", "1", H,
+                           "Rubric scores given by quality gates, normalised to 0..1.", "gate",
+                           buckets=SCORE_BUCKETS)
+AI_RESOLUTION_ATTEMPTS = _m("ai.resolution.attempts", "{attempt}", C,
+                            "Attempts made by resolution loops.", "component")
+AI_RESOLUTION_INCIDENTS = _m("ai.resolution.incidents", "{incident}", C,
+                             "Incidents raised inside resolution loops.", "component")
+AI_RESOLUTION_CLOSURES = _m("ai.resolution.closures", "{loop}", C,
+                            "Resolution loops closed, by outcome.", "component", "outcome")
+AI_RESOLUTION_ACTIVE = _m("ai.resolution.active", "{loop}", G,
+                          "Resolution loops open and not closed.", "component")
+AI_RESOLUTION_OLDEST_ACTIVE_AGE = _m("ai.resolution.oldest_active_age", "s", G,
+                                     "Age of the oldest open resolution loop.", "component")
+AI_GUARDIAN_DECISIONS = _m("ai.guardian.decisions", "{decision}", C,
+                           "Guardian (policy gate) verdicts: allow, deny, modify, warn, "
+                           "escalate.", "guardian", "guardian_type", "verdict")
+AI_GUARDIAN_DURATION = _m("ai.guardian.duration", "s", H, "Time guardians take to decide.",
+                          "guardian", "guardian_type", buckets=FAST_BUCKETS)
+AI_INTERVENTIONS = _m("ai.interventions", "{intervention}", C,
+                      "Human-intervention lifecycle transitions (requested, acknowledged, "
+                      "resolved, expired).", "type", "priority", "status")
+AI_INTERVENTION_OPEN = _m("ai.intervention.open", "{intervention}", G,
+                          "Interventions requested and not yet resolved or expired.", "type",
+                          "priority")
+AI_INTERVENTION_OLDEST_OPEN_AGE = _m("ai.intervention.oldest_open_age", "s", G,
+                                     "Age of the oldest open intervention.", "type", "priority")
+AI_INTERVENTION_TIME_TO_RESOLVE = _m("ai.intervention.time_to_resolve", "s", H,
+                                     "Time from request to resolution of interventions.",
+                                     "type", "priority", buckets=WAIT_BUCKETS)
+AI_SECURITY_EVENTS = _m("ai.security.events", "{event}", C, "Security events seen.", "category",
+                        "severity")
+AI_SECURITY_UNRESOLVED = _m("ai.security.unresolved", "{event}", G,
+                            "Security events not yet resolved.", "category", "severity")
+AI_ERRORS = _m("ai.errors", "{error}", C, "Errors by component and category.", "component",
+               "category")
+
+# --- AI components and processes -------------------------------------------------------
+AI_COMPONENT_UP = _m("ai.component.up", "", G, "1 when the component's health probe passes.",
+                     "component", "kind", area=COMP)
+AI_COMPONENT_PROBE_DURATION = _m("ai.component.probe.duration", "s", G,
+                                 "Duration of the last health probe.", "component", "kind",
+                                 area=COMP)
+AI_COMPONENT_PROBE_HTTP_STATUS = _m("ai.component.probe.http_status", "", G,
+                                    "HTTP status of the last health probe (0: no response).",
+                                    "component", "kind", area=COMP)
+AI_COMPONENT_PROBE_TLS_EXPIRY = _m("ai.component.probe.tls_cert_expiry", "s", G,
+                                   "Expiry of the component's TLS certificate, Unix seconds.",
+                                   "component", "kind", area=COMP)
+AI_COMPONENT_HEARTBEAT_UP = _m(
+    "ai.component.heartbeat.up", "", G,
+    "1 when the component's last heartbeat said healthy and is fresher than the timeout.",
+    "component", "kind", area=COMP)
+AI_COMPONENT_HEARTBEAT_LAST_SEEN = _m("ai.component.heartbeat.last_seen", "s", G,
+                                      "Time of the component's last heartbeat, Unix seconds.",
+                                      "component", "kind", area=COMP)
+AI_COMPONENT_INFO = _m("ai.component_info", "", G,
+                       "Component metadata from heartbeats; the value is always 1.",
+                       "component", "kind", "version", "status", area=COMP)
+AI_PROCESS_COUNT = _m("ai.process.count", "{process}", G,
+                      "Processes matching the component's pattern (0: down).", "component",
+                      area=COMP)
+AI_PROCESS_CPU_TIME = _m("ai.process.cpu.time", "s", C,
+                         "CPU time of the component's processes.", "component", "cpu.mode",
+                         area=COMP)
+AI_PROCESS_MEMORY_USAGE = _m("ai.process.memory.usage", "By", G,
+                             "Resident memory of the component's processes.", "component",
+                             area=COMP)
+AI_PROCESS_THREADS = _m("ai.process.threads", "{thread}", G,
+                        "Threads of the component's processes.", "component", area=COMP)
+AI_PROCESS_OPEN_FDS = _m("ai.process.open_file_descriptors", "{fd}", G,
+                         "Open file descriptors of the component's processes.", "component",
+                         area=COMP)
+AI_PROCESS_START_TIME = _m("ai.process.start_time", "s", G,
+                           "Start time of the component's oldest process, Unix seconds.",
+                           "component", area=COMP)
+
+# --- exporter self-monitoring ----------------------------------------------------------
+EXPORTER_BUILD_INFO = _m("ai_exporter.build_info", "", G,
+                         "Build metadata; the value is always 1.", "version", "revision",
+                         "python_version", area=SELF)
+EXPORTER_COLLECTOR_SUCCESS = _m("ai_exporter.collector.success", "", G,
+                                "1 when the collector succeeded in this scrape.", "collector",
+                                area=SELF)
+EXPORTER_COLLECTOR_DURATION = _m("ai_exporter.collector.duration", "s", G,
+                                 "Time the collector took in this scrape.", "collector",
+                                 area=SELF)
+EXPORTER_CONFIG_LAST_RELOAD_SUCCESS = _m(
+    "ai_exporter.config.last_reload_successful", "", G,
+    "1 when the last configuration reload succeeded.", area=SELF)
+EXPORTER_CONFIG_LAST_RELOAD_TIME = _m(
+    "ai_exporter.config.last_reload_success_timestamp", "s", G,
+    "Time of the last successful configuration load, Unix seconds.", area=SELF)
+EXPORTER_EVENTS = _m("ai_exporter.events", "{event}", C, "Events accepted by source and kind.",
+                     "source", "kind", area=SELF)
+EXPORTER_EVENTS_REJECTED = _m("ai_exporter.events.rejected", "{event}", C,
+                              "Events rejected by source and reason.", "source", "reason",
+                              area=SELF)
+EXPORTER_EVENTS_LAST_TIMESTAMP = _m("ai_exporter.events.last_timestamp", "s", G,
+                                    "Time the source last delivered an event, Unix seconds.",
+                                    "source", area=SELF)
+EXPORTER_SERIES_OVERFLOW = _m("ai_exporter.series.overflow", "{sample}", C,
+                              "Observations folded into the 'other' label set because the "
+                              "metric reached its series cap.", "metric", area=SELF)
+EXPORTER_SERIES = _m("ai_exporter.series", "{series}", G, "Label sets held per AI metric.",
+                     "metric", area=SELF)
+EXPORTER_HTTP_AUTH_FAILURES = _m("ai_exporter.http.auth.failures", "{request}", C,
+                                 "Requests refused for failed authentication.", "reason",
+                                 area=SELF)
+EXPORTER_TAIL_READ = _m("ai_exporter.tail.read", "By", C, "Bytes read per tailed file.", "path",
+                        area=SELF)
+EXPORTER_TAIL_LAG = _m("ai_exporter.tail.lag", "By", G, "Bytes written but not yet read.",
+                       "path", area=SELF)
+EXPORTER_TAIL_LINES = _m("ai_exporter.tail.lines", "{line}", C, "Lines read per tailed file.",
+                         "path", area=SELF)
+EXPORTER_TAIL_EVENTS = _m("ai_exporter.tail.events", "{event}", C,
+                          "Events accepted per tailed file.", "path", area=SELF)
+EXPORTER_TAIL_REJECTED = _m("ai_exporter.tail.rejected", "{line}", C,
+                            "Lines rejected per tailed file, by reason.", "path", "reason",
+                            area=SELF)
+EXPORTER_TAIL_ROTATIONS = _m("ai_exporter.tail.rotations", "{rotation}", C,
+                             "Rotations (new inode) seen per tailed file.", "path", area=SELF)
+EXPORTER_TAIL_TRUNCATIONS = _m("ai_exporter.tail.truncations", "{truncation}", C,
+                               "Truncations (size below offset) seen per tailed file.", "path",
+                               area=SELF)
+EXPORTER_TAIL_LAST_READ = _m("ai_exporter.tail.last_read_timestamp", "s", G,
+                             "Time the file was last read, Unix seconds.", "path", area=SELF)
+EXPORTER_SNAPSHOT_READS = _m("ai_exporter.snapshot.reads", "{read}", C,
+                             "Reads of JSON snapshot files by outcome.", "path", "outcome",
+                             area=SELF)
+EXPORTER_REDIS_UP = _m("ai_exporter.redis.up", "", G,
+                       "1 when the Redis Streams source is connected.", area=SELF)
+EXPORTER_REDIS_RECONNECTS = _m("ai_exporter.redis.reconnects", "{reconnect}", C,
+                               "Reconnections to Redis.", area=SELF)
+EXPORTER_REDIS_STREAM_LENGTH = _m("ai_exporter.redis.stream.length", "{entry}", G,
+                                  "Entries in the Redis stream.", "stream", area=SELF)
+EXPORTER_REDIS_GROUP_LAG = _m("ai_exporter.redis.consumer_group.lag", "{entry}", G,
+                              "Entries not yet delivered to the consumer group.", "stream",
+                              "group", area=SELF)
+EXPORTER_REDIS_GROUP_PENDING = _m("ai_exporter.redis.consumer_group.pending", "{entry}", G,
+                                  "Entries delivered but not acknowledged.", "stream", "group",
+                                  area=SELF)
+EXPORTER_OTLP_EXPORTS = _m("ai_exporter.otlp.exports", "{export}", C,
+                           "OTLP exports by outcome (success, failure, retry).", "outcome",
+                           area=SELF)
+EXPORTER_OTLP_LAST_SUCCESS = _m("ai_exporter.otlp.last_success_timestamp", "s", G,
+                                "Time of the last successful OTLP export, Unix seconds.",
+                                area=SELF)
+EXPORTER_OTLP_EXPORT_DURATION = _m("ai_exporter.otlp.export.duration", "s", G,
+                                   "Duration of the last OTLP export.", area=SELF)
+
+
+def all_metrics() -> Iterator[MetricSpec]:
+    """Every metric in the catalog, in declaration order."""
+    for value in globals().values():
+        if isinstance(value, MetricSpec):
+            yield value
+
+
+def by_name() -> dict[str, MetricSpec]:
+    """Prometheus metric name → spec."""
+    return {m.name: m for m in all_metrics()}
+
+
+# Series produced by prometheus_client's own collectors; listed so that tests which check
+# dashboards and rules against the catalog know them too.
+EXTERNAL_SERIES = frozenset({
+    "process_cpu_seconds_total", "process_resident_memory_bytes",
+    "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds",
+    "process_max_fds", "python_info", "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total", "python_gc_collections_total",
+    # Written by Prometheus itself for every target:
+    "up", "scrape_duration_seconds", "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling", "scrape_series_added", "ALERTS",
+    "ALERTS_FOR_STATE",
+})
+
+
+def known_series_names() -> frozenset[str]:
+    """Every sample name /metrics can serve, plus Prometheus's synthetic series."""
+    names: set[str] = set(EXTERNAL_SERIES)
+    for m in all_metrics():
+        names.add(m.name)
+        names.update(m.series_names)
+    return frozenset(names)
