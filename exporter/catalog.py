@@ -162,6 +162,9 @@ SYSTEM_CPU_LOAD_15M = _m("system.cpu.load_average.15m", "{thread}", G,
 SYSTEM_MEMORY_USAGE = _m("system.memory.usage", "By", G, "Memory in each state.",
                          "system.memory.state", area=HOST)
 SYSTEM_MEMORY_LIMIT = _m("system.memory.limit", "By", G, "Total physical memory.", area=HOST)
+SYSTEM_LINUX_MEMORY_AVAILABLE = _m("system.linux.memory.available", "By", G,
+                                   "Memory available for new work without swapping.",
+                                   area=HOST)
 SYSTEM_MEMORY_UTILIZATION = _m("system.memory.utilization", "1", G,
                                "Share of physical memory in each state.",
                                "system.memory.state", area=HOST)

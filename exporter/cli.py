@@ -1,0 +1,115 @@
+"""Command line: ``ai-metrics-exporter [serve|check-config|demo]`` with Prometheus-style flags.
+
+Flags map onto config keys (``--web.listen-address`` → ``web.listen_address``) and win over
+the environment and the file. A configuration error prints one line naming the field and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from exporter import config
+from exporter.collectors import COLLECTORS
+from exporter.config import ConfigError
+from exporter.version import build_info
+
+EXIT_CONFIG = 2
+
+# flag → (config key, type)
+_VALUE_FLAGS: dict[str, tuple[str, type]] = {
+    "--web.listen-address": ("web.listen_address", str),
+    "--web.telemetry-path": ("web.telemetry_path", str),
+    "--web.max-request-bytes": ("web.max_request_bytes", int),
+    "--web.cors-origin": ("web.cors_origin", str),
+    "--log.level": ("log_level", str),
+    "--collector.timeout": ("collectors.timeout_seconds", float),
+}
+_DEMO_FLAGS: dict[str, tuple[str, type]] = {
+    "--demo.rate": ("demo.rate_per_second", float),
+    "--demo.episode": ("demo.episode", str),
+    "--demo.episode-after": ("demo.episode_after_seconds", float),
+    "--demo.episode-duration": ("demo.episode_duration_seconds", float),
+    "--demo.seed": ("demo.seed", int),
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, demo: bool = False) -> None:
+    parser.add_argument("--config.file", dest="config_file", default=argparse.SUPPRESS,
+                        help="YAML configuration file (default: none, built-in defaults)")
+    flags = {**_VALUE_FLAGS, **(_DEMO_FLAGS if demo else {})}
+    for flag, (key, kind) in flags.items():
+        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS,
+                            help=f"overrides config key {key}")
+    for name, cls in COLLECTORS.items():
+        state = "enabled" if cls.default_enabled else "disabled"
+        parser.add_argument(f"--collector.{name}", dest=f"collector:{name}",
+                            action="store_const", const=True, default=argparse.SUPPRESS,
+                            help=f"enable the {name} collector ({state} by default): "
+                                 f"{cls.description}")
+        parser.add_argument(f"--no-collector.{name}", dest=f"collector:{name}",
+                            action="store_const", const=False, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ai-metrics-exporter",
+        description="Prometheus and OTLP exporter for host and AI-agent-platform activity.")
+    parser.add_argument("--version", action="version",
+                        version=f"ai-metrics-exporter {build_info().version}")
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve metrics (the default)")
+    _add_common(serve)
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    _add_common(check)
+    demo = sub.add_parser("demo", help="serve metrics fed by the built-in demo AI workload")
+    _add_common(demo, demo=True)
+    return parser
+
+
+def flags_layer(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line layer of the configuration, as a nested dict."""
+    layer: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if value is None:
+            continue
+        if dest.startswith("set:"):
+            config.set_dotted(layer, dest[4:], value)
+        elif dest.startswith("collector:"):
+            config.set_dotted(layer, f"collectors.enabled.{dest[10:]}", value)
+    if getattr(args, "command", None) == "demo":
+        config.set_dotted(layer, "demo.enabled", True)
+    return layer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = flags_layer(args)
+    config_file: str | None = getattr(args, "config_file", None)
+    try:
+        cfg = config.load(config_file, flags)
+        from exporter.runtime import Runtime, make_loader
+
+        if args.command == "check-config":
+            Runtime.validate(cfg)
+            print(f"configuration OK: {config_file or 'built-in defaults'}")
+            return 0
+        logging.basicConfig(level=cfg.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        runtime = Runtime(cfg, make_loader(config_file, flags))
+    except ConfigError as exc:
+        print(f"ai-metrics-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from exporter.server import serve
+
+    return serve(runtime)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

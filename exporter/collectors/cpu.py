@@ -1,0 +1,63 @@
+"""CPU time per logical CPU and mode, utilization since the previous scrape, CPU count."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import psutil
+from prometheus_client.metrics_core import Metric
+
+from exporter import catalog
+from exporter.collectors.base import Collector, CollectorContext
+
+# psutil field → OTel ``cpu.mode``; guest time is already part of user/nice time.
+MODES = {"user": "user", "nice": "nice", "system": "system", "idle": "idle",
+         "iowait": "iowait", "irq": "interrupt", "softirq": "softirq", "steal": "steal"}
+
+
+def mode_times(times: object) -> dict[str, float]:
+    """Map one psutil ``scputimes`` to OTel modes (fields absent on a platform are skipped)."""
+    return {mode: float(getattr(times, field)) for field, mode in MODES.items()
+            if hasattr(times, field)}
+
+
+def utilization(previous: dict[str, float], current: dict[str, float]) -> dict[str, float]:
+    """Share of time per mode between two totals; empty when no time has passed."""
+    deltas = {m: max(current[m] - previous.get(m, 0.0), 0.0) for m in current}
+    total = sum(deltas.values())
+    return {m: d / total for m, d in deltas.items()} if total > 0 else {}
+
+
+class CpuCollector(Collector):
+    name = "cpu"
+    description = "CPU time per mode, utilization and logical CPU count."
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self._lock = threading.Lock()
+        self._previous: dict[str, float] = mode_times(psutil.cpu_times())
+
+    def collect(self) -> Iterable[Metric]:
+        time_family = catalog.SYSTEM_CPU_TIME.family()
+        per_cpu = psutil.cpu_times(percpu=True)
+        totals: dict[str, float] = {}
+        for number, times in enumerate(per_cpu):
+            cpu = str(number)
+            for mode, value in mode_times(times).items():
+                time_family.add_metric([cpu, mode], value)
+                totals[mode] = totals.get(mode, 0.0) + value
+        yield time_family
+
+        with self._lock:
+            shares = utilization(self._previous, totals)
+            if shares:
+                self._previous = totals
+        util = catalog.SYSTEM_CPU_UTILIZATION.family()
+        for mode, share in shares.items():
+            util.add_metric([mode], share)
+        yield util
+
+        count = catalog.SYSTEM_CPU_LOGICAL_COUNT.family()
+        count.add_metric([], float(len(per_cpu)))
+        yield count

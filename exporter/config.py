@@ -1,0 +1,239 @@
+"""Configuration: one typed object, validated once, with errors that name the field.
+
+Precedence, lowest first: built-in defaults, the YAML file, ``AI_EXPORTER_*`` environment
+variables, command-line flags. Every layer is merged into one plain dict and converted
+into the typed ``Config`` in one step, so the same validation (unknown keys, types,
+ranges) applies whichever layer a value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+
+ENV_PREFIX = "AI_EXPORTER_"
+DEFAULT_PORT = 10102
+DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the offending field."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class WebConfig(_Section):
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    telemetry_path: str = "/metrics"
+    cors_origin: str = ""
+    max_request_bytes: Count = 16 * 1024 * 1024
+    threads: Count = 8
+    config_file: str = ""
+
+
+class HealthConfig(_Section):
+    """Thresholds for /healthz: the host is unhealthy past these utilizations."""
+
+    max_memory_utilization: Ratio = 0.95
+    max_disk_utilization: Ratio = 0.95
+    disk_paths: list[str] = msgspec.field(default_factory=lambda: ["/"])
+
+
+class HostConfig(_Section):
+    filesystem_exclude_types: list[str] = msgspec.field(default_factory=lambda: [
+        "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
+        "devpts", "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs",
+        "overlay", "proc", "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs",
+        "squashfs", "sysfs", "tracefs", "tmpfs", "ramfs", "nfsd", "fuse.lxcfs",
+        "fuse.gvfsd-fuse", "fuse.portal", "efivarfs", "shm"])
+    filesystem_exclude_mountpoints: str = r"^/(dev|proc|run|sys|var/lib/docker/.+|snap/.+)($|/)"
+    network_exclude_interfaces: str = r"^$"
+    disk_exclude_devices: str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
+    procfs_path: str = "/proc"
+
+
+class CollectorsConfig(_Section):
+    timeout_seconds: PositiveFloat = 5.0
+    enabled: dict[str, bool] = msgspec.field(default_factory=dict)
+
+
+class BudgetConfig(_Section):
+    usd_per_day: Annotated[float, msgspec.Meta(ge=0)]
+    scope: str = "total"
+
+
+class AIConfig(_Section):
+    """How AI activity events become series."""
+
+    max_series_per_metric: Count = 10_000
+    max_tracked_ids: Count = 100_000
+    max_event_bytes: Count = 1024 * 1024
+    heartbeat_timeout_seconds: PositiveFloat = 120.0
+    llm_latency_threshold_seconds: PositiveFloat = 10.0
+    task_success_objective: Ratio = 0.99
+    budgets: list[BudgetConfig] = msgspec.field(default_factory=list)
+    extra_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    log_interval_seconds: PositiveFloat = 10.0
+
+
+class PushConfig(_Section):
+    enabled: bool = True
+    tokens: list[str] = msgspec.field(default_factory=list)
+    tokens_file: str = ""
+
+
+class SourcesConfig(_Section):
+    push: PushConfig = msgspec.field(default_factory=PushConfig)
+
+
+class DemoConfig(_Section):
+    enabled: bool = False
+    rate_per_second: PositiveFloat = 40.0
+    episode: str = ""
+    episode_after_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    episode_duration_seconds: PositiveFloat = 120.0
+    seed: int = 0
+
+
+class Config(_Section):
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
+    log_level: str = "info"
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    host: HostConfig = msgspec.field(default_factory=HostConfig)
+    collectors: CollectorsConfig = msgspec.field(default_factory=CollectorsConfig)
+    ai: AIConfig = msgspec.field(default_factory=AIConfig)
+    sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
+    demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+
+    def listen_host_port(self) -> tuple[str, int]:
+        return parse_listen_address(self.web.listen_address)
+
+
+_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``:port`` means every interface) and check the port."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"web.listen_address: expected host:port, got {address!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"web.listen_address: port {port} is outside 1-65535")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, port
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Read a YAML config file into a dict; errors name the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"config.file: cannot read {path}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config.file: {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config.file: {path} must hold a mapping at the top level")
+    return data
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``AI_EXPORTER_WEB__LISTEN_ADDRESS=:9000`` → ``{"web": {"listen_address": ":9000"}}``.
+
+    Double underscores separate sections; values are parsed as YAML scalars so that
+    numbers and booleans keep their types.
+    """
+    layer: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+        if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", dotted):
+            raise ConfigError(f"{key}: not a configuration variable")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(layer, dotted, value)
+    return layer
+
+
+def _field_of(message: str) -> str:
+    """Turn msgspec's ``... - at `$.web.port``` into ``web.port``."""
+    match = re.search(r"at `\$\.?([^`]*)`", message)
+    unknown = re.search(r"unknown field `([^`]+)`", message)
+    path = match.group(1) if match else ""
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    if unknown:
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    return path or "config"
+
+
+def build(*layers: Mapping[str, Any]) -> Config:
+    """Merge layers (later wins) and validate into a Config."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer)
+    try:
+        config = msgspec.convert(merged, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        detail = re.sub(r"\s*- at `[^`]*`", "", message)
+        raise ConfigError(f"{_field_of(message)}: {detail}") from None
+    parse_listen_address(config.web.listen_address)
+    if config.log_level not in _LEVELS:
+        raise ConfigError(f"log_level: expected one of {sorted(_LEVELS)}, got "
+                          f"{config.log_level!r}")
+    for name, value in config.ai.extra_labels.items():
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+            raise ConfigError(f"ai.extra_labels.{name}: not a valid label name")
+        if not value:
+            raise ConfigError(f"ai.extra_labels.{name}: empty value")
+    return config
+
+
+def load(path: str | None, flags: Mapping[str, Any] | None = None,
+         environ: Mapping[str, str] | None = None) -> Config:
+    """Load the whole configuration: defaults, file, environment, then flags."""
+    env = os.environ if environ is None else environ
+    file_layer = read_file(path) if path else {}
+    config = build(file_layer, from_environment(env), flags or {})
+    if path:
+        config.web.config_file = path
+    return config

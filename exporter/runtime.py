@@ -1,0 +1,173 @@
+"""The running exporter: configuration, collectors, sources, and reload, in one object.
+
+AI state (aggregator and ingest counters) lives as long as the process, so a reload never
+resets a counter; collectors and sources are rebuilt from the new configuration and
+swapped in only once the new configuration has validated and built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psutil
+from prometheus_client import ProcessCollector
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+
+from exporter import catalog, config
+from exporter.aggregator import Aggregator
+from exporter.collectors import COLLECTORS, Collector, CollectorContext
+from exporter.config import Config, ConfigError
+from exporter.ingest import Ingestor
+from exporter.scrape import CollectorRunner, StaticFamilies
+from exporter.sources import Source, build_sources
+from exporter.version import build_info
+
+log = logging.getLogger(__name__)
+
+
+def enabled_collectors(cfg: Config) -> list[str]:
+    """Names of the collectors to run: each collector's default, overridden by config."""
+    unknown = set(cfg.collectors.enabled) - set(COLLECTORS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"collectors.enabled.{name}: no such collector "
+                          f"(known: {', '.join(sorted(COLLECTORS))})")
+    return [name for name, cls in COLLECTORS.items()
+            if cfg.collectors.enabled.get(name, cls.default_enabled)]
+
+
+# Budgets the demo workload runs against when the configuration sets none.
+DEMO_BUDGETS = {"total": 300.0, "openai": 150.0, "anthropic": 150.0}
+
+
+def _aggregator_settings(cfg: Config) -> dict[str, Any]:
+    budgets = {b.scope: b.usd_per_day for b in cfg.ai.budgets}
+    if cfg.demo.enabled and not budgets:
+        budgets = dict(DEMO_BUDGETS)
+    return {
+        "heartbeat_timeout": cfg.ai.heartbeat_timeout_seconds,
+        "budgets": budgets,
+        "latency_threshold": cfg.ai.llm_latency_threshold_seconds,
+        "success_objective": cfg.ai.task_success_objective,
+    }
+
+
+class Runtime:
+    """Holds everything a request handler or a scrape needs."""
+
+    def __init__(self, cfg: Config, loader: Callable[[], Config] | None = None) -> None:
+        self._loader = loader
+        self._lock = threading.Lock()
+        self.started_at = time.time()
+        self.ready_event = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="collector")
+        extra = dict(cfg.ai.extra_labels)
+        if cfg.demo.enabled:
+            extra.setdefault("demo", "true")
+        self.aggregator = Aggregator(
+            max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
+            extra_labels=extra, **_aggregator_settings(cfg))
+        self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
+                                 cfg.ai.log_interval_seconds)
+        self.services: dict[str, Any] = {"ingestor": self.ingestor, "runtime": self}
+        self.process_collector = ProcessCollector(registry=None)
+        self.last_reload_ok = True
+        self.last_reload_time = time.time()
+        self.config = cfg
+        self.runner = self._build_runner(cfg)
+        self.sources: list[Source] = build_sources(cfg, self.ingestor)
+        if cfg.host.procfs_path != "/proc":
+            psutil.PROCFS_PATH = cfg.host.procfs_path
+
+    @staticmethod
+    def validate(cfg: Config) -> None:
+        """Check what only building can check (collector names, source settings)."""
+        enabled_collectors(cfg)
+        build_sources(cfg, Ingestor(Aggregator()))
+
+    def _build_runner(self, cfg: Config) -> CollectorRunner:
+        ctx = CollectorContext(cfg, self.services)
+        collectors: list[Collector] = [COLLECTORS[name](ctx) for name in enabled_collectors(cfg)]
+        return CollectorRunner(collectors, cfg.collectors.timeout_seconds, self.pool)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        for source in self.sources:
+            source.start()
+        self.ready_event.set()
+
+    def stop(self) -> None:
+        self.ready_event.clear()
+        for source in self.sources:
+            try:
+                source.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others regardless
+                log.warning("source %s: stop failed: %s", source.name, exc)
+        self.runner.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def source(self, name: str) -> Source | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration; on any error keep the one in force."""
+        if self._loader is None:
+            return False, "no configuration loader"
+        try:
+            new = self._loader()
+            runner = self._build_runner(new)
+            sources = build_sources(new, self.ingestor)
+        except ConfigError as exc:
+            self.last_reload_ok = False
+            log.error("reload rejected, keeping the current configuration: %s", exc)
+            return False, str(exc)
+        with self._lock:
+            old_runner, old_sources = self.runner, self.sources
+            for source in old_sources:
+                source.stop()
+            self.config, self.runner, self.sources = new, runner, sources
+            for key, value in _aggregator_settings(new).items():
+                setattr(self.aggregator, key, value)
+            for source in sources:
+                source.start()
+        old_runner.close()
+        self.last_reload_ok = True
+        self.last_reload_time = time.time()
+        log.info("configuration reloaded")
+        return True, "reloaded"
+
+    # --- scrape ---------------------------------------------------------------------
+    def families(self, deadline: float | None = None) -> list[Metric]:
+        """Every family /metrics serves, in one list (the OTLP bridge reads it too)."""
+        out = self.runner.collect(deadline)
+        info = build_info()
+        build = catalog.EXPORTER_BUILD_INFO.family()
+        build.add_metric([info.version, info.revision, info.python_version], 1.0)
+        ok = catalog.EXPORTER_CONFIG_LAST_RELOAD_SUCCESS.family()
+        ok.add_metric([], 1.0 if self.last_reload_ok else 0.0)
+        when = catalog.EXPORTER_CONFIG_LAST_RELOAD_TIME.family()
+        when.add_metric([], self.last_reload_time)
+        out.extend((build, ok, when))
+        out.extend(self.process_collector.collect())
+        return out
+
+    def render_metrics(self, deadline: float | None = None) -> bytes:
+        return bytes(generate_latest(StaticFamilies(self.families(deadline))))
+
+    def readiness(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {"started": {"ok": self.ready_event.is_set()}}
+        for source in self.sources:
+            ok, detail = source.ready()
+            checks[f"source:{source.name}"] = {"ok": ok, "detail": detail}
+        return checks
+
+
+def make_loader(path: str | None, flags: Mapping[str, Any]) -> Callable[[], Config]:
+    """A loader that re-reads the same file, environment and flags on each call."""
+    return lambda: config.load(path, flags)

@@ -1,0 +1,101 @@
+"""Runs the enabled collectors for one scrape: concurrently, each under a deadline.
+
+node_exporter's ``execute()`` in Python: every collector runs in the pool, its duration
+and success are reported, and a collector that raises or overruns the deadline yields
+``success 0`` while the rest of the scrape is served. A collector still stuck from an
+earlier scrape is not started again until it returns, so a hang never piles up threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from prometheus_client.metrics_core import Metric
+
+from exporter import catalog
+from exporter.collectors.base import Collector
+from exporter.logutil import RateLimitedLogger
+
+log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
+
+_Result = tuple[list[Metric], float]
+
+
+def _run(collector: Collector) -> _Result:
+    start = time.perf_counter()
+    families = list(collector.collect())
+    return families, time.perf_counter() - start
+
+
+class CollectorRunner:
+    """Collects the enabled collectors for a scrape and reports on each."""
+
+    def __init__(self, collectors: Sequence[Collector], timeout: float,
+                 pool: ThreadPoolExecutor) -> None:
+        self.collectors = list(collectors)
+        self.timeout = timeout
+        self._pool = pool
+        self._busy: dict[str, Future[_Result]] = {}
+        self._lock = threading.Lock()
+
+    def collect(self, deadline: float | None = None) -> list[Metric]:
+        """Families of every collector that finished by the deadline, plus self metrics."""
+        limit = time.monotonic() + self.timeout
+        if deadline is not None:
+            limit = min(limit, deadline)
+        futures: list[tuple[Collector, Future[_Result] | None, float]] = []
+        with self._lock:
+            for collector in self.collectors:
+                stuck = self._busy.get(collector.name)
+                if stuck is not None and not stuck.done():
+                    futures.append((collector, None, 0.0))
+                    continue
+                future = self._pool.submit(_run, collector)
+                self._busy[collector.name] = future
+                futures.append((collector, future, time.perf_counter()))
+
+        out: list[Metric] = []
+        success = catalog.EXPORTER_COLLECTOR_SUCCESS.family()
+        duration = catalog.EXPORTER_COLLECTOR_DURATION.family()
+        for collector, future, started in futures:
+            ok, elapsed = 0.0, 0.0
+            if future is None:
+                log.warning("collector %s: still running from an earlier scrape", collector.name)
+            else:
+                try:
+                    families, elapsed = future.result(timeout=max(limit - time.monotonic(), 0))
+                    out.extend(families)
+                    ok = 1.0
+                except FutureTimeout:
+                    elapsed = time.perf_counter() - started
+                    log.warning("collector %s: timed out after %.2fs", collector.name, elapsed)
+                except Exception as exc:
+                    elapsed = time.perf_counter() - started
+                    log.warning("collector %s: failed: %s: %s", collector.name,
+                                type(exc).__name__, exc)
+            success.add_metric([collector.name], ok)
+            duration.add_metric([collector.name], elapsed)
+        out.extend((success, duration))
+        return out
+
+    def close(self) -> None:
+        for collector in self.collectors:
+            try:
+                collector.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not stop a reload
+                log.warning("collector %s: close failed: %s", collector.name, exc)
+
+
+class StaticFamilies:
+    """Adapter so prometheus_client's ``generate_latest`` can render a list of families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

@@ -1,0 +1,33 @@
+"""The source contract: start feeding the ingestor, stop, and say whether it is ready.
+
+HTTP push, JSONL tailing, JSON snapshots, Redis Streams and the demo all implement this;
+the runtime starts and stops them without knowing which is which.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from exporter.ingest import Ingestor
+
+
+class Source(ABC):
+    """One event source feeding the shared ingestor."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    @abstractmethod
+    def start(self) -> None:
+        """Begin delivering events (return quickly; run in a thread if needed)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop delivering events and release resources; safe to call twice."""
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness for /readyz and a short detail."""
+        return True, "ok"

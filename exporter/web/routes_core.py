@@ -1,0 +1,109 @@
+"""Landing page, /metrics and the Kubernetes-style health routes."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import time
+from typing import Any
+
+import psutil
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from exporter.runtime import Runtime
+from exporter.version import build_info
+
+# Prometheus sends its scrape timeout; we answer a little before it gives up.
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+DEADLINE_MARGIN = 0.5
+
+LINKS = (
+    ("/metrics", "Prometheus metrics"),
+    ("/healthz", "health checks"), ("/readyz", "readiness"), ("/livez", "liveness"),
+    ("/api/status/version", "version"), ("/api/status/system", "system status"),
+    ("/api/metrics/system", "system metrics (JSON)"), ("/api/status/ai", "AI components"),
+    ("/api/metrics/ai", "AI aggregates (JSON)"), ("/api/v1/schema", "event schema"),
+)
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.config["RUNTIME"]
+    return runtime
+
+
+def scrape_deadline(header: str | None) -> float | None:
+    """Monotonic deadline from Prometheus's timeout header, or None when absent/invalid."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        return None
+    if not 0 < seconds < 3600:
+        return None
+    return time.monotonic() + max(seconds - DEADLINE_MARGIN, seconds / 2)
+
+
+def health_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """Each configured threshold as a check: value, threshold and verdict."""
+    cfg = runtime.config.health
+    checks: dict[str, dict[str, Any]] = {}
+    vm = psutil.virtual_memory()
+    mem = 1 - vm.available / vm.total if vm.total else 0.0
+    checks["memory"] = {"ok": mem <= cfg.max_memory_utilization, "utilization": round(mem, 4),
+                        "threshold": cfg.max_memory_utilization}
+    for path in cfg.disk_paths:
+        try:
+            usage = psutil.disk_usage(path)
+        except OSError:
+            checks[f"disk:{path}"] = {"ok": False, "error": "cannot stat"}
+            continue
+        share = usage.percent / 100.0
+        checks[f"disk:{path}"] = {"ok": share <= cfg.max_disk_utilization,
+                                  "utilization": round(share, 4),
+                                  "threshold": cfg.max_disk_utilization}
+    return checks
+
+
+def blueprint(runtime: Runtime) -> Blueprint:
+    bp = Blueprint("core", __name__)
+
+    @bp.get("/")
+    def landing() -> Response:
+        info = build_info()
+        items = "".join(f'<li><a href="{p}">{html.escape(p)}</a> — {html.escape(d)}</li>'
+                        for p, d in LINKS)
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ai-metrics-exporter"
+                f"</title></head><body><h1>ai-metrics-exporter</h1><p>version "
+                f"{html.escape(info.version)}</p><ul>{items}</ul></body></html>")
+        return Response(page, mimetype="text/html")
+
+    @bp.get(runtime.config.web.telemetry_path)
+    def metrics() -> Response:
+        deadline = scrape_deadline(request.headers.get(SCRAPE_TIMEOUT_HEADER))
+        body = _runtime().render_metrics(deadline)
+        response = Response(body, content_type=CONTENT_TYPE_LATEST)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.set_data(gzip.compress(body, compresslevel=1))
+            response.headers["Content-Encoding"] = "gzip"
+            response.headers["Vary"] = "Accept-Encoding"
+        return response
+
+    @bp.get("/livez")
+    def livez() -> Response:
+        return jsonify(status="ok")
+
+    @bp.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        checks = _runtime().readiness()
+        ok = all(c["ok"] for c in checks.values())
+        return jsonify(status="ok" if ok else "not ready", checks=checks), 200 if ok else 503
+
+    @bp.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        checks = health_checks(_runtime())
+        ok = all(c["ok"] for c in checks.values())
+        return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
+
+    return bp
