@@ -151,7 +151,7 @@ SYSTEM_CPU_UTILIZATION = _m(
     "system.cpu.utilization", "1", G,
     "Share of CPU time spent in each mode since the previous scrape, all CPUs together.",
     "cpu.mode", area=HOST)
-SYSTEM_CPU_LOGICAL_COUNT = _m("system.cpu.logical.count", "{cpu}", G,
+SYSTEM_CPU_LOGICAL_COUNT = _m("system.cpu.logical_cpus", "{cpu}", G,
                               "Number of logical CPUs.", area=HOST)
 SYSTEM_CPU_LOAD_1M = _m("system.cpu.load_average.1m", "{thread}", G,
                         "Load average over 1 minute.", area=HOST)
@@ -352,7 +352,7 @@ AI_COMPONENT_HEARTBEAT_LAST_SEEN = _m("ai.component.heartbeat.last_seen", "s", G
 AI_COMPONENT_INFO = _m("ai.component_info", "", G,
                        "Component metadata from heartbeats; the value is always 1.",
                        "component", "kind", "version", "status", area=COMP)
-AI_PROCESS_COUNT = _m("ai.process.count", "{process}", G,
+AI_PROCESS_COUNT = _m("ai.process.running", "{process}", G,
                       "Processes matching the component's pattern (0: down).", "component",
                       area=COMP)
 AI_PROCESS_CPU_TIME = _m("ai.process.cpu.time", "s", C,

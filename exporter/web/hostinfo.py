@@ -54,7 +54,7 @@ def status_view(runtime: Runtime) -> dict[str, Any]:
         for r in view.get("system_filesystem_utilization_ratio", [])]
     idle = _one(view, "system_cpu_utilization_ratio", cpu_mode="idle")
     return {
-        "cpu": {"logical_count": _one(view, "system_cpu_logical_count"),
+        "cpu": {"logical_count": _one(view, "system_cpu_logical_cpus"),
                 "utilization": None if idle is None else round(1 - idle, 4),
                 "load_average": {"1m": _one(view, "system_cpu_load_average_1m"),
                                  "5m": _one(view, "system_cpu_load_average_5m"),

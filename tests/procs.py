@@ -1,0 +1,208 @@
+"""Starting real processes for tests: free loopback ports, bounded waits, sure cleanup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+EXPORTER_BIN = str(VENV_BIN / "ai-metrics-exporter")
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str) -> str:
+    """Path of a binary the suite needs; a missing one fails the test (never skips)."""
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed; run the README's test command")
+    return path
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
+               what: str = "condition") -> Any:
+    """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class Proc:
+    """A started subprocess with its log file; ``stop()`` terminates it and its group."""
+
+    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike[str] | None = None) -> None:
+        self.args = list(args)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=env, cwd=cwd, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill9(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(5)
+
+
+class Exporter(Proc):
+    """The real exporter as a process, on a free loopback port."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None,
+                 args: Sequence[str] = (), command: str | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.workdir = workdir
+        argv = [EXPORTER_BIN]
+        if command:
+            argv.append(command)
+        argv.append(f"--web.listen-address={LOOPBACK}:{self.port}")
+        if config is not None:
+            self.config_path = workdir / f"exporter-{self.port}.yml"
+            self.config_path.write_text(yaml.safe_dump(config))
+            argv.append(f"--config.file={self.config_path}")
+        argv.extend(args)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AI_EXPORTER_")}
+        full_env.update(env or {})
+        super().__init__(argv, workdir / f"exporter-{self.port}.log", env=full_env,
+                         cwd=workdir)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"exporter exited early:\n{self.log()}")
+            return requests.get(f"{self.url}/livez", timeout=1).status_code == 200
+
+        wait_until(ready, timeout, what="exporter /livez")
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.get(f"{self.url}{path}", **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.post(f"{self.url}{path}", **kwargs)
+
+    def metrics(self) -> str:
+        response = self.get("/metrics")
+        response.raise_for_status()
+        return response.text
+
+
+def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Value of one sample in Prometheus text output (labels must match exactly those given,
+    extra labels on the sample are allowed)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != name:
+                continue
+            if labels and any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            return float(sample.value)
+    return None
+
+
+class Prometheus(Proc):
+    """A real Prometheus server scraping the given targets every ``interval``."""
+
+    def __init__(self, workdir: Path, scrape_configs: list[dict[str, Any]],
+                 interval: str = "1s", rule_files: Sequence[str] = (),
+                 alertmanager_url: str | None = None, extra: dict[str, Any] | None = None,
+                 evaluation_interval: str | None = None) -> None:
+        binary = require_binary("prometheus")
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        data = Path(tempfile.mkdtemp(prefix="prom-", dir=workdir))
+        cfg: dict[str, Any] = {
+            "global": {"scrape_interval": interval,
+                       "evaluation_interval": evaluation_interval or interval},
+            "scrape_configs": scrape_configs,
+        }
+        if rule_files:
+            cfg["rule_files"] = list(rule_files)
+        if alertmanager_url:
+            cfg["alerting"] = {"alertmanagers": [{"static_configs": [
+                {"targets": [alertmanager_url.removeprefix("http://")]}]}]}
+        cfg.update(extra or {})
+        config_path = data / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(cfg))
+        super().__init__([binary, f"--config.file={config_path}",
+                          f"--storage.tsdb.path={data / 'tsdb'}",
+                          f"--web.listen-address={LOOPBACK}:{self.port}",
+                          "--web.enable-lifecycle"], data / "prometheus.log")
+        wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200,
+                   30, what="prometheus ready")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        response = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def wait_for(self, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Poll an instant query until it returns at least one series."""
+        result: list[dict[str, Any]] = wait_until(lambda: self.query(expr), timeout,
+                                                  interval=0.5, what=f"PromQL {expr!r}")
+        return result
+
+
+def static_job(job: str, target: str, **extra: Any) -> dict[str, Any]:
+    """One scrape config for a single loopback target."""
+    return {"job_name": job, "static_configs": [{"targets": [target]}], **extra}
