@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -72,6 +73,20 @@ WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+if TYPE_CHECKING:
+    class Family(Metric):
+        """Static view of what ``MetricSpec.family()`` returns: a family with ``add_metric``.
+
+        Counter, gauge and histogram families take different ``add_metric`` arguments;
+        callers pass the ones that match the spec's kind.
+        """
+
+        def add_metric(self, labels: Sequence[str], value: Any, *args: Any,
+                       **kwargs: Any) -> None: ...
+else:
+    Family = Metric
+
+
 def prometheus_name(otel_name: str, unit: str, kind: Kind) -> str:
     """Translate an OTel metric name to its Prometheus name (compatibility rules)."""
     name = _INVALID.sub("_", otel_name)
@@ -126,14 +141,17 @@ class MetricSpec:
             return (self.name, f"{self.family_name}_created")
         return (self.name,)
 
-    def family(self, extra_labels: Sequence[str] = ()) -> Metric:
+    def family(self, extra_labels: Sequence[str] = ()) -> Family:
         """A fresh, empty prometheus_client family for one scrape."""
         labels = [*self.labels, *extra_labels]
+        family: Metric
         if self.kind is Kind.COUNTER:
-            return CounterMetricFamily(self.family_name, self.description, labels=labels)
-        if self.kind is Kind.HISTOGRAM:
-            return HistogramMetricFamily(self.name, self.description, labels=labels)
-        return GaugeMetricFamily(self.name, self.description, labels=labels)
+            family = CounterMetricFamily(self.family_name, self.description, labels=labels)
+        elif self.kind is Kind.HISTOGRAM:
+            family = HistogramMetricFamily(self.name, self.description, labels=labels)
+        else:
+            family = GaugeMetricFamily(self.name, self.description, labels=labels)
+        return cast("Family", family)
 
 
 def _m(otel_name: str, unit: str, kind: Kind, description: str, *attributes: str,
