@@ -123,7 +123,7 @@ class HistogramStore(_Capped):
             for le, count in zip(les, row, strict=False):
                 running += count
                 buckets.append((le, running))
-            fam.add_metric(list(key + extra_values), buckets, row[-2])  # type: ignore[attr-defined]
+            fam.add_metric(list(key + extra_values), buckets, row[-2])
         return fam
 
 
@@ -186,9 +186,11 @@ class Aggregator:
         self.overflow: dict[str, float] = {}
         self.stores: dict[str, CounterStore | HistogramStore] = {}
         cap, of = max_series, self.overflow
-        c = lambda spec: self._add(CounterStore(spec, cap, of))  # noqa: E731
-        g = lambda spec: self._add(GaugeStore(spec, cap, of))  # noqa: E731
-        h = lambda spec: self._add(HistogramStore(spec, cap, of))  # noqa: E731
+        c: Callable[[MetricSpec], CounterStore] = (
+            lambda spec: self._add(CounterStore(spec, cap, of)))
+        g: Callable[[MetricSpec], GaugeStore] = lambda spec: self._add(GaugeStore(spec, cap, of))
+        h: Callable[[MetricSpec], HistogramStore] = (
+            lambda spec: self._add(HistogramStore(spec, cap, of)))
         self.llm_duration = h(catalog.GEN_AI_CLIENT_OPERATION_DURATION)
         self.llm_token_usage = h(catalog.GEN_AI_CLIENT_TOKEN_USAGE)
         self.llm_ttft = h(catalog.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK)
@@ -401,7 +403,7 @@ class Aggregator:
         return out
 
     def _tracked_families(self, extra: Sequence[str], xv: Key, now: float) -> list[Metric]:
-        out = []
+        out: list[Metric] = []
         for tracked, count_spec, age_spec in (
                 (self.queued, catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE),
                 (self.running, catalog.AI_TASK_IN_PROGRESS, None),

@@ -44,7 +44,7 @@ class Event(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, kw_onl
     ts: Timestamp | None = None
 
 
-class LlmCall(Event, tag="llm_call"):
+class LlmCall(Event, tag="llm_call", frozen=True):
     """One LLM request: maps to the OTel GenAI client metrics plus cost and request counters."""
 
     provider: Label
@@ -60,7 +60,7 @@ class LlmCall(Event, tag="llm_call"):
     component: OptLabel = ""
 
 
-class Task(Event, tag="task"):
+class Task(Event, tag="task", frozen=True):
     """A task status transition; ``task_id`` lets queue and in-progress gauges follow it."""
 
     component: Label
@@ -70,20 +70,20 @@ class Task(Event, tag="task"):
     duration_seconds: Seconds | None = None
 
 
-class ToolCall(Event, tag="tool_call"):
+class ToolCall(Event, tag="tool_call", frozen=True):
     tool: Label
     agent: OptLabel = ""
     duration_seconds: Seconds | None = None
     error_type: OptLabel = ""
 
 
-class QualityGate(Event, tag="quality_gate"):
+class QualityGate(Event, tag="quality_gate", frozen=True):
     gate: Label
     decision: Literal["approved", "rejected"]
     score: Score | None = None
 
 
-class Resolution(Event, tag="resolution"):
+class Resolution(Event, tag="resolution", frozen=True):
     """A step of a resolution loop; the loop id is tracked, never a label."""
 
     loop_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -92,14 +92,14 @@ class Resolution(Event, tag="resolution"):
     outcome: OptLabel = ""
 
 
-class Guardian(Event, tag="guardian"):
+class Guardian(Event, tag="guardian", frozen=True):
     guardian: Label
     verdict: Verdict
     guardian_type: OptLabel = ""
     duration_seconds: Seconds | None = None
 
 
-class Intervention(Event, tag="intervention"):
+class Intervention(Event, tag="intervention", frozen=True):
     intervention_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     type: Label
     status: InterventionStatus
@@ -107,7 +107,7 @@ class Intervention(Event, tag="intervention"):
     wait_seconds: Seconds | None = None
 
 
-class SecurityEvent(Event, tag="security_event"):
+class SecurityEvent(Event, tag="security_event", frozen=True):
     """A security event; with an ``event_id`` it is tracked until a resolved event arrives."""
 
     category: Label
@@ -116,12 +116,12 @@ class SecurityEvent(Event, tag="security_event"):
     resolved: bool = False
 
 
-class Error(Event, tag="error"):
+class Error(Event, tag="error", frozen=True):
     component: Label
     category: ErrorCategory
 
 
-class ProviderLimit(Event, tag="provider_limit"):
+class ProviderLimit(Event, tag="provider_limit", frozen=True):
     """Rate-limit headroom as the provider reported it (e.g. from x-ratelimit headers)."""
 
     provider: Label
@@ -132,7 +132,7 @@ class ProviderLimit(Event, tag="provider_limit"):
     reset_at: Timestamp | None = None
 
 
-class ComponentStatus(Event, tag="component_status"):
+class ComponentStatus(Event, tag="component_status", frozen=True):
     """A heartbeat from an AI component."""
 
     component: Label
@@ -162,7 +162,7 @@ def _defaults(cls: type[Event]) -> tuple[tuple[str, Any], ...]:
     return tuple((f.encode_name, f.default) for f in info)
 
 
-_DEFAULTS = {cls: _defaults(cls) for cls in AnyEvent.__args__}  # type: ignore[attr-defined]
+_DEFAULTS = {cls: _defaults(cls) for cls in AnyEvent.__args__}
 
 
 def _present_field_count(event: Event) -> int:

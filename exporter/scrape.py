@@ -55,9 +55,9 @@ class CollectorRunner:
                 if stuck is not None and not stuck.done():
                     futures.append((collector, None, 0.0))
                     continue
-                future = self._pool.submit(_run, collector)
-                self._busy[collector.name] = future
-                futures.append((collector, future, time.perf_counter()))
+                submitted = self._pool.submit(_run, collector)
+                self._busy[collector.name] = submitted
+                futures.append((collector, submitted, time.perf_counter()))
 
         out: list[Metric] = []
         success = catalog.EXPORTER_COLLECTOR_SUCCESS.family()
