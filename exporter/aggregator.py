@@ -186,10 +186,11 @@ class Aggregator:
         self.overflow: dict[str, float] = {}
         self.stores: dict[str, CounterStore | HistogramStore] = {}
         cap, of = max_series, self.overflow
-        c: Callable[[MetricSpec], CounterStore] = (
+        c: Callable[[MetricSpec], CounterStore] = (  # noqa: E731
             lambda spec: self._add(CounterStore(spec, cap, of)))
-        g: Callable[[MetricSpec], GaugeStore] = lambda spec: self._add(GaugeStore(spec, cap, of))
-        h: Callable[[MetricSpec], HistogramStore] = (
+        g: Callable[[MetricSpec], GaugeStore] = (  # noqa: E731
+            lambda spec: self._add(GaugeStore(spec, cap, of)))
+        h: Callable[[MetricSpec], HistogramStore] = (  # noqa: E731
             lambda spec: self._add(HistogramStore(spec, cap, of)))
         self.llm_duration = h(catalog.GEN_AI_CLIENT_OPERATION_DURATION)
         self.llm_token_usage = h(catalog.GEN_AI_CLIENT_TOKEN_USAGE)
@@ -429,9 +430,9 @@ class Aggregator:
         info = catalog.AI_COMPONENT_INFO.family(extra)
         for name, (kind, version, status, last) in self.heartbeats.items():
             fresh = now - last <= self.heartbeat_timeout
-            up.add_metric((name, kind) + xv, 1.0 if fresh and status != "down" else 0.0)
-            seen.add_metric((name, kind) + xv, last)
-            info.add_metric((name, kind, version, status) + xv, 1.0)
+            up.add_metric((name, kind, *xv), 1.0 if fresh and status != "down" else 0.0)
+            seen.add_metric((name, kind, *xv), last)
+            info.add_metric((name, kind, version, status, *xv), 1.0)
         return [up, seen, info]
 
     def _budget_families(self, extra: Sequence[str], xv: Key, now: float) -> list[Metric]:

@@ -107,7 +107,7 @@ class Runtime:
         for source in self.sources:
             try:
                 source.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the others regardless
+            except Exception as exc:  # stop the others regardless
                 log.warning("source %s: stop failed: %s", source.name, exc)
         self.runner.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -87,7 +87,7 @@ class CollectorRunner:
         for collector in self.collectors:
             try:
                 collector.close()
-            except Exception as exc:  # noqa: BLE001 - closing must not stop a reload
+            except Exception as exc:  # closing must not stop a reload
                 log.warning("collector %s: close failed: %s", collector.name, exc)
 
 

@@ -109,7 +109,7 @@ class DemoWorkload:
     def __init__(self, rate_per_second: float, schedule: Schedule, seed: int = 0) -> None:
         self.rate = rate_per_second
         self.schedule = schedule
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - synthetic demo data, not security
         self.world = World()
         self.ids = itertools.count(1)
         self.last_heartbeat = -1e9

@@ -23,7 +23,7 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-class BodyTooLarge(Exception):
+class BodyTooLargeError(Exception):
     """The (decompressed) body is over the configured limit."""
 
 
@@ -40,7 +40,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = inflater.decompress(body, limit + 1)
     if len(out) > limit or inflater.unconsumed_tail:
-        raise BodyTooLarge
+        raise BodyTooLargeError
     return out
 
 
@@ -86,7 +86,7 @@ class PushSource(Source):
         if encoding == "gzip":
             try:
                 body = gunzip(body, self.max_body_bytes)
-            except BodyTooLarge:
+            except BodyTooLargeError:
                 return self._refuse(413, Rejection("too_large", "decompressed body is over "
                                                    f"{self.max_body_bytes} bytes"))
             except zlib.error:

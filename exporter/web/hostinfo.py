@@ -24,7 +24,7 @@ def host_families(runtime: Runtime) -> list[Metric]:
         if name in COLLECTORS:
             try:
                 families.extend(COLLECTORS[name](ctx).collect())
-            except Exception:  # noqa: BLE001, S112 - a failing collector is left out
+            except Exception:  # noqa: S112 - a failing collector is left out
                 continue
     return families
 
