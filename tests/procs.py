@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -48,7 +50,7 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float 
             value = check()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+        except Exception as exc:  # keep polling until the deadline
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
@@ -81,10 +83,8 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -147,8 +147,6 @@ class Exporter(Proc):
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
     """Value of one sample in Prometheus text output (labels must match exactly those given,
     extra labels on the sample are allowed)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name != name:
