@@ -217,6 +217,12 @@ def build(*layers: Mapping[str, Any]) -> Config:
         detail = re.sub(r"\s*- at `[^`]*`", "", message)
         raise ConfigError(f"{_field_of(message)}: {detail}") from None
     parse_listen_address(config.web.listen_address)
+    for name in ("filesystem_exclude_mountpoints", "network_exclude_interfaces",
+                 "disk_exclude_devices"):
+        try:
+            re.compile(getattr(config.host, name))
+        except re.error as exc:
+            raise ConfigError(f"host.{name}: invalid regular expression: {exc}") from None
     if config.log_level not in _LEVELS:
         raise ConfigError(f"log_level: expected one of {sorted(_LEVELS)}, got "
                           f"{config.log_level!r}")

@@ -82,8 +82,7 @@ class Runtime:
         self.config = cfg
         self.runner = self._build_runner(cfg)
         self.sources: list[Source] = build_sources(cfg, self.ingestor)
-        if cfg.host.procfs_path != "/proc":
-            psutil.PROCFS_PATH = cfg.host.procfs_path
+        psutil.PROCFS_PATH = cfg.host.procfs_path
 
     @staticmethod
     def validate(cfg: Config) -> None:
@@ -132,6 +131,7 @@ class Runtime:
             for source in old_sources:
                 source.stop()
             self.config, self.runner, self.sources = new, runner, sources
+            psutil.PROCFS_PATH = new.host.procfs_path
             for key, value in _aggregator_settings(new).items():
                 setattr(self.aggregator, key, value)
             for source in sources:

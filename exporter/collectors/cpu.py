@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 
@@ -36,7 +37,9 @@ class CpuCollector(Collector):
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
         self._lock = threading.Lock()
-        self._previous: dict[str, float] = mode_times(psutil.cpu_times())
+        self._previous: dict[str, float] = {}
+        with contextlib.suppress(OSError):  # procfs unreadable: first scrape is since boot
+            self._previous = mode_times(psutil.cpu_times())
 
     def collect(self) -> Iterable[Metric]:
         time_family = catalog.SYSTEM_CPU_TIME.family()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from exporter.runtime import Runtime
 from exporter.web import routes_admin, routes_api, routes_core
@@ -48,6 +48,8 @@ def create_app(runtime: Runtime) -> Flask:
         code = exc.code or 500
         body = jsonify(error=exc.name, status=code,
                        detail=_public_detail(code, request.method))
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            body.headers["Allow"] = ", ".join(exc.valid_methods)  # required on 405
         return body, code
 
     @app.errorhandler(Exception)

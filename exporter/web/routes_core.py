@@ -49,10 +49,15 @@ def health_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     """Each configured threshold as a check: value, threshold and verdict."""
     cfg = runtime.config.health
     checks: dict[str, dict[str, Any]] = {}
-    vm = psutil.virtual_memory()
-    mem = 1 - vm.available / vm.total if vm.total else 0.0
-    checks["memory"] = {"ok": mem <= cfg.max_memory_utilization, "utilization": round(mem, 4),
-                        "threshold": cfg.max_memory_utilization}
+    try:
+        vm = psutil.virtual_memory()
+    except OSError:  # procfs unreadable: the check fails, the route still answers
+        checks["memory"] = {"ok": False, "error": "cannot read memory statistics"}
+    else:
+        mem = 1 - vm.available / vm.total if vm.total else 0.0
+        checks["memory"] = {"ok": mem <= cfg.max_memory_utilization,
+                            "utilization": round(mem, 4),
+                            "threshold": cfg.max_memory_utilization}
     for path in cfg.disk_paths:
         try:
             usage = psutil.disk_usage(path)
