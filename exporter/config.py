@@ -18,6 +18,8 @@ import msgspec
 import yaml
 
 ENV_PREFIX = "AI_EXPORTER_"
+# Build identity read by exporter.version (set by the image build), not configuration.
+BUILD_VARIABLES = frozenset({"AI_EXPORTER_REVISION", "AI_EXPORTER_BUILD_DATE"})
 DEFAULT_PORT = 10102
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 
@@ -181,7 +183,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """
     layer: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in BUILD_VARIABLES:
             continue
         dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
         if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", dotted):
