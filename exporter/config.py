@@ -109,6 +109,28 @@ class DemoConfig(_Section):
     seed: int = 0
 
 
+class OtlpConfig(_Section):
+    """OTLP push. Empty fields fall back to the standard ``OTEL_*`` variables; the push
+    is off unless an endpoint is set here or in ``OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT``."""
+
+    enabled: bool = True
+    endpoint: str = ""
+    metrics_endpoint: str = ""
+    protocol: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_seconds: PositiveFloat | None = None
+    compression: str = ""
+    certificate: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+    insecure: bool | None = None
+    interval_seconds: PositiveFloat | None = None
+    temporality: str = ""
+    resource_attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    reuse_scrape: bool = True
+    max_backoff_seconds: PositiveFloat = 300.0
+
+
 class Config(_Section):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     log_level: str = "info"
@@ -118,6 +140,7 @@ class Config(_Section):
     ai: AIConfig = msgspec.field(default_factory=AIConfig)
     sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+    otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
 
     def listen_host_port(self) -> tuple[str, int]:
         return parse_listen_address(self.web.listen_address)
