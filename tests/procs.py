@@ -120,7 +120,11 @@ class Exporter(Proc):
         full_env.update(env or {})
         super().__init__(argv, workdir / f"exporter-{self.port}.log", env=full_env,
                          cwd=workdir)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # never leak a process (or its log file) that did not come up
+            raise
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
