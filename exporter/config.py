@@ -190,7 +190,11 @@ def read_file(path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config.file: {path} is not valid YAML: {exc}") from None
+        # One line: PyYAML's own message spans several lines with a source excerpt.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"config.file: {path} is not valid YAML: {problem}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
