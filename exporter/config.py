@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -36,6 +36,44 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+Role = Literal["viewer", "operator", "admin"]
+
+
+class JwtConfig(_Section):
+    """Bearer JWTs: HS256 with a shared secret file, or RS256 with a PEM public key file."""
+
+    hs256_secret_file: str = ""
+    rs256_public_key_file: str = ""
+    audience: str = ""
+    issuer: str = ""
+    role_claim: str = "role"
+    leeway_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
+
+
+class LimitsConfig(_Section):
+    """Request limits; 0 turns a limit off."""
+
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=0)] = 0
+    push_rate_per_second: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    push_burst: Count = 20
+    tls_handshake_timeout_seconds: PositiveFloat = 5.0
+
+
+class SecurityConfig(_Section):
+    """TLS (from the exporter-toolkit web config file), credentials, roles and limits."""
+
+    web_config_file: str = ""
+    tokens_file: str = ""
+    jwt: JwtConfig = msgspec.field(default_factory=JwtConfig)
+    basic_auth_roles: dict[str, Role] = msgspec.field(default_factory=dict)
+    basic_auth_default_role: Role = "viewer"
+    client_cert_role: Role | Literal[""] = ""
+    anonymous_role: Role | Literal[""] | None = None
+    open_routes: list[str] = msgspec.field(
+        default_factory=lambda: ["/livez", "/readyz", "/healthz"])
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+
+
 class WebConfig(_Section):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     telemetry_path: str = "/metrics"
@@ -43,6 +81,7 @@ class WebConfig(_Section):
     max_request_bytes: Count = 16 * 1024 * 1024
     threads: Count = 8
     config_file: str = ""
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
 
 class HealthConfig(_Section):

@@ -25,6 +25,7 @@ from exporter.collectors import COLLECTORS, Collector, CollectorContext
 from exporter.config import Config, ConfigError
 from exporter.ingest import Ingestor
 from exporter.scrape import CollectorRunner, StaticFamilies
+from exporter.security import Security
 from exporter.sources import Source, build_sources
 from exporter.version import build_info
 
@@ -75,7 +76,9 @@ class Runtime:
             extra_labels=extra, **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds)
-        self.services: dict[str, Any] = {"ingestor": self.ingestor, "runtime": self}
+        self.security = Security(cfg)
+        self.services: dict[str, Any] = {"ingestor": self.ingestor, "runtime": self,
+                                         "security": self.security}
         self.process_collector = ProcessCollector(registry=None)
         self.last_reload_ok = True
         self.last_reload_time = time.time()
@@ -89,6 +92,7 @@ class Runtime:
         """Check what only building can check (collector names, source settings)."""
         enabled_collectors(cfg)
         build_sources(cfg, Ingestor(Aggregator()))
+        Security.prepare(cfg)
 
     def _build_runner(self, cfg: Config) -> CollectorRunner:
         ctx = CollectorContext(cfg, self.services)
@@ -120,6 +124,7 @@ class Runtime:
             return False, "no configuration loader"
         try:
             new = self._loader()
+            policy = self.security.prepare(new)
             runner = self._build_runner(new)
             sources = build_sources(new, self.ingestor)
         except ConfigError as exc:
@@ -131,6 +136,7 @@ class Runtime:
             for source in old_sources:
                 source.stop()
             self.config, self.runner, self.sources = new, runner, sources
+            self.security.install(policy)
             psutil.PROCFS_PATH = new.host.procfs_path
             for key, value in _aggregator_settings(new).items():
                 setattr(self.aggregator, key, value)

@@ -15,6 +15,7 @@ from cheroot import wsgi
 
 from exporter.runtime import Runtime
 from exporter.web import create_app
+from exporter.web.tls import adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def build_server(runtime: Runtime) -> wsgi.Server:
                          numthreads=runtime.config.web.threads, server_name="ai-metrics-exporter",
                          shutdown_timeout=5)
     server.stats["Enabled"] = False
+    server.ssl_adapter = adapter_for(runtime)
     return server
 
 

@@ -21,6 +21,7 @@ _MODULES = (
     "uptime",
     "battery",
     "ai",
+    "http_auth",
 )
 
 

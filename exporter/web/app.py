@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from exporter.runtime import Runtime
 from exporter.web import routes_admin, routes_api, routes_core
+from exporter.web.auth import install as install_security
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(routes_core.blueprint(runtime))
     app.register_blueprint(routes_api.bp)
     app.register_blueprint(routes_admin.bp)
+    install_security(app, runtime)  # before `headers`: web-config headers apply last
 
     @app.after_request
     def headers(response: Response) -> Response:

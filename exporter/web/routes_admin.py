@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from exporter.runtime import Runtime
@@ -13,4 +15,15 @@ bp = Blueprint("admin", __name__)
 def reload() -> tuple[Response, int]:
     runtime: Runtime = current_app.config["RUNTIME"]
     ok, message = runtime.reload()
-    return jsonify(status="reloaded" if ok else "rejected", detail=message), 200 if ok else 400
+    if ok:
+        return jsonify(status="reloaded", detail=message), 200
+    # The full error (it may name a file path) goes to the log; the body names the field.
+    return jsonify(status="rejected", detail=public_reload_error(message)), 400
+
+
+def public_reload_error(message: str) -> str:
+    """``web.security.tokens_file: cannot read /etc/x: ...`` → the field name only."""
+    field, sep, _rest = message.partition(":")
+    if sep and re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", field):
+        return f"configuration rejected at {field}; see the exporter log"
+    return "configuration rejected; see the exporter log"

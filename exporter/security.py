@@ -1,0 +1,535 @@
+"""Who may call what: credentials (basic auth, static tokens, JWT, client certificates),
+roles (viewer < operator < admin), request limits and the failed-auth counter.
+
+Nothing here knows Flask: ``Security.authorize`` takes the request's method, path,
+headers and peer, and returns a ``Decision``; ``exporter.web.auth`` turns that into
+responses. A ``Policy`` is built from one configuration and swapped whole on reload
+(``Security.prepare`` validates, ``Security.install`` swaps), so a request sees either the
+old rules or the new ones, never a mix. Failure counters and the bcrypt cache outlive
+reloads.
+
+Secrets never reach a log line, a metric label or a response body: failures are counted
+by a fixed ``reason`` and logged with the reason and the peer address only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from exporter import catalog
+from exporter.config import Config, ConfigError
+from exporter.webconfig import WebConfigWatcher, WebSettings
+
+log = logging.getLogger(__name__)
+
+ROLES = ("viewer", "operator", "admin")
+RANK = {role: i + 1 for i, role in enumerate(ROLES)}
+ADMIN = "admin"
+
+# The fixed ``reason`` values of ai_exporter_http_auth_failures_total.
+REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", "expired",
+           "not_yet_valid", "wrong_audience", "no_role", "forbidden", "config_invalid")
+
+# A real bcrypt hash of a random string: unknown users pay the same bcrypt cost as known
+# ones, so response time does not reveal which user names exist (as exporter-toolkit).
+_DUMMY_HASH = bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=10))
+_BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$", b"$2x$", b"$2$")
+_SHA256_HEX = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
+_CACHE_SIZE = 1024
+_MAX_HEADER = 8192
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller: a name safe to log (never a secret) and a role."""
+
+    name: str
+    role: str
+    method: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one request: allowed with an identity, or refused with a status."""
+
+    status: int  # 0: allowed
+    identity: Identity | None = None
+    reason: str = ""
+    challenge: str = ""
+    retry_after: int = 0
+
+
+ALLOW_ANON = Decision(0)
+
+
+@dataclass(frozen=True)
+class StaticToken:
+    """One line of the token file: the token's hash, its role and a display name."""
+
+    role: str
+    name: str
+    sha256: bytes = b""
+    bcrypt_hash: bytes = b""
+
+
+def read_secret_file(path: str, field_name: str) -> bytes:
+    """A secret or key file's bytes; errors name the field and the file, never the content."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{field_name}: cannot read {path}: "
+                          f"{exc.strerror or 'error'}") from None
+    data = data.strip()
+    if not data:
+        raise ConfigError(f"{field_name}: {path} is empty")
+    return data
+
+
+def parse_token_file(text: str, field_name: str = "web.security.tokens_file"
+                     ) -> list[StaticToken]:
+    """``<role> <hash> [name]`` per line; hash is ``sha256:<hex>``, bare hex, or bcrypt."""
+    tokens: list[StaticToken] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        where = f"{field_name}: line {lineno}"
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"{where}: expected '<role> <hash> [name]'")
+        role, hashed = parts[0], parts[1]
+        name = parts[2] if len(parts) == 3 else f"token-line-{lineno}"
+        if role not in RANK:
+            raise ConfigError(f"{where}: role must be one of {', '.join(ROLES)}")
+        match = _SHA256_HEX.match(hashed)
+        if match:
+            tokens.append(StaticToken(role, name, sha256=bytes.fromhex(match.group(1))))
+        elif hashed.encode().startswith(_BCRYPT_PREFIXES) and len(hashed) == 60:
+            tokens.append(StaticToken(role, name, bcrypt_hash=hashed.encode()))
+        else:
+            raise ConfigError(f"{where}: hash must be sha256:<64 hex digits> or a bcrypt "
+                              "hash ($2b$...)")
+    return tokens
+
+
+class TokenBucket:
+    """A token bucket per key (client identity or address), bounded in the keys it keeps."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when allowed, else the seconds until one request would be allowed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.rate
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+def route_role(method: str, path: str, telemetry_path: str) -> str:
+    """The least role that may call a route (``""``: no role needed for OPTIONS preflight)."""
+    if method == "OPTIONS":
+        return ""
+    if path == "/-/reload" or path.startswith("/-/"):
+        return ADMIN
+    if path == "/api/v1/events":
+        return "operator" if method not in ("GET", "HEAD") else "viewer"
+    if method in ("GET", "HEAD"):
+        return "viewer"
+    return ADMIN
+
+
+@dataclass
+class Policy:
+    """The rules of one configuration: credentials, roles, open routes, limits."""
+
+    telemetry_path: str = "/metrics"
+    open_routes: frozenset[str] = frozenset()
+    watcher: WebConfigWatcher | None = None
+    static_tokens: list[StaticToken] = field(default_factory=list)
+    push_tokens: list[bytes] = field(default_factory=list)
+    jwt_key: Any = None
+    jwt_algorithm: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_role_claim: str = "role"
+    jwt_leeway: float = 0.0
+    basic_roles: Mapping[str, str] = field(default_factory=dict)
+    basic_default_role: str = "viewer"
+    client_cert_role: str = ""
+    anonymous_role: str = ""
+    push_bucket: TokenBucket | None = None
+    max_concurrent: int = 0
+    global_bucket: TokenBucket | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when any credential is configured; otherwise every route is open."""
+        users = self.watcher is not None and bool(self.watcher.settings.basic_auth_users)
+        return bool(users or self.static_tokens or self.push_tokens or self.jwt_key
+                    or self.client_cert_role)
+
+    @property
+    def tls(self) -> bool:
+        return self.watcher is not None and self.watcher.context is not None
+
+
+def _push_tokens(cfg: Config) -> list[bytes]:
+    """``sources.push.tokens`` and ``sources.push.tokens_file`` (one token a line):
+    plain shared secrets kept working as operator tokens; stored as SHA-256 only."""
+    push = cfg.sources.push
+    plain = [t for t in push.tokens if t]
+    if push.tokens_file:
+        text = read_secret_file(push.tokens_file, "sources.push.tokens_file").decode(
+            "utf-8", "replace")
+        plain.extend(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.strip().startswith("#"))
+    return [hashlib.sha256(t.encode()).digest() for t in plain]
+
+
+def build_policy(cfg: Config) -> Policy:
+    """Validate the security settings into a Policy; ``ConfigError`` names the field."""
+    sec = cfg.web.security
+    policy = Policy(telemetry_path=cfg.web.telemetry_path,
+                    open_routes=frozenset(sec.open_routes),
+                    basic_roles=dict(sec.basic_auth_roles),
+                    basic_default_role=sec.basic_auth_default_role,
+                    client_cert_role=sec.client_cert_role,
+                    max_concurrent=sec.limits.max_concurrent_requests)
+    for i, route in enumerate(sec.open_routes):
+        if not route.startswith("/"):
+            raise ConfigError(f"web.security.open_routes.{i}: must start with '/'")
+    if sec.web_config_file:
+        policy.watcher = WebConfigWatcher(sec.web_config_file)
+        settings = policy.watcher.settings
+        if settings.rate_interval_seconds > 0:
+            policy.global_bucket = TokenBucket(1.0 / settings.rate_interval_seconds,
+                                               settings.rate_burst)
+        for user in policy.basic_roles:
+            if user not in settings.basic_auth_users:
+                raise ConfigError(f"web.security.basic_auth_roles.{user}: no such user in "
+                                  "basic_auth_users of the web config file")
+    if sec.tokens_file:
+        text = read_secret_file(sec.tokens_file, "web.security.tokens_file")
+        try:
+            policy.static_tokens = parse_token_file(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError("web.security.tokens_file: not UTF-8 text") from None
+    policy.push_tokens = _push_tokens(cfg)
+    _jwt_settings(cfg, policy)
+    if sec.anonymous_role is None:
+        # Only push tokens configured (the older setting): reads stay open as before.
+        only_push = policy.push_tokens and not (
+            policy.static_tokens or policy.jwt_key or policy.client_cert_role
+            or (policy.watcher is not None and policy.watcher.settings.basic_auth_users))
+        policy.anonymous_role = "viewer" if only_push else ""
+    else:
+        policy.anonymous_role = sec.anonymous_role
+    if sec.limits.push_rate_per_second > 0:
+        policy.push_bucket = TokenBucket(sec.limits.push_rate_per_second,
+                                         sec.limits.push_burst)
+    return policy
+
+
+def _jwt_settings(cfg: Config, policy: Policy) -> None:
+    conf = cfg.web.security.jwt
+    where = "web.security.jwt"
+    if conf.hs256_secret_file and conf.rs256_public_key_file:
+        raise ConfigError(f"{where}.hs256_secret_file: set hs256_secret_file or "
+                          "rs256_public_key_file, not both")
+    if not (conf.hs256_secret_file or conf.rs256_public_key_file):
+        return
+    if not conf.audience:
+        raise ConfigError(f"{where}.audience: required when JWTs are accepted (a token "
+                          "minted for another service must not work here)")
+    if not conf.role_claim:
+        raise ConfigError(f"{where}.role_claim: must not be empty")
+    if conf.hs256_secret_file:
+        secret = read_secret_file(conf.hs256_secret_file, f"{where}.hs256_secret_file")
+        if len(secret) < 32:
+            raise ConfigError(f"{where}.hs256_secret_file: the secret must be at least 32 "
+                              "bytes")
+        policy.jwt_key, policy.jwt_algorithm = secret, "HS256"
+    else:
+        pem = read_secret_file(conf.rs256_public_key_file, f"{where}.rs256_public_key_file")
+        try:
+            key = load_pem_public_key(pem)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{where}.rs256_public_key_file: not a PEM public "
+                              "key") from None
+        if not isinstance(key, RSAPublicKey):
+            raise ConfigError(f"{where}.rs256_public_key_file: not an RSA public key")
+        policy.jwt_key, policy.jwt_algorithm = key, "RS256"
+    policy.jwt_audience, policy.jwt_issuer = conf.audience, conf.issuer
+    policy.jwt_role_claim, policy.jwt_leeway = conf.role_claim, conf.leeway_seconds
+
+
+class _Semaphore:
+    """A non-blocking in-flight counter: over the cap, the request is refused at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def try_acquire(self, cap: int) -> bool:
+        with self._lock:
+            if cap and self.in_flight >= cap:
+                return False
+            self.in_flight += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.in_flight = max(self.in_flight - 1, 0)
+
+
+class Security:
+    """Process-lifetime security state: the policy in force plus counters and caches."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.policy = build_policy(cfg)
+        self._lock = threading.Lock()
+        self.failures: dict[str, float] = dict.fromkeys(REASONS, 0.0)
+        self.concurrency = _Semaphore()
+        self._verified: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+
+    @staticmethod
+    def prepare(cfg: Config) -> Policy:
+        return build_policy(cfg)
+
+    def install(self, policy: Policy) -> None:
+        with self._lock:
+            self.policy = policy
+            self._verified.clear()
+
+    # --- counters -----------------------------------------------------------------------
+    def count_failure(self, reason: str, peer: str) -> None:
+        with self._lock:
+            self.failures[reason] = self.failures.get(reason, 0.0) + 1
+        log.debug("refused request from %s: %s", peer, reason)
+
+    def families(self) -> list[Any]:
+        family = catalog.EXPORTER_HTTP_AUTH_FAILURES.family()
+        with self._lock:
+            for reason, value in self.failures.items():
+                family.add_metric([reason], value)
+        return [family]
+
+    # --- credentials --------------------------------------------------------------------
+    def _cached(self, key: bytes) -> tuple[str, str] | None:
+        with self._lock:
+            hit = self._verified.get(key)
+            if hit is not None:
+                self._verified.move_to_end(key)
+            return hit
+
+    def _remember(self, key: bytes, value: tuple[str, str]) -> None:
+        with self._lock:
+            self._verified[key] = value
+            while len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+
+    def _basic(self, policy: Policy, settings: WebSettings | None, encoded: str
+               ) -> Identity | str:
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return "malformed"
+        user, sep, password = decoded.partition(":")
+        if not sep:
+            return "malformed"
+        users = settings.basic_auth_users if settings is not None else {}
+        hashed = users.get(user)
+        if hashed is None:
+            bcrypt.checkpw(password.encode(), _DUMMY_HASH)
+            return "unknown_user"
+        # A successful bcrypt check is cached under a hash of user, stored hash and
+        # password, so a Prometheus scraping every second pays bcrypt once, not each time.
+        key = hashlib.sha256(b"basic\0" + user.encode() + b"\0" + hashed + b"\0"
+                             + password.encode()).digest()
+        if self._cached(key) is None:
+            try:
+                ok = bcrypt.checkpw(password.encode(), hashed)
+            except ValueError:
+                ok = False
+            if not ok:
+                return "bad_password"
+            self._remember(key, (user, ""))
+        role = policy.basic_roles.get(user, policy.basic_default_role)
+        return Identity(f"user:{user}", role, "basic")
+
+    def _bearer(self, policy: Policy, token: str) -> Identity | str:
+        if not token or len(token) > _MAX_HEADER:
+            return "malformed"
+        raw = token.encode()
+        digest = hashlib.sha256(raw).digest()
+        if policy.jwt_key is not None and token.count(".") == 2:
+            return self._jwt(policy, token)
+        found: StaticToken | None = None
+        for entry in policy.static_tokens:  # compare against every entry: constant time
+            if entry.sha256 and hmac.compare_digest(entry.sha256, digest):
+                found = entry
+        if found is not None:
+            return Identity(f"token:{found.name}", found.role, "token")
+        push_ok = False
+        for push_digest in policy.push_tokens:
+            push_ok |= hmac.compare_digest(push_digest, digest)
+        if push_ok:
+            return Identity("token:push", "operator", "push_token")
+        key = hashlib.sha256(b"bearer\0" + raw).digest()
+        cached = self._cached(key)
+        if cached is not None:
+            return Identity(f"token:{cached[0]}", cached[1], "token")
+        for entry in policy.static_tokens:
+            if entry.bcrypt_hash:
+                try:
+                    ok = bcrypt.checkpw(raw, entry.bcrypt_hash)
+                except ValueError:
+                    ok = False
+                if ok:
+                    self._remember(key, (entry.name, entry.role))
+                    return Identity(f"token:{entry.name}", entry.role, "token")
+        return "bad_token"
+
+    def _jwt(self, policy: Policy, token: str) -> Identity | str:
+        try:
+            claims = jwt.decode(
+                token, policy.jwt_key, algorithms=[policy.jwt_algorithm],
+                audience=policy.jwt_audience, issuer=policy.jwt_issuer or None,
+                leeway=policy.jwt_leeway,
+                options={"require": ["exp", "aud"], "verify_signature": True})
+        except jwt.ExpiredSignatureError:
+            return "expired"
+        except jwt.ImmatureSignatureError:
+            return "not_yet_valid"
+        except (jwt.InvalidAudienceError, jwt.MissingRequiredClaimError) as exc:
+            if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim != "aud":
+                return "bad_token"
+            return "wrong_audience"
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return "bad_token"
+        role = _claim_role(claims, policy.jwt_role_claim)
+        if not role:
+            return "no_role"
+        subject = claims.get("sub")
+        name = subject[:64] if isinstance(subject, str) and subject else "jwt"
+        return Identity(f"jwt:{_printable(name)}", role, "jwt")
+
+    def authenticate(self, policy: Policy, header: str,
+                     environ: Mapping[str, Any]) -> Identity | str | None:
+        """The caller's identity, a failure reason, or None when no credential was sent."""
+        settings = policy.watcher.settings if policy.watcher is not None else None
+        if header:
+            if len(header) > _MAX_HEADER:
+                return "malformed"
+            scheme, _, value = header.strip().partition(" ")
+            scheme = scheme.lower()
+            if scheme == "basic" and settings is not None and settings.basic_auth_users:
+                return self._basic(policy, settings, value)
+            if scheme == "bearer":
+                return self._bearer(policy, value.strip())
+            return "malformed"
+        if policy.client_cert_role and environ.get("SSL_CLIENT_VERIFY") == "SUCCESS":
+            subject = str(environ.get("SSL_CLIENT_S_DN_CN", "client-cert"))[:64]
+            return Identity(f"cert:{_printable(subject)}", policy.client_cert_role, "cert")
+        return None
+
+    def authorize(self, method: str, path: str, authorization: str,
+                  environ: Mapping[str, Any], peer: str) -> Decision:
+        """Whether this request may proceed, and as whom."""
+        policy = self.policy
+        if path in policy.open_routes:
+            return ALLOW_ANON
+        if policy.global_bucket is not None:
+            wait = policy.global_bucket.take("*")
+            if wait:
+                return Decision(429, reason="rate_limited", retry_after=math.ceil(wait))
+        if policy.watcher is not None:
+            policy.watcher.refresh()
+            if policy.watcher.error is not None:
+                self.count_failure("config_invalid", peer)
+                return Decision(503, reason="config_invalid")
+        needed = route_role(method, path, policy.telemetry_path)
+        if not policy.enabled:
+            return Decision(0, Identity("anonymous", ADMIN, "none"))
+        result = self.authenticate(policy, authorization, environ)
+        if isinstance(result, str):
+            self.count_failure(result, peer)
+            return Decision(401, reason=result, challenge=self._challenge(policy))
+        if result is None:
+            if not needed:
+                return ALLOW_ANON
+            anonymous = policy.anonymous_role
+            if anonymous and RANK[anonymous] >= RANK[needed]:
+                return Decision(0, Identity("anonymous", anonymous, "none"))
+            self.count_failure("missing", peer)
+            return Decision(401, reason="missing", challenge=self._challenge(policy))
+        if needed and RANK.get(result.role, 0) < RANK[needed]:
+            self.count_failure("forbidden", peer)
+            return Decision(403, identity=result, reason="forbidden")
+        return Decision(0, result)
+
+    def push_allowed(self, identity: Identity | None, peer: str) -> int:
+        """0 when this client may push now, else seconds to wait (for ``Retry-After``)."""
+        bucket = self.policy.push_bucket
+        if bucket is None:
+            return 0
+        key = identity.name if identity is not None and identity.method != "none" else peer
+        wait = bucket.take(key)
+        return math.ceil(wait) if wait else 0
+
+    @staticmethod
+    def _challenge(policy: Policy) -> str:
+        parts = []
+        if policy.watcher is not None and policy.watcher.settings.basic_auth_users:
+            parts.append('Basic realm="ai-metrics-exporter", charset="UTF-8"')
+        if policy.static_tokens or policy.push_tokens or policy.jwt_key:
+            parts.append('Bearer realm="ai-metrics-exporter"')
+        return ", ".join(parts)
+
+
+def _claim_role(claims: Mapping[str, Any], claim: str) -> str:
+    """The highest known role in a claim (dotted path; a string or a list of strings)."""
+    value: Any = claims
+    for part in claim.split("."):
+        if not isinstance(value, Mapping):
+            return ""
+        value = value.get(part)
+    candidates = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    roles = [c for c in candidates if isinstance(c, str) and c in RANK]
+    return max(roles, key=RANK.__getitem__) if roles else ""
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
