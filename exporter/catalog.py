@@ -360,6 +360,10 @@ AI_COMPONENT_PROBE_HTTP_STATUS = _m("ai.component.probe.http_status", "", G,
 AI_COMPONENT_PROBE_TLS_EXPIRY = _m("ai.component.probe.tls_cert_expiry", "s", G,
                                    "Expiry of the component's TLS certificate, Unix seconds.",
                                    "component", "kind", area=COMP)
+AI_COMPONENT_PROBE_FAILURES = _m("ai.component.probe.failures", "{probe}", C,
+                                 "Failed health probes by reason (timeout, "
+                                 "connection_refused, unexpected_status, ...).", "component",
+                                 "kind", "reason", area=COMP)
 AI_COMPONENT_HEARTBEAT_UP = _m(
     "ai.component.heartbeat.up", "", G,
     "1 when the component's last heartbeat said healthy and is fresher than the timeout.",
@@ -387,6 +391,9 @@ AI_PROCESS_OPEN_FDS = _m("ai.process.open_file_descriptors", "{fd}", G,
 AI_PROCESS_START_TIME = _m("ai.process.start_time", "s", G,
                            "Start time of the component's oldest process, Unix seconds.",
                            "component", area=COMP)
+AI_PROCESS_EXITS = _m("ai.process.exits", "{process}", C,
+                      "Matching processes seen exiting (between or during scrapes).",
+                      "component", area=COMP)
 
 # --- exporter self-monitoring ----------------------------------------------------------
 EXPORTER_BUILD_INFO = _m("ai_exporter.build_info", "", G,
@@ -461,6 +468,10 @@ EXPORTER_OTLP_LAST_SUCCESS = _m("ai_exporter.otlp.last_success_timestamp", "s", 
                                 area=SELF)
 EXPORTER_OTLP_EXPORT_DURATION = _m("ai_exporter.otlp.export.duration", "s", G,
                                    "Duration of the last OTLP export.", area=SELF)
+EXPORTER_REDIS_ENTRIES = _m("ai_exporter.redis.entries", "{entry}", C,
+                            "Stream entries handled, by outcome (applied, rejected, "
+                            "duplicate: redelivered after being counted, skipped).", "stream",
+                            "outcome", area=SELF)
 
 
 def all_metrics() -> Iterator[MetricSpec]:

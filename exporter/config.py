@@ -135,8 +135,47 @@ class PushConfig(_Section):
     tokens_file: str = ""
 
 
+def _check_regex(field: str, pattern: str) -> None:
+    """Raise ValueError naming ``field`` when ``pattern`` is not a valid regex."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from None
+
+
+class RedisStreamsConfig(_Section):
+    """Consume AI events from Redis Streams through a consumer group (docs/components.md)."""
+
+    enabled: bool = False
+    url: str = "redis://127.0.0.1:6379/0"
+    password_file: str = ""
+    streams: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
+        default_factory=list)
+    group: Annotated[str, msgspec.Meta(min_length=1)] = "ai-metrics-exporter"
+    consumer: str = ""
+    start_id: str = "0"
+    payload_field: str = "event"
+    block_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    reclaim_idle_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    state_file: str = ""
+    state_max_ids: Count = 100_000
+    backoff_initial_seconds: PositiveFloat = 0.5
+    backoff_max_seconds: PositiveFloat = 30.0
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.streams:
+            raise ValueError("streams: list at least one stream key when enabled")
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url: expected redis://, rediss:// or unix://, got {self.url!r}")
+        if self.start_id != "$" and not re.fullmatch(r"\d+(-\d+)?", self.start_id):
+            raise ValueError(f"start_id: expected '0', '$' or a stream id, got "
+                             f"{self.start_id!r}")
+
+
 class SourcesConfig(_Section):
     push: PushConfig = msgspec.field(default_factory=PushConfig)
+    redis_streams: RedisStreamsConfig = msgspec.field(default_factory=RedisStreamsConfig)
 
 
 class DemoConfig(_Section):
@@ -170,6 +209,83 @@ class OtlpConfig(_Section):
     max_backoff_seconds: PositiveFloat = 300.0
 
 
+ComponentKindName = Literal["agent", "mcp_server", "model_server", "vector_db", "gateway",
+                            "other"]
+ComponentName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class ProbeTlsConfig(_Section):
+    ca_file: str = ""
+    insecure_skip_verify: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file: needs cert_file as well")
+
+
+class ProbeConfig(_Section):
+    """One AI component's HTTP health probe."""
+
+    name: ComponentName
+    url: str
+    kind: ComponentKindName = "other"
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    valid_status_codes: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = msgspec.field(
+        default_factory=list)
+    body_regex: str = ""
+    body: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    bearer_token_file: str = ""
+    tls: ProbeTlsConfig = msgspec.field(default_factory=ProbeTlsConfig)
+    timeout_seconds: PositiveFloat = 5.0
+    follow_redirects: bool = True
+    max_redirects: Annotated[int, msgspec.Meta(ge=0, le=50)] = 10
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.url):
+            raise ValueError(f"url: expected an http:// or https:// URL, got {self.url!r}")
+        if self.body_regex:
+            _check_regex("body_regex", self.body_regex)
+        for key in self.headers:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", key):
+                raise ValueError(f"headers.{key}: not a valid header name")
+
+
+class ProcessMatchConfig(_Section):
+    """Processes that make up one AI component, matched by name and/or command line."""
+
+    name: ComponentName
+    name_regex: str = ""
+    cmdline_regex: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name_regex and not self.cmdline_regex:
+            raise ValueError("name_regex: set name_regex, cmdline_regex or both")
+        if self.name_regex:
+            _check_regex("name_regex", self.name_regex)
+        if self.cmdline_regex:
+            _check_regex("cmdline_regex", self.cmdline_regex)
+
+
+class ComponentsConfig(_Section):
+    """Live AI components: HTTP health probes and process matching."""
+
+    probes: list[ProbeConfig] = msgspec.field(default_factory=list)
+    probe_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
+    processes: list[ProcessMatchConfig] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for label, items in (("probes", self.probes), ("processes", self.processes)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"{label}: component {item.name!r} is listed twice")
+                seen.add(item.name)
+
+
 class Config(_Section):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     log_level: str = "info"
@@ -179,6 +295,7 @@ class Config(_Section):
     ai: AIConfig = msgspec.field(default_factory=AIConfig)
     sources: SourcesConfig = msgspec.field(default_factory=SourcesConfig)
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+    components: ComponentsConfig = msgspec.field(default_factory=ComponentsConfig)
     otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
 
     def listen_host_port(self) -> tuple[str, int]:

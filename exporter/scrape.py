@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
-from exporter.collectors.base import Collector
+from exporter.collectors.base import SCRAPE_DEADLINE, Collector
 from exporter.logutil import RateLimitedLogger
 
 log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
@@ -26,10 +26,14 @@ log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 _Result = tuple[list[Metric], float]
 
 
-def _run(collector: Collector) -> _Result:
-    start = time.perf_counter()
-    families = list(collector.collect())
-    return families, time.perf_counter() - start
+def _run(collector: Collector, limit: float) -> _Result:
+    token = SCRAPE_DEADLINE.set(limit)
+    try:
+        start = time.perf_counter()
+        families = list(collector.collect())
+        return families, time.perf_counter() - start
+    finally:
+        SCRAPE_DEADLINE.reset(token)
 
 
 class CollectorRunner:
@@ -55,7 +59,7 @@ class CollectorRunner:
                 if stuck is not None and not stuck.done():
                     futures.append((collector, None, 0.0))
                     continue
-                submitted = self._pool.submit(_run, collector)
+                submitted = self._pool.submit(_run, collector, limit)
                 self._busy[collector.name] = submitted
                 futures.append((collector, submitted, time.perf_counter()))
 

@@ -22,6 +22,7 @@ _MODULES = (
     "battery",
     "ai",
     "http_auth",
+    "probes",
 )
 
 

@@ -7,8 +7,10 @@ client_python style) and never touches a global registry; the runner in
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +18,23 @@ from prometheus_client.metrics_core import Metric
 
 if TYPE_CHECKING:
     from exporter.config import Config
+
+
+# Monotonic time by which the runner needs the running collector's families; set by the
+# runner in the worker thread for the duration of one ``collect()`` call.
+SCRAPE_DEADLINE: ContextVar[float | None] = ContextVar("scrape_deadline", default=None)
+
+
+def time_left(default: float) -> float:
+    """Seconds left before the current scrape's deadline (``default`` outside a scrape).
+
+    Collectors that wait on the network (probes) use it so that a hanging target never
+    makes the collector overrun the scrape and lose all of its series.
+    """
+    deadline = SCRAPE_DEADLINE.get()
+    if deadline is None:
+        return default
+    return max(deadline - time.monotonic(), 0.0)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from exporter.runtime import Runtime
-from exporter.web import routes_admin, routes_api, routes_core
+from exporter.web import routes_admin, routes_api, routes_core, routes_probe
 from exporter.web.auth import install as install_security
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(routes_core.blueprint(runtime))
     app.register_blueprint(routes_api.bp)
     app.register_blueprint(routes_admin.bp)
+    app.register_blueprint(routes_probe.bp)
     install_security(app, runtime)  # before `headers`: web-config headers apply last
 
     @app.after_request
