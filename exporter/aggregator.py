@@ -10,15 +10,17 @@ event) are tracked in bounded maps, never used as labels.
 
 from __future__ import annotations
 
+import calendar
+import logging
 import re
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from exporter import catalog
 from exporter.catalog import MetricSpec
@@ -36,18 +38,59 @@ from exporter.events import (
     Task,
     ToolCall,
 )
+from exporter.logutil import RateLimitedLogger
 
 OTHER = "other"
 MAX_LABEL_LENGTH = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 Key = tuple[str, ...]
 
+# Which metrics each event kind feeds: the contract documented in docs/events.md and
+# checked by the tests (every metric listed here moves when its kind is ingested).
+FEEDS: dict[str, tuple[MetricSpec, ...]] = {
+    "llm_call": (catalog.GEN_AI_CLIENT_OPERATION_DURATION, catalog.GEN_AI_CLIENT_TOKEN_USAGE,
+                 catalog.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, catalog.AI_LLM_REQUESTS,
+                 catalog.AI_LLM_TOKENS, catalog.AI_LLM_COST, catalog.AI_BUDGET_SPEND),
+    "task": (catalog.AI_TASKS, catalog.AI_TASK_DURATION, catalog.AI_TASK_IN_PROGRESS,
+             catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE),
+    "tool_call": (catalog.GEN_AI_EXECUTE_TOOL_DURATION, catalog.AI_TOOL_CALLS),
+    "quality_gate": (catalog.AI_QUALITY_GATE_DECISIONS, catalog.AI_QUALITY_GATE_SCORE),
+    "resolution": (catalog.AI_RESOLUTION_ATTEMPTS, catalog.AI_RESOLUTION_INCIDENTS,
+                   catalog.AI_RESOLUTION_CLOSURES, catalog.AI_RESOLUTION_ACTIVE,
+                   catalog.AI_RESOLUTION_OLDEST_ACTIVE_AGE),
+    "guardian": (catalog.AI_GUARDIAN_DECISIONS, catalog.AI_GUARDIAN_DURATION),
+    "intervention": (catalog.AI_INTERVENTIONS, catalog.AI_INTERVENTION_OPEN,
+                     catalog.AI_INTERVENTION_OLDEST_OPEN_AGE,
+                     catalog.AI_INTERVENTION_TIME_TO_RESOLVE),
+    "security_event": (catalog.AI_SECURITY_EVENTS, catalog.AI_SECURITY_UNRESOLVED),
+    "error": (catalog.AI_ERRORS,),
+    "provider_limit": (catalog.AI_PROVIDER_RATE_LIMIT_REMAINING,
+                       catalog.AI_PROVIDER_RATE_LIMIT_CAPACITY,
+                       catalog.AI_PROVIDER_RATE_LIMIT_RESET),
+    "component_status": (catalog.AI_COMPONENT_HEARTBEAT_UP,
+                         catalog.AI_COMPONENT_HEARTBEAT_LAST_SEEN, catalog.AI_COMPONENT_INFO),
+}
+
+# Served by the aggregator from configuration, not from events.
+CONFIG_FED: tuple[MetricSpec, ...] = (catalog.AI_BUDGET_LIMIT, catalog.AI_LLM_LATENCY_THRESHOLD,
+                                      catalog.AI_TASK_SUCCESS_OBJECTIVE)
+
 
 def sanitize(value: str) -> str:
-    """Label values from events: control characters dropped, length capped."""
-    cleaned = _CONTROL.sub("", value)
+    """Label values from events: non-printable characters (C0/C1 controls, bidi overrides,
+    line separators, zero-width and format characters, lone surrogates) dropped, length
+    capped. ``str.isprintable`` makes the common clean case one C-level pass."""
+    if value.isprintable():
+        cleaned = value
+    else:
+        cleaned = "".join(ch for ch in value if ch.isprintable())
     return cleaned[:MAX_LABEL_LENGTH] if len(cleaned) > MAX_LABEL_LENGTH else cleaned
+
+
+def _clean(key: Key) -> Key:
+    return tuple(sanitize(v) for v in key)
 
 
 class _Capped:
@@ -60,7 +103,8 @@ class _Capped:
         self._other: Key = (OTHER,) * len(spec.labels)
 
     def admit(self, key: Key, known: dict[Key, Any]) -> Key:
-        clean = tuple(sanitize(v) for v in key)
+        """The key to store under: ``key`` cleaned, or the ``other`` key past the cap."""
+        clean = _clean(key)
         if clean in known or len(known) < self.cap:
             return clean
         self._overflow[self.spec.name] = self._overflow.get(self.spec.name, 0.0) + 1
@@ -68,26 +112,42 @@ class _Capped:
 
 
 class CounterStore(_Capped):
+    """Monotonic totals per label set."""
+
     def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float]) -> None:
         super().__init__(spec, cap, overflow)
         self.values: dict[Key, float] = {}
 
     def inc(self, key: Key, amount: float = 1.0) -> None:
-        values = self.values
-        if key in values:
-            values[key] += amount
-        else:
-            key = self.admit(key, values)
-            values[key] = values.get(key, 0.0) + amount
+        try:
+            self.values[key] += amount
+        except KeyError:
+            self.add_new(key, amount)
 
-    def family(self, extra: Sequence[str], extra_values: Key) -> Metric:
+    def add_new(self, key: Key, amount: float) -> None:
+        """Slow path of ``inc``: a label set not seen yet (admitted, or folded)."""
+        key = self.admit(key, self.values)
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def snapshot(self) -> list[tuple[Key, Any]]:
+        """A copy of the values, taken under the aggregator's lock."""
+        return list(self.values.items())
+
+    def family(self, extra: Sequence[str], extra_values: Key,
+               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
+        """The family for one scrape; samples are appended directly (no per-sample call)."""
         fam = self.spec.family(extra)
-        for key, value in self.values.items():
-            fam.add_metric(key + extra_values, value)
+        name = fam.name + "_total" if self.spec.kind is catalog.Kind.COUNTER else fam.name
+        names = (*self.spec.labels, *extra)
+        append = fam.samples.append
+        for key, value in self.values.items() if rows is None else rows:
+            append(Sample(name, dict(zip(names, key + extra_values)), value, None, None))
         return fam
 
 
 class GaugeStore(CounterStore):
+    """Last value per label set."""
+
     def set(self, key: Key, value: float) -> None:
         if key not in self.values:
             key = self.admit(key, self.values)
@@ -95,75 +155,102 @@ class GaugeStore(CounterStore):
 
 
 class HistogramStore(_Capped):
-    """Per label set: per-bucket counts (not cumulative), then sum and count."""
+    """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum."""
 
     def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float]) -> None:
         super().__init__(spec, cap, overflow)
         self.bounds = list(spec.buckets)
         self.values: dict[Key, list[float]] = {}
-        self._width = len(self.bounds) + 1
+        self._width = len(self.bounds) + 2
+        self._les = [*(repr(float(b)) for b in self.bounds), "+Inf"]
 
-    def observe(self, key: Key, value: float) -> None:
+    def row(self, key: Key) -> list[float]:
+        """The row of ``key`` (created, or the ``other`` row past the cap)."""
         row = self.values.get(key)
         if row is None:
             key = self.admit(key, self.values)
             row = self.values.get(key)
             if row is None:
-                row = self.values[key] = [0.0] * (self._width + 2)
-        row[bisect_left(self.bounds, value)] += 1
-        row[-2] += value
-        row[-1] += 1
+                row = self.values[key] = [0.0] * self._width
+        return row
 
-    def family(self, extra: Sequence[str], extra_values: Key) -> Metric:
+    def observe(self, key: Key, value: float) -> None:
+        row = self.values.get(key) or self.row(key)
+        row[bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def snapshot(self) -> list[tuple[Key, Any]]:
+        return [(key, row.copy()) for key, row in self.values.items()]
+
+    def family(self, extra: Sequence[str], extra_values: Key,
+               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
         fam = self.spec.family(extra)
-        les = [*(_fmt(b) for b in self.bounds), "+Inf"]
-        for key, row in self.values.items():
+        bucket, count, total = fam.name + "_bucket", fam.name + "_count", fam.name + "_sum"
+        names = (*self.spec.labels, *extra)
+        les = self._les
+        append = fam.samples.append
+        for key, row in self.values.items() if rows is None else rows:
+            labels = dict(zip(names, key + extra_values))
             running = 0.0
-            buckets = []
-            for le, count in zip(les, row, strict=False):
-                running += count
-                buckets.append((le, running))
-            fam.add_metric(list(key + extra_values), buckets, row[-2])
+            for le, n in zip(les, row, strict=False):
+                running += n
+                append(Sample(bucket, {**labels, "le": le}, running, None, None))
+            append(Sample(count, labels, running, None, None))
+            append(Sample(total, labels, row[-1], None, None))
         return fam
 
 
-def _fmt(bound: float) -> str:
-    return repr(float(bound))
-
-
-@dataclass
 class _Tracked:
-    """Open items (queued tasks, loops, interventions…) grouped by label set, oldest first."""
+    """Open items (queued tasks, loops, interventions...) grouped by label set.
 
-    limit: int
-    max_keys: int = 10_000
-    by_key: dict[Key, dict[str, float]] = field(default_factory=dict)
-    where: dict[str, Key] = field(default_factory=dict)
+    Bounded twice: at most ``limit`` open ids (the oldest is forgotten past that, counted as
+    overflow of ``name``), at most ``max_keys`` label sets (the rest fold into ``other``).
+    Items are kept in opening order, so the oldest of a group is its first.
+    """
+
+    def __init__(self, name: str, limit: int, max_keys: int,
+                 overflow: dict[str, float]) -> None:
+        self.name = name
+        self.limit = limit
+        self.max_keys = max_keys
+        self._overflow = overflow
+        self.by_key: dict[Key, dict[str, float]] = {}
+        self.where: dict[str, Key] = {}
 
     def open(self, item: str, key: Key, since: float) -> None:
         self.close(item)
         if key not in self.by_key:
-            key = tuple(sanitize(v) for v in key)
+            key = _clean(key)
             if key not in self.by_key and len(self.by_key) >= self.max_keys:
                 key = (OTHER,) * len(key)
+                self._count_overflow()
         if len(self.where) >= self.limit:
-            oldest = next(iter(self.where))
-            self.close(oldest)
+            self.close(next(iter(self.where)))
+            self._count_overflow()
         self.where[item] = key
         self.by_key.setdefault(key, {})[item] = since
+
+    def _count_overflow(self) -> None:
+        self._overflow[self.name] = self._overflow.get(self.name, 0.0) + 1
 
     def close(self, item: str) -> tuple[Key, float] | None:
         key = self.where.pop(item, None)
         if key is None:
             return None
-        group = self.by_key[key]
-        since = group.pop(item)
+        since = self.by_key[key].pop(item)
         return key, since
 
     def counts(self) -> Iterator[tuple[Key, int, float | None]]:
         """(key, open count, oldest since) for every key ever seen (0 once drained)."""
         for key, group in self.by_key.items():
-            yield key, len(group), min(group.values()) if group else None
+            yield key, len(group), next(iter(group.values())) if group else None
+
+
+def _utc_day(now: float) -> tuple[str, float, float]:
+    """The UTC day of ``now`` and its bounds, for the daily spend reset."""
+    day = time.gmtime(now)
+    start = float(calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0)))
+    return time.strftime("%Y-%m-%d", day), start, start + 86400.0
 
 
 class Aggregator:
@@ -184,14 +271,22 @@ class Aggregator:
         self.extra_names = tuple(extra)
         self.extra_values: Key = tuple(extra.values())
         self.overflow: dict[str, float] = {}
+        self.failures = 0
         self.stores: dict[str, CounterStore | HistogramStore] = {}
         cap, of = max_series, self.overflow
-        c: Callable[[MetricSpec], CounterStore] = (  # noqa: E731
-            lambda spec: self._add(CounterStore(spec, cap, of)))
-        g: Callable[[MetricSpec], GaugeStore] = (  # noqa: E731
-            lambda spec: self._add(GaugeStore(spec, cap, of)))
-        h: Callable[[MetricSpec], HistogramStore] = (  # noqa: E731
-            lambda spec: self._add(HistogramStore(spec, cap, of)))
+
+        def c(spec: MetricSpec) -> CounterStore:
+            return self._add(CounterStore(spec, cap, of))
+
+        def g(spec: MetricSpec) -> GaugeStore:
+            return self._add(GaugeStore(spec, cap, of))
+
+        def h(spec: MetricSpec) -> HistogramStore:
+            return self._add(HistogramStore(spec, cap, of))
+
+        def t(spec: MetricSpec) -> _Tracked:
+            return _Tracked(spec.name, max_tracked, max_series, of)
+
         self.llm_duration = h(catalog.GEN_AI_CLIENT_OPERATION_DURATION)
         self.llm_token_usage = h(catalog.GEN_AI_CLIENT_TOKEN_USAGE)
         self.llm_ttft = h(catalog.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK)
@@ -216,14 +311,15 @@ class Aggregator:
         self.intervention_ttr = h(catalog.AI_INTERVENTION_TIME_TO_RESOLVE)
         self.security_events = c(catalog.AI_SECURITY_EVENTS)
         self.errors = c(catalog.AI_ERRORS)
-        self.queued = _Tracked(max_tracked, max_series)
-        self.running = _Tracked(max_tracked, max_series)
-        self.loops = _Tracked(max_tracked, max_series)
-        self.open_interventions = _Tracked(max_tracked, max_series)
-        self.unresolved = _Tracked(max_tracked, max_series)
+        self.queued = t(catalog.AI_TASK_QUEUE_DEPTH)
+        self.running = t(catalog.AI_TASK_IN_PROGRESS)
+        self.loops = t(catalog.AI_RESOLUTION_ACTIVE)
+        self.open_interventions = t(catalog.AI_INTERVENTION_OPEN)
+        self.unresolved = t(catalog.AI_SECURITY_UNRESOLVED)
         self.heartbeats: dict[str, tuple[str, str, str, float]] = {}
         self.max_components = max_series
         self.spend_day = ""
+        self._day_start = self._day_end = 0.0
         self.spend: dict[str, float] = {}
         self._handlers: dict[type, Callable[[Any, float], None]] = {
             LlmCall: self._llm_call, Task: self._task, ToolCall: self._tool_call,
@@ -239,56 +335,88 @@ class Aggregator:
 
     # --- ingest ---------------------------------------------------------------------
     def ingest(self, events: Iterable[AnyEvent]) -> None:
-        """Apply a batch of already-validated events under one lock acquisition."""
+        """Apply a batch of already-validated events under one lock acquisition.
+
+        An event whose handler fails (a bug, never expected for a validated event) is
+        skipped and counted in ``failures``; the rest of the batch still applies.
+        """
         handlers = self._handlers
         with self._lock:
             now = self.clock()
             for event in events:
-                handlers[type(event)](event, now)
+                try:
+                    handlers[type(event)](event, now)
+                except Exception as exc:  # noqa: BLE001 - one event must not stop a batch
+                    self.failures += 1
+                    _log.error("aggregating %s failed: %s: %s", type(event).__name__,
+                               type(exc).__name__, exc, key="ingest-failure")
 
     def _llm_call(self, e: LlmCall, now: float) -> None:
-        op, provider, model = e.operation, e.provider, e.model
-        base = (op, provider, model)
-        if e.duration_seconds is not None:
-            self.llm_duration.observe((*base, e.error_type), e.duration_seconds)
-        if e.time_to_first_token_seconds is not None:
-            self.llm_ttft.observe(base, e.time_to_first_token_seconds)
-        pm = (provider, model)
-        if e.input_tokens or e.output_tokens:
-            self.llm_token_usage.observe((*base, "input"), e.input_tokens)
-            self.llm_token_usage.observe((*base, "output"), e.output_tokens)
-            self.llm_tokens.inc((provider, model, "input"), e.input_tokens)
-            self.llm_tokens.inc((provider, model, "output"), e.output_tokens)
-        if e.cached_input_tokens:
-            self.llm_tokens.inc((provider, model, "cached_input"), e.cached_input_tokens)
-        outcome = "error" if e.error_type else "success"
-        self.llm_requests.inc((provider, model, outcome, e.error_type))
-        if e.cost_usd:
-            self.llm_cost.inc(pm, e.cost_usd)
-            self._spend(provider, e.cost_usd, now)
-
-    def _spend(self, provider: str, usd: float, now: float) -> None:
-        day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        if day != self.spend_day:
-            self.spend_day = day
-            self.spend = {}
-        self.spend["total"] = self.spend.get("total", 0.0) + usd
-        if provider in self.budgets:
-            self.spend[provider] = self.spend.get(provider, 0.0) + usd
+        # The hot path (about half of real traffic): store lookups inlined, no method calls
+        # for label sets already seen.
+        provider, model, op, error = e.provider, e.model, e.operation, e.error_type
+        duration = e.duration_seconds
+        if duration is not None:
+            hist = self.llm_duration
+            key = (op, provider, model, error)
+            row = hist.values.get(key) or hist.row(key)
+            row[bisect_left(hist.bounds, duration)] += 1
+            row[-1] += duration
+        ttft = e.time_to_first_token_seconds
+        if ttft is not None:
+            hist = self.llm_ttft
+            key = (op, provider, model)
+            row = hist.values.get(key) or hist.row(key)
+            row[bisect_left(hist.bounds, ttft)] += 1
+            row[-1] += ttft
+        tokens = self.llm_tokens
+        count: float = e.input_tokens
+        if count:
+            hist = self.llm_token_usage
+            key = (op, provider, model, "input")
+            row = hist.values.get(key) or hist.row(key)
+            row[bisect_left(hist.bounds, count)] += 1
+            row[-1] += count
+            tokens.inc((provider, model, "input"), count)
+        count = e.output_tokens
+        if count:
+            hist = self.llm_token_usage
+            key = (op, provider, model, "output")
+            row = hist.values.get(key) or hist.row(key)
+            row[bisect_left(hist.bounds, count)] += 1
+            row[-1] += count
+            tokens.inc((provider, model, "output"), count)
+        count = e.cached_input_tokens
+        if count:
+            tokens.inc((provider, model, "cached_input"), count)
+        key = (provider, model, "error" if error else "success", error)
+        try:
+            self.llm_requests.values[key] += 1
+        except KeyError:
+            self.llm_requests.add_new(key, 1)
+        cost = e.cost_usd
+        if cost:
+            self.llm_cost.inc((provider, model), cost)
+            if not self._day_start <= now < self._day_end:
+                self.spend_day, self._day_start, self._day_end = _utc_day(now)
+                self.spend = {}
+            spend = self.spend
+            spend["total"] = spend.get("total", 0.0) + cost
+            if provider in self.budgets:
+                spend[provider] = spend.get(provider, 0.0) + cost
 
     def _task(self, e: Task, now: float) -> None:
-        key = (e.component, e.queue)
-        status = e.status
-        self.tasks.inc((e.component, e.queue, status))
+        component, queue, status = e.component, e.queue, e.status
+        self.tasks.inc((component, queue, status))
         tid = e.task_id
-        if status in ("queued", "retried"):
+        if status == "queued" or status == "retried":  # noqa: PLR1714 - faster than a set
             if tid:
                 self.running.close(tid)
-                self.queued.open(tid, key, now)
+                self.queued.open(tid, (component, queue), now)
         elif status == "started":
             if tid:
                 self.queued.close(tid)
-                self.running.open(tid, key, now)
+                self.running.open(tid, (component, queue), now)
         else:
             started = None
             if tid:
@@ -299,7 +427,7 @@ class Aggregator:
             if duration is None and started is not None:
                 duration = max(now - started, 0.0)
             if duration is not None:
-                self.task_duration.observe((e.component, e.queue, status), duration)
+                self.task_duration.observe((component, queue, status), duration)
 
     def _tool_call(self, e: ToolCall, now: float) -> None:
         if e.duration_seconds is not None:
@@ -379,76 +507,90 @@ class Aggregator:
     def _component_status(self, e: ComponentStatus, now: float) -> None:
         name = sanitize(e.component)
         if name not in self.heartbeats and len(self.heartbeats) >= self.max_components:
-            self.overflow["ai_component_heartbeat_up"] = (
-                self.overflow.get("ai_component_heartbeat_up", 0.0) + 1)
+            metric = catalog.AI_COMPONENT_HEARTBEAT_UP.name
+            self.overflow[metric] = self.overflow.get(metric, 0.0) + 1
             return
         self.heartbeats[name] = (e.component_kind, sanitize(e.version), e.status, now)
 
     # --- read side --------------------------------------------------------------------
     def families(self) -> list[Metric]:
-        """Every AI family for one scrape (extra labels such as ``demo`` appended)."""
-        extra, xv = self.extra_names, self.extra_values
-        now = self.clock()
-        with self._lock:
-            out = [store.family(extra, xv) for store in self.stores.values()]
-            out.extend(self._tracked_families(extra, xv, now))
-            out.extend(self._heartbeat_families(extra, xv, now))
-            out.extend(self._budget_families(extra, xv, now))
-            overflow = catalog.EXPORTER_SERIES_OVERFLOW.family()
-            for name, count in self.overflow.items():
-                overflow.add_metric([name], count)
-            series = catalog.EXPORTER_SERIES.family()
-            for name, store in self.stores.items():
-                series.add_metric([name], float(len(store.values)))
-        out.extend((overflow, series))
-        return out
+        """Every AI family for one scrape (extra labels such as ``demo`` appended).
 
-    def _tracked_families(self, extra: Sequence[str], xv: Key, now: float) -> list[Metric]:
-        out: list[Metric] = []
-        for tracked, count_spec, age_spec in (
-                (self.queued, catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE),
-                (self.running, catalog.AI_TASK_IN_PROGRESS, None),
-                (self.loops, catalog.AI_RESOLUTION_ACTIVE,
-                 catalog.AI_RESOLUTION_OLDEST_ACTIVE_AGE),
-                (self.open_interventions, catalog.AI_INTERVENTION_OPEN,
-                 catalog.AI_INTERVENTION_OLDEST_OPEN_AGE),
-                (self.unresolved, catalog.AI_SECURITY_UNRESOLVED, None)):
+        The lock is held only to copy the state; families are built outside it, so a
+        scrape of many series does not stall ingest.
+        """
+        extra, xv = self.extra_names, self.extra_values
+        with self._lock:
+            now = self.clock()
+            rows = [(store, store.snapshot()) for store in self.stores.values()]
+            tracked = [(spec_pair, list(tr.counts())) for spec_pair, tr in self._tracked()]
+            heartbeats = list(self.heartbeats.items())
+            spent = dict(self.spend) if self._day_start <= now < self._day_end else {}
+            overflow_rows = list(self.overflow.items())
+        out = [store.family(extra, xv, snap) for store, snap in rows]
+        for (count_spec, age_spec), counts in tracked:
             count_family = count_spec.family(extra)
             age_family = age_spec.family(extra) if age_spec else None
-            for key, count, oldest in tracked.counts():
+            for key, count, oldest in counts:
                 count_family.add_metric(key + xv, float(count))
                 if age_family is not None:
-                    age_family.add_metric(key + xv, max(now - oldest, 0.0) if oldest else 0.0)
+                    age = max(now - oldest, 0.0) if oldest is not None else 0.0
+                    age_family.add_metric(key + xv, age)
             out.append(count_family)
             if age_family is not None:
                 out.append(age_family)
+        out.extend(self._heartbeat_families(heartbeats, extra, xv, now))
+        out.extend(self._budget_families(spent, extra, xv))
+        overflow = catalog.EXPORTER_SERIES_OVERFLOW.family()
+        for name, count in overflow_rows:
+            overflow.add_metric([name], count)
+        series = catalog.EXPORTER_SERIES.family()
+        for store, snap in rows:
+            series.add_metric([store.spec.name], float(len(snap)))
+        out.extend((overflow, series))
         return out
 
-    def _heartbeat_families(self, extra: Sequence[str], xv: Key, now: float) -> list[Metric]:
+    def _tracked(self) -> list[tuple[tuple[MetricSpec, MetricSpec | None], _Tracked]]:
+        return [((catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE), self.queued),
+                ((catalog.AI_TASK_IN_PROGRESS, None), self.running),
+                ((catalog.AI_RESOLUTION_ACTIVE, catalog.AI_RESOLUTION_OLDEST_ACTIVE_AGE),
+                 self.loops),
+                ((catalog.AI_INTERVENTION_OPEN, catalog.AI_INTERVENTION_OLDEST_OPEN_AGE),
+                 self.open_interventions),
+                ((catalog.AI_SECURITY_UNRESOLVED, None), self.unresolved)]
+
+    def _heartbeat_families(self, heartbeats: list[tuple[str, tuple[str, str, str, float]]],
+                            extra: Sequence[str], xv: Key, now: float) -> list[Metric]:
         up = catalog.AI_COMPONENT_HEARTBEAT_UP.family(extra)
         seen = catalog.AI_COMPONENT_HEARTBEAT_LAST_SEEN.family(extra)
         info = catalog.AI_COMPONENT_INFO.family(extra)
-        for name, (kind, version, status, last) in self.heartbeats.items():
+        for name, (kind, version, status, last) in heartbeats:
             fresh = now - last <= self.heartbeat_timeout
             up.add_metric((name, kind, *xv), 1.0 if fresh and status != "down" else 0.0)
             seen.add_metric((name, kind, *xv), last)
             info.add_metric((name, kind, version, status, *xv), 1.0)
         return [up, seen, info]
 
-    def _budget_families(self, extra: Sequence[str], xv: Key, now: float) -> list[Metric]:
+    def _budget_families(self, spent: dict[str, float], extra: Sequence[str],
+                         xv: Key) -> list[Metric]:
         limit = catalog.AI_BUDGET_LIMIT.family(extra)
         spend = catalog.AI_BUDGET_SPEND.family(extra)
-        today = time.strftime("%Y-%m-%d", time.gmtime(now))
-        spent = self.spend if self.spend_day == today else {}
-        for scope, usd in self.budgets.items():
+        budgets = dict(self.budgets)
+        for scope, usd in budgets.items():
             limit.add_metric((scope, *xv), usd)
-        for scope in sorted({"total", *self.budgets}):
+        for scope in sorted({"total", *budgets}):
             spend.add_metric((scope, *xv), spent.get(scope, 0.0))
         latency = catalog.AI_LLM_LATENCY_THRESHOLD.family(extra)
         latency.add_metric(xv, self.latency_threshold)
         objective = catalog.AI_TASK_SUCCESS_OBJECTIVE.family(extra)
         objective.add_metric(xv, self.success_objective)
         return [limit, spend, latency, objective]
+
+    def series_count(self) -> int:
+        """Label sets held across every store and tracked map (for bounded-state checks)."""
+        with self._lock:
+            return (sum(len(s.values) for s in self.stores.values())
+                    + sum(len(tr.by_key) for _, tr in self._tracked()) + len(self.heartbeats))
 
     # --- JSON views --------------------------------------------------------------------
     def components(self) -> list[dict[str, Any]]:
@@ -463,28 +605,92 @@ class Aggregator:
         """Current aggregates, keyed by metric name, for /api/metrics/ai."""
         out: dict[str, Any] = {}
         with self._lock:
+            now = self.clock()
             for name, store in self.stores.items():
                 rows = []
                 for key, value in store.values.items():
                     labels = dict(zip(store.spec.labels, key, strict=True))
-                    if isinstance(store, HistogramStore):
-                        assert isinstance(value, list)
-                        rows.append({"labels": labels, "count": value[-1], "sum": value[-2]})
+                    if isinstance(value, list):
+                        rows.append({"labels": labels, "count": sum(value[:-1]),
+                                     "sum": value[-1]})
                     else:
                         rows.append({"labels": labels, "value": value})
                 out[name] = rows
-            out["ai_task_queue_depth"] = _tracked_rows(self.queued, ("component", "queue"))
-            out["ai_task_in_progress"] = _tracked_rows(self.running, ("component", "queue"))
-            out["ai_resolution_active"] = _tracked_rows(self.loops, ("component",))
-            out["ai_intervention_open"] = _tracked_rows(self.open_interventions,
-                                                        ("type", "priority"))
-            out["ai_security_unresolved"] = _tracked_rows(self.unresolved,
-                                                          ("category", "severity"))
-            out["ai_budget_spend_usd"] = dict(self.spend)
-            out["ai_budget_limit_usd"] = dict(self.budgets)
+            for (spec, _), tracked in self._tracked():
+                out[spec.name] = [{"labels": dict(zip(spec.labels, key, strict=True)),
+                                   "value": count} for key, count, _ in tracked.counts()]
+            spent = self.spend if self._day_start <= now < self._day_end else {}
+            out[catalog.AI_BUDGET_SPEND.name] = {
+                scope: spent.get(scope, 0.0) for scope in sorted({"total", *self.budgets})}
+            out[catalog.AI_BUDGET_LIMIT.name] = dict(self.budgets)
+            out[catalog.EXPORTER_SERIES_OVERFLOW.name] = dict(self.overflow)
         return out
 
+    # --- checkpoint ------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """All event-fed state as plain JSON-able data, copied under the lock.
 
-def _tracked_rows(tracked: _Tracked, names: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"labels": dict(zip(names, key, strict=True)), "value": count}
-            for key, count, _ in tracked.counts()]
+        The file sources write it into their checkpoint together with their offsets, so
+        that after a restart counters continue from where they were (no ``rate()`` spike)
+        and the events after the checkpoint are applied exactly once more.
+        """
+        with self._lock:
+            stores = {name: [[list(key), list(value) if isinstance(value, list) else value]
+                             for key, value in store.values.items()]
+                      for name, store in self.stores.items()}
+            tracked = {tr.name: {"items": [[item, list(key), tr.by_key[key][item]]
+                                           for item, key in tr.where.items()],
+                                 "keys": [list(key) for key in tr.by_key]}
+                       for _, tr in self._tracked()}
+            return {"stores": stores, "tracked": tracked,
+                    "heartbeats": {name: list(hb) for name, hb in self.heartbeats.items()},
+                    "spend_day": self.spend_day, "spend": dict(self.spend),
+                    "overflow": dict(self.overflow)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Add a ``snapshot()`` into this state: counters and histograms add up, gauges,
+        open items and heartbeats fill in where this state has none. Rows that no longer
+        fit (a metric gone, labels or histogram buckets changed) are skipped."""
+        with self._lock:
+            for name, rows in state.get("stores", {}).items():
+                store = self.stores.get(name)
+                if store is not None:
+                    _restore_rows(store, rows)
+            for _, tr in self._tracked():
+                saved = state.get("tracked", {}).get(tr.name, {})
+                for key in saved.get("keys", []):
+                    if tuple(key) not in tr.by_key and len(tr.by_key) < tr.max_keys:
+                        tr.by_key[tuple(key)] = {}
+                for item, key, since in saved.get("items", []):
+                    if item not in tr.where:
+                        tr.open(item, tuple(key), float(since))
+            for name, (kind, version, status, last) in state.get("heartbeats", {}).items():
+                if name not in self.heartbeats or self.heartbeats[name][3] < last:
+                    self.heartbeats[name] = (kind, version, status, float(last))
+            day, start, end = _utc_day(self.clock())
+            if state.get("spend_day") == day:
+                if not self._day_start <= start < self._day_end:
+                    self.spend_day, self._day_start, self._day_end = day, start, end
+                    self.spend = {}
+                for scope, usd in state.get("spend", {}).items():
+                    self.spend[scope] = self.spend.get(scope, 0.0) + float(usd)
+            for name, count in state.get("overflow", {}).items():
+                self.overflow[name] = self.overflow.get(name, 0.0) + float(count)
+
+
+def _restore_rows(store: CounterStore | HistogramStore, rows: list[list[Any]]) -> None:
+    width = len(store.spec.labels)
+    for raw_key, value in rows:
+        key = tuple(raw_key)
+        if len(key) != width:
+            continue
+        if isinstance(store, HistogramStore):
+            if isinstance(value, list) and len(value) == len(store.bounds) + 2:
+                row = store.row(key)
+                for i, n in enumerate(value):
+                    row[i] += float(n)
+        elif isinstance(store, GaugeStore):
+            if key not in store.values:
+                store.set(key, float(value))
+        elif not isinstance(value, list):
+            store.inc(key, float(value))

@@ -348,6 +348,33 @@ AI_SECURITY_UNRESOLVED = _m("ai.security.unresolved", "{event}", G,
 AI_ERRORS = _m("ai.errors", "{error}", C, "Errors by component and category.", "component",
                "category")
 
+# JSON snapshot files: gauges of the default mapping for the older layout (docs/files.md).
+AI_PROVIDER_USAGE = _m("ai.provider.usage", "{unit}", G,
+                       "Provider usage in the current rate-limit window, from the usage log.",
+                       "provider", "limit_type")
+AI_PROVIDER_USAGE_LIMIT = _m("ai.provider.usage.limit", "{unit}", G,
+                             "Provider limit of the current rate-limit window, from the usage "
+                             "log.", "provider", "limit_type")
+AI_PROVIDER_SPEND_TODAY = _m("ai.provider.spend.today", "USD", G,
+                             "Provider spend today as the usage log reports it.", "provider")
+AI_ANALYTICS_TASKS = _m("ai.analytics.tasks", "{task}", G,
+                        "Task counts by state from a component's analytics snapshot.",
+                        "component", "state")
+AI_ANALYTICS_APPROVAL = _m("ai.analytics.approval", "1", G,
+                           "Quality-gate approval ratio from a component's analytics snapshot.",
+                           "component")
+AI_ANALYTICS_QUALITY_SCORE = _m("ai.analytics.quality_score", "", G,
+                                "Average rubric score (0..1) from a component's analytics "
+                                "snapshot.", "component")
+AI_ANALYTICS_RESOLUTION_ACTIVE = _m("ai.analytics.resolution.active", "{loop}", G,
+                                    "Open resolution loops from a component's analytics "
+                                    "snapshot.", "component")
+AI_ANALYTICS_SPEND_TODAY = _m("ai.analytics.spend.today", "USD", G,
+                              "Spend today from a component's analytics snapshot.",
+                              "component")
+AI_SNAPSHOT_GENERATED = _m("ai.snapshot.generated_timestamp", "s", G,
+                           "Generation time a snapshot file states, Unix seconds.", "file")
+
 # --- AI components and processes -------------------------------------------------------
 AI_COMPONENT_UP = _m("ai.component.up", "", G, "1 when the component's health probe passes.",
                      "component", "kind", area=COMP)
@@ -448,6 +475,20 @@ EXPORTER_TAIL_LAST_READ = _m("ai_exporter.tail.last_read_timestamp", "s", G,
 EXPORTER_SNAPSHOT_READS = _m("ai_exporter.snapshot.reads", "{read}", C,
                              "Reads of JSON snapshot files by outcome.", "path", "outcome",
                              area=SELF)
+EXPORTER_TAIL_FILES = _m("ai_exporter.tail.files", "{file}", G,
+                         "Files matched by the tail globs and being followed.", area=SELF)
+EXPORTER_TAIL_ERRORS = _m("ai_exporter.tail.errors", "{error}", C,
+                          "Problems with a tailed file (unreadable, not_a_file, read_error, "
+                          "too_many_files).", "path", "reason", area=SELF)
+EXPORTER_TAIL_CHECKPOINTS = _m("ai_exporter.tail.checkpoints", "{checkpoint}", C,
+                               "Checkpoints (offsets plus AI state) written, by outcome "
+                               "(success, failure).", "outcome", area=SELF)
+EXPORTER_TAIL_CHECKPOINT_LAST_SUCCESS = _m(
+    "ai_exporter.tail.checkpoint.last_success_timestamp", "s", G,
+    "Time of the last checkpoint written, Unix seconds.", area=SELF)
+EXPORTER_SNAPSHOT_VALUES = _m("ai_exporter.snapshot.values", "{value}", G,
+                              "Gauge values mapped from the snapshot file's last good read.",
+                              "path", area=SELF)
 EXPORTER_REDIS_UP = _m("ai_exporter.redis.up", "", G,
                        "1 when the Redis Streams source is connected.", area=SELF)
 EXPORTER_REDIS_RECONNECTS = _m("ai_exporter.redis.reconnects", "{reconnect}", C,
@@ -460,6 +501,10 @@ EXPORTER_REDIS_GROUP_LAG = _m("ai_exporter.redis.consumer_group.lag", "{entry}",
 EXPORTER_REDIS_GROUP_PENDING = _m("ai_exporter.redis.consumer_group.pending", "{entry}", G,
                                   "Entries delivered but not acknowledged.", "stream", "group",
                                   area=SELF)
+EXPORTER_REDIS_ENTRIES = _m("ai_exporter.redis.entries", "{entry}", C,
+                            "Stream entries handled, by outcome (applied, rejected, "
+                            "duplicate: redelivered after being counted, skipped).", "stream",
+                            "outcome", area=SELF)
 EXPORTER_OTLP_EXPORTS = _m("ai_exporter.otlp.exports", "{export}", C,
                            "OTLP exports by outcome (success, failure, retry).", "outcome",
                            area=SELF)
@@ -468,10 +513,6 @@ EXPORTER_OTLP_LAST_SUCCESS = _m("ai_exporter.otlp.last_success_timestamp", "s", 
                                 area=SELF)
 EXPORTER_OTLP_EXPORT_DURATION = _m("ai_exporter.otlp.export.duration", "s", G,
                                    "Duration of the last OTLP export.", area=SELF)
-EXPORTER_REDIS_ENTRIES = _m("ai_exporter.redis.entries", "{entry}", C,
-                            "Stream entries handled, by outcome (applied, rejected, "
-                            "duplicate: redelivered after being counted, skipped).", "stream",
-                            "outcome", area=SELF)
 
 
 def all_metrics() -> Iterator[MetricSpec]:

@@ -173,40 +173,55 @@ class RedisStreamsConfig(_Section):
                              f"{self.start_id!r}")
 
 
+class TailConfig(_Section):
+    """JSONL files tailed for AI events, exactly once across rotation and restarts
+    (docs/files.md). Paths are globs relative to ``base_dir``."""
+
+    enabled: bool = False
+    base_dir: str = "."
+    paths: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
+        default_factory=lambda: ["state/telemetry/*.jsonl", "state/analytics/*.jsonl"])
+    state_dir: str = "state/ai-metrics-exporter"
+    start_at: Literal["beginning", "end"] = "beginning"
+    poll_interval_seconds: PositiveFloat = 0.25
+    checkpoint_interval_seconds: PositiveFloat = 5.0
+    catch_up_timeout_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    max_line_bytes: Count = 1024 * 1024
+    read_chunk_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 1024 * 1024
+    max_files: Count = 512
+
+
+class SnapshotMetricConfig(_Section):
+    """One value (or a wildcard family of values) of a JSON document mapped to a gauge."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    path: Annotated[str, msgspec.Meta(min_length=1)]
+    unit: str = ""
+    help: str = ""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SnapshotFileConfig(_Section):
+    path: Annotated[str, msgspec.Meta(min_length=1)]
+    metrics: list[SnapshotMetricConfig] = msgspec.field(default_factory=list)
+
+
+class SnapshotConfig(_Section):
+    """JSON snapshot files re-read on change and mapped to gauges (docs/files.md).
+    ``files`` unset means the documented default mapping of the older layout."""
+
+    enabled: bool = False
+    base_dir: str = "."
+    interval_seconds: PositiveFloat = 5.0
+    max_file_bytes: Count = 16 * 1024 * 1024
+    files: list[SnapshotFileConfig] | None = None
+
+
 class SourcesConfig(_Section):
     push: PushConfig = msgspec.field(default_factory=PushConfig)
     redis_streams: RedisStreamsConfig = msgspec.field(default_factory=RedisStreamsConfig)
-
-
-class DemoConfig(_Section):
-    enabled: bool = False
-    rate_per_second: PositiveFloat = 40.0
-    episode: str = ""
-    episode_after_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
-    episode_duration_seconds: PositiveFloat = 120.0
-    seed: int = 0
-
-
-class OtlpConfig(_Section):
-    """OTLP push. Empty fields fall back to the standard ``OTEL_*`` variables; the push
-    is off unless an endpoint is set here or in ``OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT``."""
-
-    enabled: bool = True
-    endpoint: str = ""
-    metrics_endpoint: str = ""
-    protocol: str = ""
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    timeout_seconds: PositiveFloat | None = None
-    compression: str = ""
-    certificate: str = ""
-    client_certificate: str = ""
-    client_key: str = ""
-    insecure: bool | None = None
-    interval_seconds: PositiveFloat | None = None
-    temporality: str = ""
-    resource_attributes: dict[str, str] = msgspec.field(default_factory=dict)
-    reuse_scrape: bool = True
-    max_backoff_seconds: PositiveFloat = 300.0
+    tail: TailConfig = msgspec.field(default_factory=TailConfig)
+    snapshot: SnapshotConfig = msgspec.field(default_factory=SnapshotConfig)
 
 
 ComponentKindName = Literal["agent", "mcp_server", "model_server", "vector_db", "gateway",
@@ -284,6 +299,37 @@ class ComponentsConfig(_Section):
                 if item.name in seen:
                     raise ValueError(f"{label}: component {item.name!r} is listed twice")
                 seen.add(item.name)
+
+
+class DemoConfig(_Section):
+    enabled: bool = False
+    rate_per_second: PositiveFloat = 40.0
+    episode: str = ""
+    episode_after_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    episode_duration_seconds: PositiveFloat = 120.0
+    seed: int = 0
+
+
+class OtlpConfig(_Section):
+    """OTLP push. Empty fields fall back to the standard ``OTEL_*`` variables; the push
+    is off unless an endpoint is set here or in ``OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT``."""
+
+    enabled: bool = True
+    endpoint: str = ""
+    metrics_endpoint: str = ""
+    protocol: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_seconds: PositiveFloat | None = None
+    compression: str = ""
+    certificate: str = ""
+    client_certificate: str = ""
+    client_key: str = ""
+    insecure: bool | None = None
+    interval_seconds: PositiveFloat | None = None
+    temporality: str = ""
+    resource_attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    reuse_scrape: bool = True
+    max_backoff_seconds: PositiveFloat = 300.0
 
 
 class Config(_Section):

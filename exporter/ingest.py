@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,21 +18,10 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
 from exporter.aggregator import Aggregator
-from exporter.events import AnyEvent, EventDecoder, Rejection
+from exporter.events import KIND_OF, AnyEvent, EventDecoder, Rejection
 from exporter.logutil import RateLimitedLogger
 
 _log = logging.getLogger(__name__)
-
-# Event class → its ``kind`` tag, for the ``kind`` label of ai_exporter_events_total.
-_KIND_OF: dict[type, str] = {}
-
-
-def _kind(event: AnyEvent) -> str:
-    cls = type(event)
-    kind = _KIND_OF.get(cls)
-    if kind is None:
-        kind = _KIND_OF[cls] = str(cls.__struct_config__.tag)
-    return kind
 
 
 class Ingestor:
@@ -53,12 +43,13 @@ class Ingestor:
         events: list[AnyEvent] = []
         rejections: list[tuple[int, Rejection]] = []
         decode_one = self.decoder.decode_one
+        add = events.append
         for index, raw in enumerate(raws):
             result = decode_one(raw)
             if type(result) is Rejection:
                 rejections.append((index, result))
             else:
-                events.append(result)  # type: ignore[arg-type]
+                add(result)  # type: ignore[arg-type]
         return events, rejections
 
     def ingest_raw(self, source: str, raws: Iterable[bytes | memoryview]
@@ -75,15 +66,14 @@ class Ingestor:
         if not events:
             return
         self.aggregator.ingest(events)
-        counts: dict[str, int] = {}
-        for event in events:
-            kind = _kind(event)
-            counts[kind] = counts.get(kind, 0) + 1
+        counts = Counter(map(type, events))
+        now = time.time()
         with self._lock:
-            for kind, n in counts.items():
-                key = (source, kind)
-                self.accepted[key] = self.accepted.get(key, 0.0) + n
-            self.last_event[source] = time.time()
+            accepted = self.accepted
+            for cls, n in counts.items():
+                key = (source, KIND_OF[cls])
+                accepted[key] = accepted.get(key, 0.0) + n
+            self.last_event[source] = now
 
     def reject(self, source: str, rejection: Rejection, where: str = "") -> None:
         """Count one rejected input and log it (at most once per interval per source)."""
@@ -115,3 +105,21 @@ class Ingestor:
                              for (s, r), n in sorted(self.rejected.items())],
                 "last_event": dict(self.last_event),
             }
+
+    # --- checkpoint ------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The ingest counters as plain data (checkpointed with the aggregator's state)."""
+        with self._lock:
+            return {"accepted": [[s, k, n] for (s, k), n in self.accepted.items()],
+                    "rejected": [[s, r, n] for (s, r), n in self.rejected.items()],
+                    "last_event": dict(self.last_event)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Add a ``snapshot()`` into the current counters, so they continue after restart."""
+        with self._lock:
+            for table, rows in ((self.accepted, state.get("accepted", [])),
+                                (self.rejected, state.get("rejected", []))):
+                for source, label, n in rows:
+                    table[(source, label)] = table.get((source, label), 0.0) + float(n)
+            for source, ts in state.get("last_event", {}).items():
+                self.last_event[source] = max(self.last_event.get(source, 0.0), float(ts))

@@ -24,6 +24,8 @@ from exporter.aggregator import Aggregator
 from exporter.collectors import COLLECTORS, Collector, CollectorContext
 from exporter.config import Config, ConfigError
 from exporter.ingest import Ingestor
+from exporter.otlp import CollectGate, build_pusher
+from exporter.otlp import resolve as otlp_settings
 from exporter.scrape import CollectorRunner, StaticFamilies
 from exporter.security import Security
 from exporter.sources import Source, build_sources
@@ -85,6 +87,10 @@ class Runtime:
         self.config = cfg
         self.runner = self._build_runner(cfg)
         self.sources: list[Source] = build_sources(cfg, self.ingestor)
+        # OTLP push (None when no endpoint): reads families() off the scrape path.
+        self.collect_gate = CollectGate()
+        self.last_collection: tuple[float, list[Metric]] | None = None
+        self.services["otlp"] = build_pusher(cfg, self)
         psutil.PROCFS_PATH = cfg.host.procfs_path
 
     @staticmethod
@@ -92,6 +98,7 @@ class Runtime:
         """Check what only building can check (collector names, source settings)."""
         enabled_collectors(cfg)
         build_sources(cfg, Ingestor(Aggregator()))
+        otlp_settings(cfg)
         Security.prepare(cfg)
 
     def _build_runner(self, cfg: Config) -> CollectorRunner:
@@ -103,6 +110,8 @@ class Runtime:
     def start(self) -> None:
         for source in self.sources:
             source.start()
+        if self.services["otlp"] is not None:
+            self.services["otlp"].start()
         self.ready_event.set()
 
     def stop(self) -> None:
@@ -112,6 +121,8 @@ class Runtime:
                 source.stop()
             except Exception as exc:  # stop the others regardless
                 log.warning("source %s: stop failed: %s", source.name, exc)
+        if self.services["otlp"] is not None:
+            self.services["otlp"].stop()
         self.runner.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -151,7 +162,8 @@ class Runtime:
     # --- scrape ---------------------------------------------------------------------
     def families(self, deadline: float | None = None) -> list[Metric]:
         """Every family /metrics serves, in one list (the OTLP bridge reads it too)."""
-        out = self.runner.collect(deadline)
+        with self.collect_gate.shared(deadline):
+            out = self.runner.collect(deadline)
         info = build_info()
         build = catalog.EXPORTER_BUILD_INFO.family()
         build.add_metric([info.version, info.revision, info.python_version], 1.0)
@@ -161,6 +173,7 @@ class Runtime:
         when.add_metric([], self.last_reload_time)
         out.extend((build, ok, when))
         out.extend(self.process_collector.collect())
+        self.last_collection = (time.time(), out)
         return out
 
     def render_metrics(self, deadline: float | None = None) -> bytes:

@@ -20,9 +20,12 @@ _MODULES = (
     "network",
     "uptime",
     "battery",
+    "otlp",
     "ai",
+    "files",
     "http_auth",
     "probes",
+    "redis_streams",
 )
 
 

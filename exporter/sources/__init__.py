@@ -16,6 +16,9 @@ from exporter.sources.base import Source
 _MODULES = (
     "push",
     "demo",
+    "redis_streams",
+    "tail",
+    "snapshot",
 )
 
 SourceFactory = Callable[[Config, Ingestor], list[Source]]

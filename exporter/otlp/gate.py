@@ -1,0 +1,77 @@
+"""Keeps the OTLP push's own collections from colliding with scrapes.
+
+``CollectorRunner`` does not start a collector that is still busy (a hung collector must
+not pile up threads), so two collections running at once make the later one report
+those collectors as failed. Scrapes may run concurrently with each other, exactly as
+before (``shared``); the push collects only when no scrape is in flight
+(``exclusive``), and a scrape arriving meanwhile waits for that collection to finish —
+bounded, and only in the rare case the push had to collect at all, because the push
+normally re-uses the last scrape's families instead of collecting (see ``pusher``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# A scrape never waits longer than this for the push's collection, whatever its deadline.
+MAX_SCRAPE_WAIT = 2.0
+
+
+class CollectGate:
+    """Many scrapes at once, or one push collection: a small shared/exclusive lock."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer: int | None = None  # thread id of the exclusive holder
+
+    @contextmanager
+    def shared(self, deadline: float | None = None) -> Iterator[None]:
+        """For a scrape: wait (bounded) while the push collects, then run concurrently."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:  # the push's own collection goes through families()
+                entered = False
+            else:
+                limit = time.monotonic() + MAX_SCRAPE_WAIT
+                if deadline is not None:
+                    # Keep at least half of what is left for the scrape itself.
+                    limit = min(limit, time.monotonic() + max(deadline - time.monotonic(), 0) / 2)
+                while self._writer is not None:
+                    left = limit - time.monotonic()
+                    if left <= 0:
+                        break  # degrade to the old behaviour rather than miss the deadline
+                    self._cond.wait(left)
+                self._readers += 1
+                entered = True
+        try:
+            yield
+        finally:
+            if entered:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    def acquire_exclusive(self, timeout: float) -> bool:
+        """For the push: wait up to ``timeout`` for no scrape in flight; False if none came."""
+        limit = time.monotonic() + timeout
+        with self._cond:
+            while self._readers or self._writer is not None:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self._writer = threading.get_ident()
+            return True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._writer = None
+            self._cond.notify_all()
+
+    @property
+    def scrapes_in_flight(self) -> int:
+        return self._readers

@@ -1,0 +1,328 @@
+"""The periodic OTLP push: one background thread, off the scrape path, bounded in memory.
+
+Each round takes one snapshot of the families /metrics serves, translates it
+(``translate``) and hands it to the official ``opentelemetry-exporter-otlp`` exporter,
+which does the encoding, TLS, headers, compression, and retries with back-off that honour
+``Retry-After``. Where the snapshot comes from:
+
+* **the last scrape's families, when a scrape happened within the export interval** and
+  was not exported yet (``otlp.reuse_scrape``, on by default). The push then costs no
+  collection at all, cannot disturb collectors whose values are "since the previous
+  scrape" (CPU utilization), and both paths carry the very same values;
+* otherwise the push collects itself, under ``CollectGate.acquire_exclusive`` so that it
+  never runs while a scrape is collecting (``CollectorRunner`` would see a busy
+  collector and report it failed); if scrapes keep the gate busy, a scrape has just
+  finished and its families are used.
+
+Nothing is queued: a failed round is not kept. With cumulative temporality the next
+round's snapshot carries every increment made meanwhile, so nothing is lost once the
+collector is back; with delta temporality the baseline only advances on success, so the
+next delta spans the outage. Memory is one snapshot plus, for delta, one value per
+series. After a failure the next round waits ``interval * 2^(failures-1)`` (capped by
+``otlp.max_backoff_seconds``, with jitter). Logs — ours and the OTel exporter's — are
+rate-limited.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import requests
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client.metrics_core import Metric as PromFamily
+
+from exporter.config import ConfigError
+from exporter.logutil import RateLimitedLogger
+from exporter.otlp.gate import CollectGate
+from exporter.otlp.settings import SERVICE_NAME, OtlpSettings
+from exporter.otlp.translate import DeltaBaseline, Translator, series_count, to_metrics_data
+from exporter.version import build_info
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
+
+OUTCOMES = ("success", "failure", "retry")
+# Loggers of the OTel exporters: they log every failed attempt; rate-limit them too.
+_OTEL_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+)
+# Longest a stop waits for the last export before leaving it to the daemon thread.
+STOP_WAIT = 5.0
+
+Snapshot = tuple[float, list[PromFamily]]
+
+
+class FamilySource(Protocol):
+    """What the pusher needs from the Runtime."""
+
+    started_at: float
+    collect_gate: CollectGate
+    last_collection: Snapshot | None
+
+    def families(self, deadline: float | None = None) -> list[PromFamily]: ...
+
+
+class _RateLimitFilter(logging.Filter):
+    """Lets each message template through at most once per interval."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__("otlp-rate-limit")
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.interval) < self.interval:
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+        return True
+
+
+def _rate_limit_otel_logs(interval: float = 60.0) -> None:
+    for name in _OTEL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimitFilter) for f in logger.filters):
+            logger.addFilter(_RateLimitFilter(interval))
+
+
+class CountingSession(requests.Session):
+    """The HTTP exporter's session: counts attempts (retries are the attempts beyond the
+    first in one export) and remembers the last error for our own log line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+        self.last_error = ""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any,
+                **kwargs: Any) -> requests.Response:
+        self.attempts += 1
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.last_error = (f"HTTP {response.status_code} {response.reason}"
+                           if response.status_code >= 400 else "")
+        return response
+
+
+def build_exporter(settings: OtlpSettings) -> tuple[MetricExporter, CountingSession | None]:
+    """The official OTLP exporter for the configured protocol."""
+    if settings.protocol == "grpc":
+        return _grpc_exporter(settings), None
+    from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+        OTLPMetricExporter,
+    )
+
+    compression = {"none": Compression.NoCompression, "gzip": Compression.Gzip,
+                   "deflate": Compression.Deflate}[settings.compression]
+    session = CountingSession()
+    exporter = OTLPMetricExporter(
+        endpoint=settings.endpoint, certificate_file=settings.certificate or None,
+        client_key_file=settings.client_key or None,
+        client_certificate_file=settings.client_certificate or None,
+        headers=settings.headers, timeout=settings.timeout, compression=compression,
+        session=session)
+    return exporter, session
+
+
+def _grpc_exporter(settings: OtlpSettings) -> MetricExporter:
+    try:
+        # Optional extra: imported only when gRPC is selected.
+        import grpc  # noqa: PLC0415
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+    except ImportError:
+        raise ConfigError("otlp.protocol: grpc needs the optional gRPC exporter: "
+                          "pip install 'ai-metrics-exporter[grpc]'") from None
+    compression = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip,
+                   "deflate": grpc.Compression.Deflate}[settings.compression]
+    insecure = settings.insecure
+    if insecure is None:
+        insecure = settings.endpoint.startswith("http://")
+    credentials = None
+    if not insecure:
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(settings.certificate),
+            private_key=read(settings.client_key),
+            certificate_chain=read(settings.client_certificate))
+    exporter: MetricExporter = GrpcMetricExporter(
+        endpoint=settings.endpoint, insecure=insecure, credentials=credentials,
+        headers=settings.headers, timeout=settings.timeout, compression=compression)
+    return exporter
+
+
+class OtlpPusher:
+    """Pushes a snapshot every interval; exposes its own outcome counters."""
+
+    def __init__(self, settings: OtlpSettings, source: FamilySource,
+                 exporter: MetricExporter | None = None) -> None:
+        self.settings = settings
+        self._source = source
+        if exporter is None:
+            self._exporter, self._session = build_exporter(settings)
+        else:
+            self._exporter, self._session = exporter, None
+        self._translator = Translator()
+        self._resource = Resource(dict(settings.resource))
+        self._scope = InstrumentationScope(SERVICE_NAME, build_info().version)
+        delta = settings.temporality == "delta"
+        self._temporality = (AggregationTemporality.DELTA if delta
+                             else AggregationTemporality.CUMULATIVE)
+        self._baseline = DeltaBaseline() if delta else None
+        self._start_ns = int(source.started_at * 1e9)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._round_lock = threading.Lock()
+        self.exports = dict.fromkeys(OUTCOMES, 0)
+        self.last_success = 0.0
+        self.last_duration = 0.0
+        self.last_series = 0
+        self.consecutive_failures = 0
+        self._last_exported = 0.0  # collection time of the last snapshot delivered
+        _rate_limit_otel_logs()
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="otlp-push", daemon=True)
+        self._thread.start()
+        logging.getLogger(__name__).info(
+            "OTLP push to %s (%s, %s) every %.1fs", self.settings.endpoint,
+            self.settings.protocol, self.settings.temporality, self.settings.interval)
+
+    def stop(self) -> None:
+        """Push once more (the process's counters die with it), then shut the exporter."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT)
+        # Aborts a retry wait still in progress; the daemon thread then ends by itself.
+        self._exporter.shutdown(timeout_millis=1000)
+
+    def _run(self) -> None:
+        delay = self.settings.interval
+        while not self._stop.wait(delay):
+            ok = self.export_once()
+            delay = self.next_delay(ok)
+        if self.consecutive_failures == 0:
+            self.export_once()
+
+    def next_delay(self, ok: bool) -> float:
+        """Interval after success; doubling with each failure, capped, with ±20% jitter."""
+        if ok:
+            return self.settings.interval
+        base = self.settings.interval * 2.0 ** min(self.consecutive_failures - 1, 30)
+        return min(base, self.settings.max_backoff) * random.uniform(0.8, 1.2)  # noqa: S311
+
+    # --- one round ------------------------------------------------------------------
+    def _fresh(self, snap: Snapshot | None) -> bool:
+        return (snap is not None and snap[0] > self._last_exported
+                and time.time() - snap[0] <= self.settings.interval)
+
+    def snapshot(self) -> Snapshot | None:
+        """The families to export this round (see the module docstring for the policy)."""
+        src = self._source
+        if self.settings.reuse_scrape and self._fresh(src.last_collection):
+            return src.last_collection
+        if src.collect_gate.acquire_exclusive(timeout=min(self.settings.interval, 5.0)):
+            try:
+                if self.settings.reuse_scrape and self._fresh(src.last_collection):
+                    return src.last_collection
+                families = src.families()
+                return time.time(), families
+            finally:
+                src.collect_gate.release_exclusive()
+        last = src.last_collection  # scrapes held the gate throughout: one just finished
+        if last is not None and last[0] > self._last_exported:
+            return last
+        return None
+
+    def export_once(self) -> bool:
+        """One round: snapshot, translate, send. True when the collector took it."""
+        with self._round_lock:
+            return self._export_once()
+
+    def _export_once(self) -> bool:
+        started = time.perf_counter()
+        try:
+            snap = self.snapshot()
+            if snap is None:
+                log.warning("OTLP push: no snapshot this round (collection busy)")
+                return True
+            collected_at, families = snap
+            cumulative = self._translator.translate(families, self._start_ns)
+            to_send: Sequence[Any] = (self._baseline.deltas(cumulative)
+                                      if self._baseline is not None else cumulative)
+            time_ns = int(collected_at * 1e9)
+            data = to_metrics_data(to_send, self._resource, self._scope, time_ns,
+                                   self._temporality)
+            attempts = self._session.attempts if self._session is not None else 0
+            result = self._exporter.export(data, timeout_millis=self.settings.timeout * 1000)
+        except Exception as exc:  # a bug here must not kill the thread
+            log.error("OTLP push: export round failed: %s: %s", type(exc).__name__, exc)
+            self._record(False, 0, time.perf_counter() - started)
+            return False
+        retries = 0
+        if self._session is not None:
+            retries = max(self._session.attempts - attempts - 1, 0)
+        ok = result is MetricExportResult.SUCCESS
+        if ok:
+            if self._baseline is not None:
+                self._baseline.commit(cumulative, time_ns)
+            self._last_exported = collected_at
+        self._record(ok, retries, time.perf_counter() - started, series_count(to_send))
+        if not ok:
+            detail = self._session.last_error if self._session is not None else ""
+            log.warning("OTLP push to %s failed%s (%d in a row); next try in about %.0fs",
+                        self.settings.endpoint, f": {detail}" if detail else "",
+                        self.consecutive_failures, self.next_delay(False),
+                        key="otlp-failed")
+        return ok
+
+    def _record(self, ok: bool, retries: int, duration: float, series: int = 0) -> None:
+        with self._lock:
+            self.exports["success" if ok else "failure"] += 1
+            self.exports["retry"] += retries
+            self.last_duration = duration
+            if ok:
+                self.last_success = time.time()
+                self.last_series = series
+                self.consecutive_failures = 0
+            else:
+                self.consecutive_failures += 1
+
+    def stats(self) -> tuple[dict[str, int], float, float]:
+        """(exports by outcome, last success Unix time, last export duration)."""
+        with self._lock:
+            return dict(self.exports), self.last_success, self.last_duration
