@@ -1,0 +1,418 @@
+"""Redis Streams: AI events read through a consumer group, each counted once, then acked.
+
+Delivery model (details and the remaining window in docs/components.md):
+
+* Entries are read with ``XREADGROUP`` under a stable consumer name. Each entry's
+  ``payload_field`` (default ``event``) holds one JSON event; with ``payload_field: ""``
+  the entry's fields themselves are the event. Events go through the shared ``Ingestor``
+  (same model and rejection reasons as every other source).
+* An entry is acknowledged only after it is counted: decode, apply to the aggregator,
+  record its id as applied, then ``XACK``. Invalid entries are counted as rejected and
+  acknowledged too, so a poison entry never blocks the group.
+* After every (re)connect the consumer first re-reads its own pending entries (delivered
+  earlier, not acknowledged, e.g. a read whose reply was lost or an ack that never reached
+  Redis), then claims entries idle longer than ``reclaim_idle_ms`` from dead consumers
+  (``XAUTOCLAIM``), then reads new entries. Nothing delivered is ever left behind.
+* Ids applied recently are remembered (bounded) and, with ``state_file``, appended to a
+  journal right after they are applied. A redelivered entry whose id is remembered is
+  acknowledged without being counted again: that covers a Redis restart that lost an ack,
+  and an exporter crash between counting and acknowledging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+from prometheus_client.metrics_core import Metric
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from exporter import catalog
+from exporter.config import Config, RedisStreamsConfig
+from exporter.events import AnyEvent, Rejection, classify
+from exporter.ingest import Ingestor
+from exporter.logutil import RateLimitedLogger
+from exporter.sources.base import Source
+
+log = RateLimitedLogger(logging.getLogger(__name__), interval=30.0)
+
+Key = tuple[str, str]  # (stream, entry id)
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+OUTCOMES = ("applied", "rejected", "duplicate", "skipped")
+
+
+class AppliedIds:
+    """Recently applied entry ids: a bounded set, optionally journaled to a file.
+
+    The journal is append-only (one JSON ``[stream, id]`` per line, one ``write(2)`` per
+    batch, no fsync: it survives a process crash, not a power cut) and is compacted to the
+    newest ``max_ids`` when it grows past twice that.
+    """
+
+    def __init__(self, max_ids: int, path: str = "") -> None:
+        self.max_ids = max_ids
+        self.path = path
+        self._order: deque[Key] = deque()
+        self._set: set[Key] = set()
+        self._fd: int | None = None
+        self._lines = 0
+        if path:
+            torn = self._load()
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if torn:  # never append after a half-written line
+                self._compact()
+
+    def _load(self) -> bool:
+        """Read the journal; True when its last line was torn by a crash mid-write."""
+        try:
+            text = Path(self.path).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return False
+        lines = text.splitlines()
+        self._lines = len(lines)
+        for line in lines:
+            try:
+                stream, entry_id = json.loads(line)
+            except (ValueError, TypeError):
+                continue  # a torn last line after a crash: the entry was not acked either
+            self._remember((str(stream), str(entry_id)))
+        return bool(text) and not text.endswith("\n")
+
+    def _remember(self, key: Key) -> None:
+        if key in self._set:
+            return
+        self._order.append(key)
+        self._set.add(key)
+        while len(self._order) > self.max_ids:
+            self._set.discard(self._order.popleft())
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._set
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, keys: Sequence[Key]) -> None:
+        if not keys:
+            return
+        for key in keys:
+            self._remember(key)
+        if self._fd is None:
+            return
+        os.write(self._fd, "".join(json.dumps(list(k)) + "\n" for k in keys).encode())
+        self._lines += len(keys)
+        if self._lines > 2 * self.max_ids:
+            self._compact()
+
+    def _compact(self) -> None:
+        assert self._fd is not None
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(list(k)) + "\n" for k in self._order)
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lines = len(self._order)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def entry_payload(fields: dict[bytes, bytes], payload_field: str
+                  ) -> bytes | dict[str, str] | Rejection:
+    """The raw JSON event of an entry, its fields as an object, or why neither exists."""
+    if payload_field:
+        raw = fields.get(payload_field.encode())
+        if raw is None:
+            return Rejection("missing_field", f"entry has no {payload_field!r} field")
+        return raw
+    try:
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except UnicodeDecodeError:
+        return Rejection("invalid_utf8", "entry field is not valid UTF-8")
+
+
+def event_from_fields(fields: dict[str, str]) -> AnyEvent | Rejection:
+    """Whole-entry mode: field strings converted to the typed event (numbers parsed)."""
+    try:
+        event: AnyEvent = msgspec.convert(fields, AnyEvent, strict=False)
+    except msgspec.ValidationError as exc:
+        return Rejection(classify(str(exc)), str(exc))
+    return event
+
+
+class RedisStreamsSource(Source):
+    name = "redis_streams"
+
+    def __init__(self, ingestor: Ingestor, cfg: RedisStreamsConfig) -> None:
+        super().__init__(ingestor)
+        self.cfg = cfg
+        self.consumer = cfg.consumer or socket.gethostname()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._connected = False
+        self._detail = "not started"
+        self._reconnects = 0.0
+        self._entries: dict[tuple[str, str], float] = {}
+        self._unacked: dict[str, list[bytes]] = {}
+        self._applied: AppliedIds | None = None
+        self._stats_lock = threading.Lock()
+        self._stats_client: redis.Redis | None = None
+
+    # --- Source protocol -----------------------------------------------------------------
+    def start(self) -> None:
+        self._applied = AppliedIds(self.cfg.state_max_ids, self.cfg.state_file)
+        self._stop.clear()
+        self._detail = "connecting"
+        self._thread = threading.Thread(target=self._run, name="redis-streams", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(self.cfg.block_ms / 1000 + 10)
+        if self._stats_client is not None:
+            self._stats_client.close()
+            self._stats_client = None
+        if self._applied is not None and (thread is None or not thread.is_alive()):
+            self._applied.close()
+
+    def ready(self) -> tuple[bool, str]:
+        return self._connected, self._detail
+
+    # --- connection -------------------------------------------------------------------------
+    def _client(self, socket_timeout: float) -> redis.Redis:
+        password = None
+        if self.cfg.password_file:
+            password = Path(self.cfg.password_file).read_text(encoding="utf-8").strip()
+        client: redis.Redis = redis.Redis.from_url(
+            self.cfg.url, password=password, socket_timeout=socket_timeout,
+            socket_connect_timeout=min(5.0, socket_timeout), retry=Retry(NoBackoff(), 0),
+            health_check_interval=0)
+        return client
+
+    def _run(self) -> None:
+        backoff = self.cfg.backoff_initial_seconds
+        connected_before = False
+        while not self._stop.is_set():
+            client: redis.Redis | None = None
+            try:
+                client = self._client(self.cfg.block_ms / 1000 + 5)
+                client.ping()
+                self._ensure_groups(client)
+                self._flush_acks(client)
+                if connected_before:
+                    with self._lock:
+                        self._reconnects += 1
+                connected_before = True
+                self._connected, self._detail = True, f"connected as consumer {self.consumer}"
+                log.info("redis streams: connected, consumer %s", self.consumer,
+                         key="connected")
+                backoff = self.cfg.backoff_initial_seconds
+                self._consume(client)
+            except (redis.RedisError, OSError) as exc:
+                self._connected = False
+                self._detail = f"redis unavailable: {type(exc).__name__}: {exc}"[:300]
+                log.warning("redis streams: %s; retrying in %.1fs", self._detail, backoff,
+                            key="down")
+                self._stop.wait(backoff * (0.75 + random.random() / 2))  # noqa: S311
+                backoff = min(backoff * 2, self.cfg.backoff_max_seconds)
+            finally:
+                if client is not None:
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        if self._connected:
+                            self._flush_acks(client)
+                    client.close()
+        self._connected, self._detail = False, "stopped"
+
+    def _ensure_groups(self, client: redis.Redis) -> None:
+        for stream in self.cfg.streams:
+            try:
+                client.xgroup_create(stream, self.cfg.group, id=self.cfg.start_id,
+                                     mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # --- consumption ------------------------------------------------------------------------
+    def _consume(self, client: redis.Redis) -> None:
+        self._recover(client)
+        last_reclaim = time.monotonic()
+        streams: dict[str, str] = dict.fromkeys(self.cfg.streams, ">")
+        while not self._stop.is_set():
+            response: Any = client.xreadgroup(
+                self.cfg.group, self.consumer, streams,  # type: ignore[arg-type]
+                count=self.cfg.batch_size, block=self.cfg.block_ms)
+            for stream, entries in response or ():
+                self._handle(client, _text(stream), entries)
+            reclaim_every = self.cfg.reclaim_idle_ms / 1000
+            if reclaim_every and time.monotonic() - last_reclaim >= reclaim_every:
+                self._reclaim(client)
+                last_reclaim = time.monotonic()
+
+    def _recover(self, client: redis.Redis) -> None:
+        """Own pending entries first, then entries abandoned by dead consumers."""
+        for stream in self.cfg.streams:
+            last = "0"
+            for _round in range(1_000_000):
+                if self._stop.is_set():
+                    return
+                response: Any = client.xreadgroup(self.cfg.group, self.consumer,
+                                                  {stream: last}, count=self.cfg.batch_size)
+                entries = response[0][1] if response else []
+                if not entries:
+                    break
+                self._handle(client, stream, entries)
+                last = _text(entries[-1][0])
+        if self.cfg.reclaim_idle_ms:
+            self._reclaim(client)
+
+    def _reclaim(self, client: redis.Redis) -> None:
+        for stream in self.cfg.streams:
+            start = "0-0"
+            for _round in range(1_000_000):
+                if self._stop.is_set():
+                    return
+                result: Any = client.xautoclaim(stream, self.cfg.group, self.consumer,
+                                           min_idle_time=self.cfg.reclaim_idle_ms,
+                                           start_id=start, count=self.cfg.batch_size)
+                start = _text(result[0])
+                entries = result[1]
+                if entries:
+                    log.info("redis streams: claimed %d idle entries of %s", len(entries),
+                             stream, key=f"claim:{stream}")
+                    self._handle(client, stream, entries)
+                if start == "0-0":
+                    break
+
+    def _handle(self, client: redis.Redis, stream: str, entries: Sequence[Entry]) -> None:
+        """Count a batch of one stream exactly once, then acknowledge all of it."""
+        assert self._applied is not None
+        applied = self._applied
+        outcomes = dict.fromkeys(OUTCOMES, 0)
+        ids: list[bytes] = []
+        fresh: list[Key] = []
+        raws: list[bytes] = []
+        events: list[AnyEvent] = []
+        rejections: list[Rejection] = []
+        for raw_id, fields in entries:
+            ids.append(raw_id)
+            key = (stream, _text(raw_id))
+            if fields is None:  # trimmed away while pending
+                outcomes["skipped"] += 1
+                continue
+            if key in applied:
+                outcomes["duplicate"] += 1
+                continue
+            fresh.append(key)
+            payload = entry_payload(fields, self.cfg.payload_field)
+            if isinstance(payload, Rejection):
+                rejections.append(payload)
+            elif isinstance(payload, bytes):
+                raws.append(payload)
+            else:
+                result = event_from_fields(payload)
+                if isinstance(result, Rejection):
+                    rejections.append(result)
+                else:
+                    events.append(result)
+        if raws:
+            decoded, bad = self.ingestor.decode(raws)
+            events.extend(decoded)
+            rejections.extend(r for _i, r in bad)
+        # Count, record as applied, acknowledge: in this order, with nothing in between.
+        self.ingestor.apply(self.name, events)
+        for rejection in rejections:
+            self.ingestor.reject(self.name, rejection, where=f"an entry of {stream}")
+        applied.add(fresh)
+        outcomes["applied"] += len(events)
+        outcomes["rejected"] += len(rejections)
+        with self._lock:
+            for outcome, n in outcomes.items():
+                if n:
+                    key2 = (stream, outcome)
+                    self._entries[key2] = self._entries.get(key2, 0.0) + n
+            self._unacked.setdefault(stream, []).extend(ids)
+        self._flush_acks(client)
+
+    def _flush_acks(self, client: redis.Redis) -> None:
+        with self._lock:
+            pending = {s: list(ids) for s, ids in self._unacked.items() if ids}
+        for stream, ids in pending.items():
+            for i in range(0, len(ids), 10_000):
+                client.xack(stream, self.cfg.group, *ids[i:i + 10_000])
+            with self._lock:
+                del self._unacked[stream][:len(ids)]
+
+    # --- metrics --------------------------------------------------------------------------
+    def families(self, timeout: float = 1.0) -> list[Metric]:
+        up = catalog.EXPORTER_REDIS_UP.family()
+        up.add_metric([], 1.0 if self._connected else 0.0)
+        reconnects = catalog.EXPORTER_REDIS_RECONNECTS.family()
+        entries = catalog.EXPORTER_REDIS_ENTRIES.family()
+        with self._lock:
+            reconnects.add_metric([], self._reconnects)
+            for (stream, outcome), n in sorted(self._entries.items()):
+                entries.add_metric([stream, outcome], n)
+        out: list[Metric] = [up, reconnects, entries]
+        if self._connected:
+            out.extend(self._stream_families(timeout))
+        return out
+
+    def _stream_families(self, timeout: float) -> Iterable[Metric]:
+        length = catalog.EXPORTER_REDIS_STREAM_LENGTH.family()
+        lag = catalog.EXPORTER_REDIS_GROUP_LAG.family()
+        pending = catalog.EXPORTER_REDIS_GROUP_PENDING.family()
+        if not self._stats_lock.acquire(timeout=timeout):
+            return []
+        try:
+            if self._stats_client is None:
+                self._stats_client = self._client(max(timeout, 0.05))
+            client = self._stats_client
+            for stream in self.cfg.streams:
+                size: Any = client.xlen(stream)
+                groups: Any = client.xinfo_groups(stream)
+                length.add_metric([stream], float(size))
+                for group in groups:
+                    if _text(group.get("name", b"")) != self.cfg.group:
+                        continue
+                    if group.get("lag") is not None:
+                        lag.add_metric([stream, self.cfg.group], float(group["lag"]))
+                    pending.add_metric([stream, self.cfg.group], float(group["pending"]))
+        except (redis.RedisError, OSError) as exc:
+            log.warning("redis streams: stream statistics unavailable: %s", exc, key="stats")
+            if self._stats_client is not None:
+                self._stats_client.close()
+                self._stats_client = None
+            return []
+        finally:
+            self._stats_lock.release()
+        return [length, lag, pending]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+    cfg = config.sources.redis_streams
+    if not cfg.enabled:
+        return []
+    return [RedisStreamsSource(ingestor, cfg)]
