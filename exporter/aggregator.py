@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import calendar
 import logging
-import re
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -42,10 +41,10 @@ from exporter.logutil import RateLimitedLogger
 
 OTHER = "other"
 MAX_LABEL_LENGTH = 128
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 Key = tuple[str, ...]
+_S = TypeVar("_S", bound="CounterStore | HistogramStore")
 
 # Which metrics each event kind feeds: the contract documented in docs/events.md and
 # checked by the tests (every metric listed here moves when its kind is ingested).
@@ -82,10 +81,7 @@ def sanitize(value: str) -> str:
     """Label values from events: non-printable characters (C0/C1 controls, bidi overrides,
     line separators, zero-width and format characters, lone surrogates) dropped, length
     capped. ``str.isprintable`` makes the common clean case one C-level pass."""
-    if value.isprintable():
-        cleaned = value
-    else:
-        cleaned = "".join(ch for ch in value if ch.isprintable())
+    cleaned = value if value.isprintable() else "".join(c for c in value if c.isprintable())
     return cleaned[:MAX_LABEL_LENGTH] if len(cleaned) > MAX_LABEL_LENGTH else cleaned
 
 
@@ -141,7 +137,8 @@ class CounterStore(_Capped):
         names = (*self.spec.labels, *extra)
         append = fam.samples.append
         for key, value in self.values.items() if rows is None else rows:
-            append(Sample(name, dict(zip(names, key + extra_values)), value, None, None))
+            append(Sample(name, dict(zip(names, key + extra_values, strict=True)), value, None,
+                          None))
         return fam
 
 
@@ -190,7 +187,7 @@ class HistogramStore(_Capped):
         les = self._les
         append = fam.samples.append
         for key, row in self.values.items() if rows is None else rows:
-            labels = dict(zip(names, key + extra_values))
+            labels = dict(zip(names, key + extra_values, strict=True))
             running = 0.0
             for le, n in zip(les, row, strict=False):
                 running += n
@@ -329,7 +326,7 @@ class Aggregator:
             ProviderLimit: self._provider_limit, ComponentStatus: self._component_status,
         }
 
-    def _add(self, store: Any) -> Any:
+    def _add(self, store: _S) -> _S:
         self.stores[store.spec.name] = store
         return store
 
@@ -346,7 +343,7 @@ class Aggregator:
             for event in events:
                 try:
                     handlers[type(event)](event, now)
-                except Exception as exc:  # noqa: BLE001 - one event must not stop a batch
+                except Exception as exc:  # one event must not stop the batch
                     self.failures += 1
                     _log.error("aggregating %s failed: %s: %s", type(event).__name__,
                                type(exc).__name__, exc, key="ingest-failure")
@@ -355,6 +352,7 @@ class Aggregator:
         # The hot path (about half of real traffic): store lookups inlined, no method calls
         # for label sets already seen.
         provider, model, op, error = e.provider, e.model, e.operation, e.error_type
+        key: Key
         duration = e.duration_seconds
         if duration is not None:
             hist = self.llm_duration
@@ -542,8 +540,8 @@ class Aggregator:
         out.extend(self._heartbeat_families(heartbeats, extra, xv, now))
         out.extend(self._budget_families(spent, extra, xv))
         overflow = catalog.EXPORTER_SERIES_OVERFLOW.family()
-        for name, count in overflow_rows:
-            overflow.add_metric([name], count)
+        for name, folded in overflow_rows:
+            overflow.add_metric([name], folded)
         series = catalog.EXPORTER_SERIES.family()
         for store, snap in rows:
             series.add_metric([store.spec.name], float(len(snap)))

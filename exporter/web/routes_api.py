@@ -57,11 +57,10 @@ def schema() -> Response:
 
 
 @bp.post("/api/v1/events")
-def push_events() -> tuple[Response, int]:
+def push_events() -> tuple[Response, int, dict[str, str]]:
     source = _runtime().source("push")
     if not isinstance(source, PushSource):
-        return jsonify(error="Not Found", status=404, detail="push ingest is disabled"), 404
-    result = source.handle(request.get_data(cache=False),
-                           request.headers.get("Content-Type", ""),
-                           request.headers.get("Content-Encoding", ""))
-    return jsonify(result.body), result.status
+        return (jsonify(error="Not Found", status=404, detail="push ingest is disabled"), 404,
+                {})
+    result = source.handle_request(request)
+    return jsonify(result.body), result.status, result.headers
