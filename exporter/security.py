@@ -209,7 +209,7 @@ def _push_tokens(cfg: Config) -> list[bytes]:
     """``sources.push.tokens`` and ``sources.push.tokens_file`` (one token a line):
     plain shared secrets kept working as operator tokens; stored as SHA-256 only."""
     push = cfg.sources.push
-    plain = [t for t in push.tokens if t]
+    plain = [t.strip() for t in push.tokens if t.strip()]
     if push.tokens_file:
         text = read_secret_file(push.tokens_file, "sources.push.tokens_file").decode(
             "utf-8", "replace")

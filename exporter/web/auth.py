@@ -13,6 +13,7 @@ from exporter.runtime import Runtime
 from exporter.security import Security
 
 PUSH_PATH = "/api/v1/events"
+IDENTITY_KEY = "ai_exporter.identity"
 
 _DETAILS = {
     401: "authentication required",
@@ -59,6 +60,9 @@ def install(app: Flask, runtime: Runtime) -> None:
             return refusal(decision.status, challenge=decision.challenge,
                            retry_after=decision.retry_after)
         g.identity = decision.identity
+        if decision.identity is not None and decision.identity.method != "none":
+            # Views (the push source's own token check) may trust this identity.
+            request.environ[IDENTITY_KEY] = decision.identity
         if path == PUSH_PATH and request.method == "POST":
             wait = sec.push_allowed(decision.identity, peer)
             if wait:
