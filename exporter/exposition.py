@@ -1,0 +1,127 @@
+"""Prometheus text format (0.0.4) rendering, byte-for-byte what prometheus_client writes.
+
+prometheus_client's ``generate_latest`` re-validates and re-escapes every label name and
+metric name on every sample (about 7 µs per sample here), which made /metrics with 10,000
+AI series take ~70 ms to render. Names repeat on every sample of a family, so this
+renderer resolves each name and each label-name set once per scrape and only escapes label
+values, which are the only per-sample variable. The output is identical to
+``generate_latest`` (tests compare the two on the same families), so Prometheus, promtool
+and the parser see no difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# OpenMetrics-only samples that the Prometheus text format lists as separate gauges.
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+_TYPE_MAP = {"counter": "counter", "gauge": "gauge", "histogram": "histogram",
+             "summary": "summary", "info": "gauge", "stateset": "gauge",
+             "gaugehistogram": "histogram", "unknown": "untyped", "untyped": "untyped"}
+
+
+def _metric_name(name: str) -> str:
+    return str(om.escape_metric_name(name, om.UNDERSCORES))
+
+
+def _label_name(name: str) -> str:
+    return str(om.escape_label_name(name, om.UNDERSCORES))
+
+
+def format_value(value: Any) -> str:
+    """prometheus_client's ``floatToGoString``: Go's float formatting, as Prometheus expects."""
+    d = float(value)
+    s = repr(d)
+    if d - d == 0.0:  # finite
+        dot = s.find(".")
+        if d > 0 and dot > 6:  # Go switches to exponent form sooner than Python
+            mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+            return f"{mantissa}e+{dot - 1:02d}"
+        return s
+    if d != d:  # noqa: PLR0124 - NaN is the only value unequal to itself
+        return "NaN"
+    return "+Inf" if d > 0 else "-Inf"
+
+
+def _escape_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _help(documentation: str) -> str:
+    return documentation.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _template(keys: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """Sorted label order and a ``str.format`` template for one label-key tuple."""
+    order = tuple(sorted(keys))
+    return order, "{{" + ",".join(f'{_label_name(k)}="{{}}"' for k in order) + "}}"
+
+
+def render(families: Iterable[Metric]) -> bytes:
+    """The text exposition of ``families``, in order, as UTF-8."""
+    names: dict[str, str] = {}
+    templates: dict[tuple[str, ...], tuple[tuple[str, ...], str]] = {}
+    fmt = format_value
+    esc = _escape_value
+    out: list[str] = []
+    append = out.append
+
+    for metric in families:
+        try:
+            mname = metric.name
+            mtype = metric.type
+            if mtype == "counter":
+                mname += "_total"
+            elif mtype == "info":
+                mname += "_info"
+            shown = _metric_name(mname)
+            help_text = _help(metric.documentation)
+            append(f"# HELP {shown} {help_text}\n")
+            append(f"# TYPE {shown} {_TYPE_MAP.get(mtype, mtype)}\n")
+            extra: dict[str, list[str]] | None = None
+            om_names = {metric.name + suffix: suffix for suffix in _OM_SUFFIXES}
+            for sample in metric.samples:
+                sname = sample.name
+                name = names.get(sname)
+                if name is None:
+                    name = names[sname] = _metric_name(sname)
+                labels = sample.labels
+                if labels:
+                    keys = tuple(labels)
+                    entry = templates.get(keys)
+                    if entry is None:
+                        entry = templates[keys] = _template(keys)
+                    order, template = entry
+                    labelstr = template.format(*[esc(str(labels[k])) for k in order])
+                else:
+                    labelstr = ""
+                ts = sample.timestamp
+                if ts is None:
+                    line = f"{name}{labelstr} {fmt(sample.value)}\n"
+                else:
+                    line = f"{name}{labelstr} {fmt(sample.value)} {int(float(ts) * 1000):d}\n"
+                suffix = om_names.get(sname)
+                if suffix is None:
+                    append(line)
+                else:
+                    if extra is None:
+                        extra = {}
+                    extra.setdefault(suffix, []).append(line)
+        except Exception as exc:
+            exc.args = (exc.args or ("",)) + (metric,)
+            raise
+        if extra:
+            for suffix, lines in sorted(extra.items()):
+                gauge = _metric_name(metric.name + suffix)
+                append(f"# HELP {gauge} {help_text}\n")
+                append(f"# TYPE {gauge} gauge\n")
+                out.extend(lines)
+    return "".join(out).encode("utf-8")
