@@ -98,6 +98,11 @@ class _Capped:
         self._overflow = overflow
         self._other: Key = (OTHER,) * len(spec.labels)
 
+    def folds(self, key: Key) -> bool:
+        """Whether ``key`` (not stored yet) would fold into ``other``."""
+        known: dict[Key, Any] = self.values  # type: ignore[attr-defined]
+        return key not in known and len(known) >= self.cap and _clean(key) not in known
+
     def admit(self, key: Key, known: dict[Key, Any]) -> Key:
         """The key to store under: ``key`` cleaned, or the ``other`` key past the cap."""
         clean = _clean(key)
@@ -318,6 +323,11 @@ class Aggregator:
         self.spend_day = ""
         self._day_start = self._day_end = 0.0
         self.spend: dict[str, float] = {}
+        self._llm_slots: dict[Key, list[Any]] = {}
+        self._max_slots = 4 * max_series
+        self._duration_bounds = self.llm_duration.bounds
+        self._ttft_bounds = self.llm_ttft.bounds
+        self._token_bounds = self.llm_token_usage.bounds
         self._handlers: dict[type, Callable[[Any, float], None]] = {
             LlmCall: self._llm_call, Task: self._task, ToolCall: self._tool_call,
             QualityGate: self._quality_gate, Resolution: self._resolution,
@@ -349,59 +359,74 @@ class Aggregator:
                                type(exc).__name__, exc, key="ingest-failure")
 
     def _llm_call(self, e: LlmCall, now: float) -> None:
-        # The hot path (about half of real traffic): store lookups inlined, no method calls
-        # for label sets already seen.
-        provider, model, op, error = e.provider, e.model, e.operation, e.error_type
-        key: Key
-        duration = e.duration_seconds
-        if duration is not None:
-            hist = self.llm_duration
-            key = (op, provider, model, error)
-            row = hist.values.get(key) or hist.row(key)
-            row[bisect_left(hist.bounds, duration)] += 1
-            row[-1] += duration
-        ttft = e.time_to_first_token_seconds
-        if ttft is not None:
-            hist = self.llm_ttft
-            key = (op, provider, model)
-            row = hist.values.get(key) or hist.row(key)
-            row[bisect_left(hist.bounds, ttft)] += 1
-            row[-1] += ttft
+        # The hot path (about half of real traffic). Everything one (operation, provider,
+        # model, error) combination touches is resolved once into a slot: the histogram
+        # rows it feeds and the counter keys, so an event costs list updates, not lookups.
+        skey = (e.operation, e.provider, e.model, e.error_type)
+        slot = self._llm_slots.get(skey)
+        if slot is None:
+            slot = self._llm_slot(skey)
+        value = e.duration_seconds
+        if value is not None:
+            row = slot[0] or self._llm_row(slot, 0)
+            row[bisect_left(self._duration_bounds, value)] += 1
+            row[-1] += value
+        value = e.time_to_first_token_seconds
+        if value is not None:
+            row = slot[1] or self._llm_row(slot, 1)
+            row[bisect_left(self._ttft_bounds, value)] += 1
+            row[-1] += value
         tokens = self.llm_tokens
-        count: float = e.input_tokens
+        count = e.input_tokens
         if count:
-            hist = self.llm_token_usage
-            key = (op, provider, model, "input")
-            row = hist.values.get(key) or hist.row(key)
-            row[bisect_left(hist.bounds, count)] += 1
+            row = slot[2] or self._llm_row(slot, 2)
+            row[bisect_left(self._token_bounds, count)] += 1
             row[-1] += count
-            tokens.inc((provider, model, "input"), count)
+            tokens.inc(slot[5], count)
         count = e.output_tokens
         if count:
-            hist = self.llm_token_usage
-            key = (op, provider, model, "output")
-            row = hist.values.get(key) or hist.row(key)
-            row[bisect_left(hist.bounds, count)] += 1
+            row = slot[3] or self._llm_row(slot, 3)
+            row[bisect_left(self._token_bounds, count)] += 1
             row[-1] += count
-            tokens.inc((provider, model, "output"), count)
+            tokens.inc(slot[6], count)
         count = e.cached_input_tokens
         if count:
-            tokens.inc((provider, model, "cached_input"), count)
-        key = (provider, model, "error" if error else "success", error)
-        try:
-            self.llm_requests.values[key] += 1
-        except KeyError:
-            self.llm_requests.add_new(key, 1)
+            tokens.inc(slot[7], count)
+        self.llm_requests.inc(slot[4])
         cost = e.cost_usd
         if cost:
-            self.llm_cost.inc((provider, model), cost)
+            self.llm_cost.inc(slot[8], cost)
             if not self._day_start <= now < self._day_end:
                 self.spend_day, self._day_start, self._day_end = _utc_day(now)
                 self.spend = {}
             spend = self.spend
             spend["total"] = spend.get("total", 0.0) + cost
-            if provider in self.budgets:
-                spend[provider] = spend.get(provider, 0.0) + cost
+            if e.provider in self.budgets:
+                spend[e.provider] = spend.get(e.provider, 0.0) + cost
+
+    def _llm_slot(self, skey: Key) -> list[Any]:
+        """Rows (filled on first use) and counter keys of one LLM label combination."""
+        _op, provider, model, error = skey
+        slot: list[Any] = [None, None, None, None,
+                           (provider, model, "error" if error else "success", error),
+                           (provider, model, "input"), (provider, model, "output"),
+                           (provider, model, "cached_input"), (provider, model), skey]
+        if len(self._llm_slots) < self._max_slots:
+            self._llm_slots[skey] = slot
+        return slot
+
+    def _llm_row(self, slot: list[Any], index: int) -> list[float]:
+        """Slot row ``index``: kept in the slot unless it folded into ``other`` (so that
+        every observation past the cap is still counted as overflow)."""
+        op, provider, model, _error = slot[-1]
+        store, key = ((self.llm_duration, slot[-1]), (self.llm_ttft, (op, provider, model)),
+                      (self.llm_token_usage, (op, provider, model, "input")),
+                      (self.llm_token_usage, (op, provider, model, "output")))[index]
+        folded = store.folds(key)
+        row = store.row(key)
+        if not folded:
+            slot[index] = row
+        return row
 
     def _task(self, e: Task, now: float) -> None:
         component, queue, status = e.component, e.queue, e.status
