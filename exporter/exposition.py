@@ -11,7 +11,9 @@ and the parser see no difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -59,18 +61,27 @@ def _help(documentation: str) -> str:
     return documentation.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _template(keys: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
-    """Sorted label order and a ``str.format`` template for one label-key tuple."""
+_Template = tuple[Callable[[dict[str, Any]], Any], bool, str]
+
+
+def _template(keys: tuple[str, ...]) -> _Template:
+    """For one label-key tuple: a getter of the values in sorted key order, whether it
+    returns a single value (one label) rather than a tuple, and a ``str.format`` template."""
     order = tuple(sorted(keys))
-    return order, "{{" + ",".join(f'{_label_name(k)}="{{}}"' for k in order) + "}}"
+    template = "{{" + ",".join(f'{_label_name(k)}="{{}}"' for k in order) + "}}"
+    return itemgetter(*order), len(order) == 1, template
+
+
+def _label_values(values: tuple[Any, ...]) -> list[str]:
+    return [_escape_value(str(v)) for v in values]
 
 
 def render(families: Iterable[Metric]) -> bytes:
     """The text exposition of ``families``, in order, as UTF-8."""
     names: dict[str, str] = {}
-    templates: dict[tuple[str, ...], tuple[tuple[str, ...], str]] = {}
+    templates: dict[tuple[str, ...], _Template] = {}
     fmt = format_value
-    esc = _escape_value
+    inf = math.inf
     out: list[str] = []
     append = out.append
 
@@ -99,15 +110,26 @@ def render(families: Iterable[Metric]) -> bytes:
                     entry = templates.get(keys)
                     if entry is None:
                         entry = templates[keys] = _template(keys)
-                    order, template = entry
-                    labelstr = template.format(*[esc(str(labels[k])) for k in order])
+                    getter, single, template = entry
+                    values = (getter(labels),) if single else getter(labels)
+                    try:  # one check for all values; escaping is rare
+                        joined = "".join(values)
+                        if '"' in joined or "\\" in joined or "\n" in joined:
+                            values = _label_values(values)
+                    except TypeError:  # a non-string value: convert each
+                        values = _label_values(values)
+                    labelstr = template.format(*values)
                 else:
                     labelstr = ""
+                value = sample.value
+                # Finite floats below 1e6 print as Python's repr (floatToGoString's rule).
+                shown_value = (repr(value) if value.__class__ is float and -inf < value < 1e6
+                               else fmt(value))
                 ts = sample.timestamp
                 if ts is None:
-                    line = f"{name}{labelstr} {fmt(sample.value)}\n"
+                    line = f"{name}{labelstr} {shown_value}\n"
                 else:
-                    line = f"{name}{labelstr} {fmt(sample.value)} {int(float(ts) * 1000):d}\n"
+                    line = f"{name}{labelstr} {shown_value} {int(float(ts) * 1000):d}\n"
                 suffix = om_names.get(sname)
                 if suffix is None:
                     append(line)
