@@ -27,6 +27,7 @@ _MODULES = (
     "probes",
     "redis_streams",
     "processes",
+    "gpu",
 )
 
 
