@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from exporter.config import Config, ConfigError
@@ -38,6 +39,11 @@ EPISODES = ("provider_outage", "cost_spike", "stuck_loop")
 OUTAGE_PROVIDER = "anthropic"
 STUCK_COMPONENT = "remediator"
 TICK_SECONDS = 0.25
+HEARTBEAT_SECONDS = 2.0
+BASE_RATE = 40.0  # events/s at which the slow processes run at their nominal pace
+MAX_RATE = 100_000.0
+QUEUE_TARGET = 25  # tasks waiting at most, per 40 events/s
+WORKERS = 12  # tasks running at most, per 40 events/s
 
 # provider → [(model, USD per 1k input tokens, USD per 1k output tokens)]
 MODELS = {
@@ -95,7 +101,7 @@ class Schedule:
 class World:
     """The simulated platform's open items between ticks."""
 
-    queued: list[tuple[str, str, str]] = field(default_factory=list)
+    queued: deque[tuple[str, str, str]] = field(default_factory=deque)
     running: list[tuple[str, str, str, float]] = field(default_factory=list)
     loops: dict[str, tuple[str, int]] = field(default_factory=dict)
     interventions: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
@@ -113,7 +119,17 @@ class DemoWorkload:
         self.world = World()
         self.ids = itertools.count(1)
         self.last_heartbeat = -1e9
+        self.heartbeats = 0
         self.episode = ""
+        # Arrivals of loops, interventions and security events scale with the rate, so a
+        # fast demo (as the tests run it) moves every series within seconds.
+        self.scale = rate_per_second / BASE_RATE
+
+    def _arrivals(self, per_second: float, dt: float) -> int:
+        """How many new items arrive in ``dt`` at ``per_second`` (scaled), rounded randomly."""
+        mean = per_second * self.scale * dt
+        whole = int(mean)
+        return whole + (1 if self.rng.random() < mean - whole else 0)
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}-{next(self.ids)}"
@@ -196,20 +212,26 @@ class DemoWorkload:
                            score=round(score, 3))
 
     def _task_step(self) -> list[AnyEvent]:
+        """One task transition; the queue hovers around its target depth (never grows)."""
         rng, w = self.rng, self.world
         roll = rng.random()
-        if roll < 0.4 or not (w.queued or w.running):
+        size = max(self.scale, 1.0)
+        full = len(w.queued) >= QUEUE_TARGET * size
+        busy = len(w.running) >= WORKERS * size
+        if (roll < 0.34 and not full) or not (w.queued or w.running):
             tid = self._id("task")
             component, queue = rng.choice(AGENTS), rng.choice(QUEUES)
             w.queued.append((tid, component, queue))
             return [Task(component=component, queue=queue, status="queued", task_id=tid)]
-        if roll < 0.7 and w.queued:
-            tid, component, queue = w.queued.pop(0)
+        if w.queued and not busy and (roll < 0.67 or not w.running):
+            tid, component, queue = w.queued.popleft()
             w.running.append((tid, component, queue, time.time()))
             return [Task(component=component, queue=queue, status="started", task_id=tid)]
         if not w.running:
             return []
-        tid, component, queue, _ = w.running.pop(rng.randrange(len(w.running)))
+        index = rng.randrange(len(w.running))
+        w.running[index], w.running[-1] = w.running[-1], w.running[index]
+        tid, component, queue, _ = w.running.pop()
         outcome = rng.random()
         duration = round(rng.lognormvariate(2.5, 0.9), 3)
         if outcome < 0.05:
@@ -224,7 +246,7 @@ class DemoWorkload:
         rng, w = self.rng, self.world
         out: list[AnyEvent] = []
         now = time.time()
-        if rng.random() < 0.5 * dt:
+        for _ in range(self._arrivals(0.5, dt)):
             loop = self._id("loop")
             w.loops[loop] = (rng.choice(AGENTS), 0)
             out.append(Resolution(loop_id=loop, action="incident", component=w.loops[loop][0]))
@@ -250,7 +272,7 @@ class DemoWorkload:
                                   component=STUCK_COMPONENT, outcome="resolved"))
             w.stuck_loop = ""
 
-        if rng.random() < 0.3 * dt:
+        for _ in range(self._arrivals(0.3, dt)):
             iid = self._id("intervention")
             itype, prio = rng.choice(INTERVENTION_TYPES), _weighted(rng, PRIORITIES)
             w.interventions[iid] = (itype, prio, "requested", now)
@@ -267,7 +289,7 @@ class DemoWorkload:
                 out.append(Intervention(intervention_id=iid, type=itype, priority=prio,
                                         status=final))  # type: ignore[arg-type]
 
-        if rng.random() < 0.2 * dt:
+        for _ in range(self._arrivals(0.2, dt)):
             eid = self._id("sec")
             category, severity = rng.choice(SECURITY_CATEGORIES), _weighted(rng, SEVERITIES)
             w.security[eid] = (category, severity, now)
@@ -279,19 +301,45 @@ class DemoWorkload:
                 out.append(SecurityEvent(category=category, severity=severity,  # type: ignore[arg-type]
                                          event_id=eid, resolved=True))
 
-        if elapsed - self.last_heartbeat >= 5.0:
+        if elapsed - self.last_heartbeat >= HEARTBEAT_SECONDS:
             self.last_heartbeat = elapsed
-            for name, kind in COMPONENTS:
-                out.append(ComponentStatus(component=name, component_kind=kind,  # type: ignore[arg-type]
-                                           version="1.4.2", status="up"))
-            for provider in MODELS:
-                starved = (episode == "provider_outage" and provider == OUTAGE_PROVIDER)
-                cap_req, cap_tok = 10_000, 2_000_000
-                used = rng.uniform(0.95, 1.0) if starved else rng.uniform(0.1, 0.6)
-                out.append(ProviderLimit(
-                    provider=provider, limit_requests=cap_req, limit_tokens=cap_tok,
-                    remaining_requests=int(cap_req * (1 - used)),
-                    remaining_tokens=int(cap_tok * (1 - used)), reset_at=round(now + 60)))
+            out.extend(self._heartbeats(episode, now))
+        return out
+
+    def _heartbeats(self, episode: str, now: float) -> list[AnyEvent]:
+        """Component heartbeats and provider rate-limit headroom, every couple of seconds.
+
+        One component at a time (round robin) has a rough patch: degraded on every fifth
+        heartbeat, down on every fifteenth, so status series and alerts have something
+        to show; a rolling upgrade moves one component to a new version every 30
+        heartbeats; the self-hosted model server scales between 2 and 4 replicas.
+        """
+        rng = self.rng
+        n = self.heartbeats
+        self.heartbeats += 1
+        out: list[AnyEvent] = []
+        flapping = COMPONENTS[(n // 5) % len(COMPONENTS)][0]
+        upgraded = (n // 30) % (len(COMPONENTS) + 1)
+        for index, (name, kind) in enumerate(COMPONENTS):
+            status = "up"
+            if name == flapping and n % 5 == 0:
+                status = "down" if n % 15 == 0 else "degraded"
+            if episode == "provider_outage" and name == "llm-gateway":
+                status = "degraded"
+            version = "1.5.0" if index < upgraded else "1.4.2"
+            out.append(ComponentStatus(component=name, component_kind=kind,  # type: ignore[arg-type]
+                                       version=version, status=status))  # type: ignore[arg-type]
+        replicas = 2 + (n // 3) % 3
+        for provider in MODELS:
+            starved = (episode == "provider_outage" and provider == OUTAGE_PROVIDER)
+            cap_req, cap_tok = 10_000, 2_000_000
+            if provider == "vllm":
+                cap_req, cap_tok = 600 * replicas, 400_000 * replicas
+            used = rng.uniform(0.95, 1.0) if starved else rng.uniform(0.1, 0.6)
+            out.append(ProviderLimit(
+                provider=provider, limit_requests=cap_req, limit_tokens=cap_tok,
+                remaining_requests=int(cap_req * (1 - used)),
+                remaining_tokens=int(cap_tok * (1 - used)), reset_at=round(now + 60)))
         return out
 
 
@@ -316,9 +364,12 @@ class DemoSource(Source):
         last = started
         while not self._stop.wait(TICK_SECONDS):
             now = time.monotonic()
-            events = self.workload.tick(now - started, now - last)
+            try:
+                events = self.workload.tick(now - started, now - last)
+                self.ingestor.apply(self.name, events)
+            except Exception:  # a bug in the generator must not end the demo silently
+                log.exception("demo tick failed")
             last = now
-            self.ingestor.apply(self.name, events)
 
     def stop(self) -> None:
         self._stop.set()
@@ -335,6 +386,9 @@ def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
     demo = config.demo
     if not demo.enabled:
         return []
+    if demo.rate_per_second > MAX_RATE:
+        raise ConfigError(f"demo.rate_per_second: at most {MAX_RATE:.0f} events/s, got "
+                          f"{demo.rate_per_second:g}")
     if demo.episode not in ("", "none", *EPISODES):
         raise ConfigError(f"demo.episode: expected one of {', '.join(EPISODES)} or none, "
                           f"got {demo.episode!r}")
