@@ -1,0 +1,50 @@
+# ai-metrics-exporter container image: slim Python, non-root, health-checked on /livez.
+#
+#   docker build \
+#     --build-arg AI_EXPORTER_REVISION="$(git rev-parse HEAD)" \
+#     --build-arg AI_EXPORTER_BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+#     -t ai-metrics-exporter .
+#
+# The revision and build date become AI_EXPORTER_REVISION / AI_EXPORTER_BUILD_DATE in the
+# image, which /api/status/version and ai_exporter_build_info report (there is no .git
+# inside the image to ask).
+ARG PYTHON_IMAGE=python:3.12.7-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN python -m venv /opt/ai-metrics-exporter \
+ && /opt/ai-metrics-exporter/bin/pip install . \
+ && /opt/ai-metrics-exporter/bin/ai-metrics-exporter --version
+
+FROM ${PYTHON_IMAGE}
+ARG AI_EXPORTER_REVISION=unknown
+ARG AI_EXPORTER_BUILD_DATE=unknown
+LABEL org.opencontainers.image.title="ai-metrics-exporter" \
+      org.opencontainers.image.description="Prometheus and OTLP exporter for host and AI-agent-platform activity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${AI_EXPORTER_REVISION}" \
+      org.opencontainers.image.created="${AI_EXPORTER_BUILD_DATE}"
+ENV AI_EXPORTER_REVISION=${AI_EXPORTER_REVISION} \
+    AI_EXPORTER_BUILD_DATE=${AI_EXPORTER_BUILD_DATE} \
+    PATH=/opt/ai-metrics-exporter/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# A dedicated system user; its home holds the tail checkpoints and other state.
+RUN groupadd --system --gid 10102 ai-metrics-exporter \
+ && useradd --system --uid 10102 --gid ai-metrics-exporter --no-log-init \
+      --home-dir /var/lib/ai-metrics-exporter --create-home --shell /usr/sbin/nologin \
+      ai-metrics-exporter
+COPY --from=build /opt/ai-metrics-exporter /opt/ai-metrics-exporter
+USER 10102:10102
+WORKDIR /var/lib/ai-metrics-exporter
+EXPOSE 10102
+# No curl in the slim image: Python asks /livez. Set HEALTHCHECK_URL when the exporter
+# listens elsewhere (another port, or TLS).
+ENV HEALTHCHECK_URL=http://127.0.0.1:10102/livez
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4).status == 200 else 1)"]
+ENTRYPOINT ["ai-metrics-exporter"]
+CMD ["serve"]

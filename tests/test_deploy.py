@@ -1,0 +1,389 @@
+"""Deployment files: the compose stack, the Dockerfile, the systemd unit and the Kubernetes
+manifests, checked with the real tools available here (docker-compose 1.29 ``config``,
+``systemd-analyze``) and for consistency with the exporter's routes, port and
+configuration, the Prometheus rules and the scrape configuration."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from exporter import config as exporter_config
+from exporter.cli import build_parser
+from exporter.runtime import Runtime
+from tests.procs import ROOT, Exporter, free_port, require_binary
+
+COMPOSE = ROOT / "docker-compose.yml"
+K8S = ROOT / "deploy" / "kubernetes"
+UNIT = ROOT / "deploy" / "systemd" / "ai-metrics-exporter.service"
+JOB = "ai-metrics-exporter"
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- docker-compose ----------------------------------------------------------------------
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    binary = "/usr/bin/docker-compose"
+    assert Path(binary).exists(), "docker-compose (Debian package) is not installed"
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("GRAFANA_", "EXPORTER_", "AI_EXPORTER_", "COMPOSE_"))}
+    full_env.update(env)
+    return subprocess.run([binary, "--project-directory", str(ROOT), "-f", str(COMPOSE),
+                           "config"], capture_output=True, text=True, env=full_env,
+                          timeout=60, check=False, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The stack as docker-compose resolves it, with only the required setting given."""
+    result = compose_config({"GRAFANA_ADMIN_PASSWORD": "test-password"})
+    assert result.returncode == 0, result.stderr
+    resolved: dict[str, Any] = yaml.safe_load(result.stdout)
+    return resolved
+
+
+def test_compose_is_valid(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"ai-metrics-exporter", "prometheus", "alertmanager",
+                                        "grafana", "otel-collector"}
+
+
+def test_compose_requires_a_grafana_admin_password() -> None:
+    result = compose_config({})
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def _binds(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of each bind mount; named volumes are skipped."""
+    out = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                out.append((volume["source"], volume["target"]))
+            continue
+        source, target = volume.split(":")[:2]
+        if source.startswith(("/", ".")):
+            out.append((source, target))
+    return out
+
+
+def test_every_mounted_path_exists(compose: dict[str, Any]) -> None:
+    mounts = [(name, src) for name, svc in compose["services"].items() for src, _ in _binds(svc)]
+    assert mounts
+    missing = [f"{name}: {src}" for name, src in mounts if not Path(src).exists()]
+    assert not missing
+    for name, svc in compose["services"].items():
+        for volume in svc.get("volumes", []):
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if not source.startswith(("/", ".")):
+                assert source in compose["volumes"], f"{name}: volume {source} is not declared"
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        if "build" in svc:
+            assert (ROOT / "Dockerfile").exists()
+            continue
+        image = svc["image"]
+        tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
+
+
+def test_healthchecks_named_volumes_and_published_ports(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        check = svc.get("healthcheck", {})
+        if name == "otel-collector":  # distroless image: nothing to run a check with
+            assert check.get("disable") is True or check.get("test") == ["NONE"]
+            continue
+        assert check.get("test"), f"{name} has no healthcheck"
+    published = {name: svc["ports"] for name, svc in compose["services"].items()
+                 if svc.get("ports")}
+    assert set(published) == {"grafana"}
+    port = published["grafana"][0]
+    text = str(port) if not isinstance(port, dict) else f"{port.get('host_ip')}:{port['published']}"
+    assert "127.0.0.1" in text and "3000" in text
+    for name in ("prometheus", "alertmanager", "grafana"):
+        assert any(not str(v).startswith(("/", ".")) for v in compose["services"][name]["volumes"])
+
+
+def test_grafana_is_provisioned_and_private_by_default(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "test-password"
+    binds = {target: Path(src) for src, target in _binds(grafana)}
+    provisioning = binds["/etc/grafana/provisioning"]
+    assert provisioning == ROOT / "grafana" / "provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "dashboards.yaml").read_text())
+    provider = providers["providers"][0]
+    assert provider["disableDeletion"] is True
+    assert provider["options"]["foldersFromFilesStructure"] is True
+    dashboards_target = next(t for t in binds if t.startswith(provider["options"]["path"] + "/"))
+    assert binds[dashboards_target] == ROOT / "grafana" / "dashboards"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(dashboards_target + "/")
+    assert (ROOT / "grafana" / "dashboards" / home.rsplit("/", 1)[1]).exists()
+
+
+def test_grafana_datasources_point_into_the_stack(compose: dict[str, Any]) -> None:
+    sources = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources"
+                              / "datasources.yaml").read_text())["datasources"]
+    by_type = {s["type"]: s for s in sources}
+    prometheus, alertmanager = by_type["prometheus"], by_type["alertmanager"]
+    assert prometheus["uid"] == "prometheus" and prometheus["isDefault"] is True
+    scrape = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert prometheus["jsonData"]["timeInterval"] == scrape["global"]["scrape_interval"]
+    for source in (prometheus, alertmanager):
+        assert urlparse(source["url"]).hostname in compose["services"]
+    assert alertmanager["jsonData"]["implementation"] == "prometheus"
+    assert prometheus["jsonData"]["alertmanagerUid"] == alertmanager["uid"]
+
+
+def test_prometheus_and_otlp_targets_are_compose_services(compose: dict[str, Any]) -> None:
+    scrape = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for sc in job.get("static_configs", [])
+               for t in sc["targets"]]
+    targets += [t for am in scrape["alerting"]["alertmanagers"]
+                for sc in am["static_configs"] for t in sc["targets"]]
+    for target in targets:
+        host = target.rsplit(":", 1)[0]
+        assert host == "localhost" or host in compose["services"], target
+    exporter_job = next(j for j in scrape["scrape_configs"] if j["job_name"] == JOB)
+    assert exporter_job["static_configs"][0]["targets"] == [
+        f"ai-metrics-exporter:{exporter_config.DEFAULT_PORT}"]
+    exporter = compose["services"]["ai-metrics-exporter"]
+    endpoint = urlparse(exporter["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.hostname == "otel-collector" and endpoint.port == 4318
+    collector = yaml.safe_load((ROOT / "otel-collector" / "config.yaml").read_text())
+    http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert http.endswith(":4318")
+    prom_binds = {target: Path(src) for src, target in _binds(compose["services"]["prometheus"])}
+    assert prom_binds["/etc/prometheus/rules"] == ROOT / "prometheus" / "rules"
+
+
+def test_compose_runs_the_demo_as_a_non_root_read_only_container(
+        compose: dict[str, Any]) -> None:
+    exporter = compose["services"]["ai-metrics-exporter"]
+    assert exporter["command"] == ["demo"]
+    assert exporter["read_only"] is True and exporter["cap_drop"] == ["ALL"]
+    assert exporter["build"]["args"]["AI_EXPORTER_REVISION"] == "unknown"
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+def _dockerfile() -> list[str]:
+    """Dockerfile instructions, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    text = re.sub(r"\\\n\s*", " ", text)
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
+    lines = _dockerfile()
+    image = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG PYTHON_IMAGE="))
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image)
+    user = next(line.split()[1] for line in lines if line.startswith("USER "))
+    assert user.split(":")[0] not in ("0", "root")
+    assert f"EXPOSE {exporter_config.DEFAULT_PORT}" in lines
+    health = next(line for line in lines if line.startswith("HEALTHCHECK"))
+    assert "HEALTHCHECK_URL" in health
+    url = next(line for line in lines if line.startswith("ENV HEALTHCHECK_URL="))
+    assert url.endswith(f":{exporter_config.DEFAULT_PORT}/livez")
+    env = " ".join(line for line in lines if line.startswith("ENV "))
+    for name in ("AI_EXPORTER_REVISION", "AI_EXPORTER_BUILD_DATE"):
+        assert f"ARG {name}=unknown" in lines
+        assert f"{name}=${{{name}}}" in env
+    for source in ("pyproject.toml", "README.md", "exporter"):
+        assert (ROOT / source).exists()
+
+
+def _healthcheck_argv(command: list[str]) -> list[str]:
+    assert command[0] == "CMD" and command[1] == "python"
+    return [sys.executable, *command[2:]]
+
+
+def test_health_checks_run_against_the_real_exporter(
+        exporter: Exporter, compose: dict[str, Any]) -> None:
+    """The image's and the compose file's health check commands, run for real."""
+    health = next(line for line in _dockerfile() if line.startswith("HEALTHCHECK"))
+    argv = _healthcheck_argv(["CMD", *json.loads(health.split(" CMD ", 1)[1])])
+    ok = subprocess.run(argv, env={**os.environ, "HEALTHCHECK_URL": f"{exporter.url}/livez"},
+                        capture_output=True, timeout=30, check=False)
+    assert ok.returncode == 0, ok.stderr
+    closed = f"http://127.0.0.1:{free_port()}/livez"
+    down = subprocess.run(argv, env={**os.environ, "HEALTHCHECK_URL": closed},
+                          capture_output=True, timeout=30, check=False)
+    assert down.returncode != 0
+    compose_argv = _healthcheck_argv(compose["services"]["ai-metrics-exporter"]
+                                     ["healthcheck"]["test"])
+    default = f"http://127.0.0.1:{exporter_config.DEFAULT_PORT}/livez"
+    assert default in compose_argv[-1]
+    compose_argv[-1] = compose_argv[-1].replace(default, f"{exporter.url}/livez")
+    result = subprocess.run(compose_argv, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# --- systemd -----------------------------------------------------------------------------
+def _unit() -> dict[str, list[str]]:
+    """Directive → values (a directive may repeat)."""
+    values: dict[str, list[str]] = {}
+    for raw in UNIT.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "[")):
+            continue
+        key, _, value = line.partition("=")
+        values.setdefault(key, []).append(value)
+    return values
+
+
+def test_systemd_unit_is_hardened() -> None:
+    unit = _unit()
+    expected = {"User": "ai-metrics-exporter", "NoNewPrivileges": "yes",
+                "ProtectSystem": "strict", "PrivateTmp": "yes", "Restart": "on-failure",
+                "RestartPreventExitStatus": "2", "CapabilityBoundingSet": ""}
+    for key, value in expected.items():
+        assert unit[key] == [value], key
+    assert unit["StateDirectory"] == ["ai-metrics-exporter"]
+    sysusers = (UNIT.parent / "ai-metrics-exporter.sysusers").read_text()
+    assert re.search(r"^u ai-metrics-exporter ", sysusers, re.MULTILINE)
+
+
+def test_systemd_unit_command_line_is_accepted_by_the_exporter() -> None:
+    exec_start = shlex.split(_unit()["ExecStart"][0])
+    assert exec_start[0] == "/opt/ai-metrics-exporter/bin/ai-metrics-exporter"
+    args = [a for a in exec_start[1:] if a != "$AI_METRICS_EXPORTER_ARGS"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "serve"
+    assert parsed.config_file == "/etc/ai-metrics-exporter/config.yml"
+    # ConfigurationDirectory=ai-metrics-exporter is /etc/ai-metrics-exporter.
+    assert _unit()["ConfigurationDirectory"] == ["ai-metrics-exporter"]
+
+
+def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    binary = str(Path(sys.executable).parent / "ai-metrics-exporter")
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace(
+        "/opt/ai-metrics-exporter/bin/ai-metrics-exporter", binary))
+    verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert verify.returncode == 0, verify.stderr
+    assert UNIT.name not in verify.stderr, verify.stderr
+    # Exposure score 0-10 (shown as "1.7 OK"); --threshold is in tenths.
+    security = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20",
+                               str(unit)], capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert security.returncode == 0, security.stdout[-2000:]
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+def _manifests() -> dict[str, dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    out = {}
+    for name in kustomization["resources"]:
+        doc = yaml.safe_load((K8S / name).read_text())
+        out[doc["kind"]] = doc
+    return out
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    assert set(_manifests()) == {"ServiceAccount", "ConfigMap", "Deployment", "Service",
+                                 "ServiceMonitor", "PrometheusRule"}
+
+
+def test_deployment_probes_and_ports(exporter: Exporter) -> None:
+    m = _manifests()
+    pod = m["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    port = container["ports"][0]
+    assert port["containerPort"] == exporter_config.DEFAULT_PORT
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == port["name"]
+        path = container[probe]["httpGet"]["path"]
+        # kubelet sends no credentials: the route must answer without them.
+        assert path in exporter_config.SecurityConfig().open_routes
+        assert exporter.get(path).status_code == 200, path
+    assert m["Deployment"]["spec"]["selector"]["matchLabels"].items() <= \
+        pod["metadata"]["labels"].items()
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    mounts = {v["mountPath"] for v in container["volumeMounts"]}
+    config_flag = next(a for a in container["args"] if a.startswith("--config.file="))
+    assert str(Path(config_flag.split("=", 1)[1]).parent) in mounts
+    assert build_parser().parse_args(container["args"]).command == "serve"
+
+
+def test_service_and_service_monitor_select_the_exporter() -> None:
+    m = _manifests()
+    pod_labels = m["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    service = m["Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port_name = m["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"]
+    assert service["spec"]["ports"][0]["targetPort"] == port_name
+    monitor = m["ServiceMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == exporter_config.WebConfig().telemetry_path
+    scrape = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert endpoint["interval"] == scrape["global"]["scrape_interval"]
+    # The job label of the scrape is the value of jobLabel on the Service; the exporter
+    # alerts select job="ai-metrics-exporter".
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == JOB
+    rules = (ROOT / "prometheus" / "rules" / "exporter.rules.yml").read_text()
+    assert f'job="{JOB}"' in rules
+
+
+def test_configmap_is_a_valid_exporter_configuration(tmp_path: Path) -> None:
+    text = _manifests()["ConfigMap"]["data"]["config.yml"]
+    cfg = exporter_config.build(yaml.safe_load(text))
+    Runtime.validate(cfg)
+    assert cfg.listen_host_port()[1] == exporter_config.DEFAULT_PORT
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    result = subprocess.run([str(Path(sys.executable).parent / "ai-metrics-exporter"),
+                             "check-config", f"--config.file={path}"], capture_output=True,
+                            text=True, timeout=60, check=False,
+                            env={k: v for k, v in os.environ.items()
+                                 if not k.startswith("AI_EXPORTER_")})
+    assert result.returncode == 0, result.stderr
+
+
+def test_prometheus_rule_is_generated_from_the_rule_files() -> None:
+    generator = _load(K8S / "generate_prometheusrule.py", "generate_prometheusrule")
+    committed = (K8S / "prometheusrule.yaml").read_text(encoding="utf-8")
+    assert committed == generator.render(), \
+        "run: python deploy/kubernetes/generate_prometheusrule.py"
+    groups = yaml.safe_load(committed)["spec"]["groups"]
+    expected = []
+    for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
+        expected.extend(yaml.safe_load(path.read_text())["groups"])
+    assert groups == expected
+    assert sum(len(g["rules"]) for g in groups) > 0
