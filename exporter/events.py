@@ -84,7 +84,7 @@ class LlmCall(Event, tag="llm_call", frozen=True):
 
 
 class Task(Event, tag="task", frozen=True):
-    """A task status transition; ``task_id`` lets the queue and in-progress gauges follow it."""
+    """A task status transition; `task_id` lets the queue and in-progress gauges follow it."""
 
     component: Annotated[Label, _d("Agent or worker that owns the task.")]
     status: Annotated[TaskStatus, _d(
@@ -151,7 +151,7 @@ class Intervention(Event, tag="intervention", frozen=True):
 
 
 class SecurityEvent(Event, tag="security_event", frozen=True):
-    """A security event; with an ``event_id`` it is tracked until a resolved event arrives."""
+    """A security event; with an `event_id` it is tracked until a resolved event arrives."""
 
     category: Annotated[Label, _d(
         "Category (prompt_injection, secret_exposure, auth_failure, ...).")]
