@@ -185,6 +185,7 @@ class TailConfig(_Section):
     start_at: Literal["beginning", "end"] = "beginning"
     poll_interval_seconds: PositiveFloat = 0.25
     checkpoint_interval_seconds: PositiveFloat = 5.0
+    rotate_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     catch_up_timeout_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_line_bytes: Count = 1024 * 1024
     read_chunk_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 1024 * 1024

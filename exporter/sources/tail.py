@@ -125,6 +125,7 @@ class TailSource(Source):
         state = Path(cfg.state_dir)
         self.state_dir = state if state.is_absolute() else self.base / state
         self.files: dict[str, Tailed] = {}
+        self.draining: list[tuple[Tailed, float]] = []  # rotated away, read until expiry
         self.stats: dict[str, FileStats] = {}
         self.problems: dict[str, str] = {}  # label → what is wrong with it now
         self.checkpoint_error = ""
@@ -172,6 +173,7 @@ class TailSource(Source):
             self._thread = None
         if self._work.acquire(timeout=30):
             try:
+                self._drain(final=True)
                 if self.files or self.stats:
                     self._checkpoint(force=True)
                 for tailed in self.files.values():
@@ -242,10 +244,12 @@ class TailSource(Source):
                 tailed.path, tailed.label = moved, self._label(moved)
                 self.files[moved] = tailed
                 continue
-            self._finish(tailed)
-            os.close(tailed.fd)
+            # The writer may still be finishing the rotated (or deleted) file through its
+            # own descriptor: keep reading it for rotate_wait_seconds before letting go.
+            self.draining.append((tailed, time.monotonic() + self.cfg.rotate_wait_seconds))
             with self._lock:
                 self._stats(old_label).lag = 0.0
+        self._drain(final=False)
         more = False
         for path, st in found.items():
             followed = self.files.get(path) or self._open(path)
@@ -254,6 +258,21 @@ class TailSource(Source):
         self._initial_scan = False
         self._publish_problems()
         return more
+
+    def _drain(self, final: bool) -> None:
+        """Read rotated-away files on; release those whose grace period is over."""
+        keep = []
+        now = time.monotonic()
+        for tailed, until in self.draining:
+            self._read(tailed, None)
+            if final or now >= until:
+                self._finish(tailed)
+                os.close(tailed.fd)
+                self._log.info("tail: released %s (inode %d)", tailed.label, tailed.ino,
+                               key=f"released:{tailed.label}")
+            else:
+                keep.append((tailed, until))
+        self.draining = keep
 
     def _scan(self) -> dict[str, os.stat_result]:
         found: dict[str, os.stat_result] = {}
