@@ -29,6 +29,9 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 MAX_ERRORS_LISTED = 1000
 REALM = 'Bearer realm="ai-metrics-exporter"'
+# Set by the web layer's authentication when it has already verified the caller (a push
+# token, or any credential whose role may push); the token check here is then skipped.
+IDENTITY_KEY = "ai_exporter.identity"
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 # Tokens of a JSON text that matter for splitting an array: strings (possibly unterminated)
@@ -48,6 +51,9 @@ class PushRequest(Protocol):
 
     @property
     def content_length(self) -> int | None: ...
+
+    @property
+    def environ(self) -> dict[str, Any]: ...
 
     def get_data(self, cache: bool = ...) -> bytes: ...
 
@@ -169,9 +175,10 @@ class PushSource(Source):
     # --- request handling -------------------------------------------------------------
     def handle_request(self, request: PushRequest) -> PushResult:
         """Authorize, size-check, read and ingest one request."""
-        refused = self.authorize(request.headers.get("Authorization", ""))
-        if refused is not None:
-            return refused
+        if request.environ.get(IDENTITY_KEY) is None:
+            refused = self.authorize(request.headers.get("Authorization", ""))
+            if refused is not None:
+                return refused
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             return self._too_large()
