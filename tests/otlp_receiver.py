@@ -26,6 +26,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from tests.procs import LOOPBACK, free_port, wait_until
 
@@ -61,7 +63,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def do_POST(self) -> None:
@@ -88,13 +90,14 @@ class OtlpReceiver:
                 request = ExportMetricsServiceRequest()
                 try:
                     request.ParseFromString(body)
-                except Exception:  # noqa: BLE001 - a bad body is a 400, as a collector does
+                except Exception:
                     self.send_response(400)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 with receiver._lock:
-                    receiver.received.append(Received(time.time(), dict(self.headers), request))
+                    receiver.received.append(Received(
+                        time.time(), {k.lower(): v for k, v in self.headers.items()}, request))
                     del receiver.received[:-MAX_KEPT]
                 payload = ExportMetricsServiceResponse().SerializeToString()
                 self.send_response(200)
@@ -198,8 +201,6 @@ def _labels(kvs: Any, extra: dict[str, str] | None = None) -> frozenset[tuple[st
 
 
 def _fmt_le(bound: float) -> str:
-    from prometheus_client.utils import floatToGoString
-
     return str(floatToGoString(bound))
 
 
@@ -231,8 +232,6 @@ def to_prometheus(request: ExportMetricsServiceRequest) -> dict[SampleKey, float
 def scraped(text: str) -> dict[SampleKey, float]:
     """/metrics text as the same (name, labels) → value map; ``_created`` samples are
     carried as start times in OTLP, not as samples, so they are left out."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: dict[SampleKey, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

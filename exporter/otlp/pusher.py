@@ -45,7 +45,13 @@ from exporter.config import ConfigError
 from exporter.logutil import RateLimitedLogger
 from exporter.otlp.gate import CollectGate
 from exporter.otlp.settings import SERVICE_NAME, OtlpSettings
-from exporter.otlp.translate import DeltaBaseline, Translator, series_count, to_metrics_data
+from exporter.otlp.translate import (
+    DeltaBaseline,
+    Translator,
+    seconds_to_ns,
+    series_count,
+    to_metrics_data,
+)
 from exporter.version import build_info
 
 if TYPE_CHECKING:
@@ -126,6 +132,17 @@ class CountingSession(requests.Session):
                            if response.status_code >= 400 else "")
         return response
 
+    def merge_environment_settings(self, url: str | bytes | None, proxies: Any, stream: Any,
+                                   verify: Any, cert: Any) -> dict[str, Any]:
+        """A configured CA file (``otlp.certificate`` / ``OTEL_EXPORTER_OTLP_CERTIFICATE``)
+        must win over an ambient ``REQUESTS_CA_BUNDLE``, which requests otherwise prefers
+        to the session's own ``verify``."""
+        settings: dict[str, Any] = super().merge_environment_settings(
+            url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str) and verify is None:
+            settings["verify"] = self.verify
+        return settings
+
 
 def build_exporter(settings: OtlpSettings) -> tuple[MetricExporter, CountingSession | None]:
     """The official OTLP exporter for the configured protocol."""
@@ -199,7 +216,7 @@ class OtlpPusher:
         self._temporality = (AggregationTemporality.DELTA if delta
                              else AggregationTemporality.CUMULATIVE)
         self._baseline = DeltaBaseline() if delta else None
-        self._start_ns = int(source.started_at * 1e9)
+        self._start_ns = seconds_to_ns(source.started_at)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -284,7 +301,7 @@ class OtlpPusher:
             cumulative = self._translator.translate(families, self._start_ns)
             to_send: Sequence[Any] = (self._baseline.deltas(cumulative)
                                       if self._baseline is not None else cumulative)
-            time_ns = int(collected_at * 1e9)
+            time_ns = seconds_to_ns(collected_at)
             data = to_metrics_data(to_send, self._resource, self._scope, time_ns,
                                    self._temporality)
             attempts = self._session.attempts if self._session is not None else 0

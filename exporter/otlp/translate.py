@@ -42,7 +42,11 @@ from exporter import catalog
 
 Kind = Literal["counter", "gauge", "histogram"]
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
-NANOS = 1_000_000_000
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """Unix seconds → nanoseconds, rounded to the microsecond a float can hold exactly."""
+    return round(seconds * 1_000_000) * 1000
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class Translator:
         starts: dict[tuple[tuple[str, str], ...], int] = {}
         for s in family.samples:
             if s.name == created:
-                starts[tuple(s.labels.items())] = int(s.value * NANOS)
+                starts[tuple(s.labels.items())] = seconds_to_ns(s.value)
         metric = OtelMetric(ident.name, ident.description, ident.unit, "counter")
         for s in family.samples:
             if s.name == total:
@@ -198,7 +202,7 @@ class Translator:
             if not buckets or not math.isinf(buckets[-1][0]):
                 counts.append(count - previous)
             created = group.get("_created")
-            start = int(created * NANOS) if created is not None else default_start_ns
+            start = seconds_to_ns(created) if created is not None else default_start_ns
             metric.series.append(Series(
                 self._attrs(ident, group["labels"]), start,
                 HistValue(bounds, tuple(counts), float(group.get("_sum", 0.0)), count)))
