@@ -186,7 +186,9 @@ def compile_file(index: int, spec: SnapshotFileConfig,
             labels = spec_in_catalog.labels
             help_text = spec_in_catalog.description
         else:
-            if name in catalog.known_series_names() or name.startswith("ai_exporter_"):
+            taken = catalog.known_series_names() | {s.family_name for s in
+                                                    catalog.all_metrics()}
+            if name in taken or name.startswith("ai_exporter_"):
                 raise ConfigError(f"{where}.name: {name} collides with a series the "
                                   "exporter serves")
             help_text = m.help or f"{m.path} from JSON snapshot files."
