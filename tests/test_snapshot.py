@@ -201,6 +201,6 @@ def test_custom_mapping_and_check_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump(cfg))
     result = subprocess.run([EXPORTER_BIN, "check-config", f"--config.file={bad}"],
-                            capture_output=True, text=True, timeout=30)
+                            check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "sources.snapshot.files.0.metrics.0.name" in result.stderr
