@@ -218,6 +218,14 @@ def secret_files(config: dict[str, Any]) -> list[str]:
     return found
 
 
+def _replace_strings(node: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _replace_strings(v, mapping) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_strings(v, mapping) for v in node]
+    return mapping.get(node, node) if isinstance(node, str) else node
+
+
 PAGER_TOKEN = "pager-test-token"
 HEARTBEAT_TOKEN = "heartbeat-test-token"
 
@@ -227,9 +235,10 @@ def alertmanager_overlay(dest: Path, receiver_url: str, factor: float = 1.0) -> 
 
     Routes, grouping, inhibition and templates are the committed ones. The webhook URLs
     become ``<receiver_url>/<receiver name>``; the secret files the configuration names
-    are written next to the copy (Slack's holds ``<receiver_url>/chat``, so the Slack
-    notifier posts to the test receiver); SMTP points at a closed loopback port. With
-    ``factor`` > 1, group_wait / group_interval / repeat_interval are that much shorter.
+    are written into ``dest/secrets`` (Slack's holds ``<receiver_url>/chat``, so the Slack
+    notifier posts to the test receiver) and the paths point at them; SMTP points at a
+    closed loopback port. With ``factor`` > 1, group_wait / group_interval /
+    repeat_interval are that much shorter.
     """
     dest.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"))
@@ -241,10 +250,13 @@ def alertmanager_overlay(dest: Path, receiver_url: str, factor: float = 1.0) -> 
             hook["url"] = f"{receiver_url}/{receiver['name']}"
     contents = {"pager-token": PAGER_TOKEN, "heartbeat-token": HEARTBEAT_TOKEN,
                 "slack-webhook-url": f"{receiver_url}/chat", "smtp-password": "unused"}
-    for rel in secret_files(config):
-        path = dest / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+    secrets = dest / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for original in secret_files(config):
+        path = secrets / Path(original).name
         path.write_text(contents.get(path.name, "test-secret"), encoding="utf-8")
+    config = _replace_strings(config, {f: str(secrets / Path(f).name)
+                                       for f in secret_files(config)})
     templates = dest / "templates"
     if not templates.exists():
         templates.symlink_to(ALERTMANAGER_DIR / "templates", target_is_directory=True)
