@@ -234,7 +234,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def alertmanager(tmp_path_factory: pytest.TempPathFactory,
                  receiver: WebhookReceiver) -> Iterator[Alertmanager]:
     workdir = tmp_path_factory.mktemp("alertmanager")
-    # 60× faster grouping timers: group_wait 0.5s, group_interval 5s.
+    # Grouping timers 60 times shorter: group_wait 0.5s, group_interval 5s.
     config = alertmanager_overlay(workdir / "config", receiver.url, factor=60)
     proc = Alertmanager(workdir, config)
     yield proc
