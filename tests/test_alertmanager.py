@@ -297,9 +297,12 @@ def test_inhibition_on_a_real_alertmanager(alertmanager: Alertmanager,
         return dict(found[0]["status"])
 
     for name, severity, labels in inhibited:
-        st = wait_until(lambda n=name, sv=severity, lb=labels:
-                        (s := status(n, sv, lb))["state"] == "suppressed" and s,
-                        10, what=f"{name} suppressed")
+        def suppressed(n: str = name, sv: str = severity,
+                       lb: dict[str, str] = labels) -> dict[str, Any] | None:
+            st = status(n, sv, lb)
+            return st if st["state"] == "suppressed" else None
+
+        st = wait_until(suppressed, 10, what=f"{name} suppressed")
         assert st["inhibitedBy"], st
     for name, severity, labels in delivered:
         assert status(name, severity, labels)["state"] == "active"
