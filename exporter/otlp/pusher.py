@@ -57,6 +57,8 @@ from exporter.version import build_info
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from requests.sessions import _Settings
+
 log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 OUTCOMES = ("success", "failure", "retry")
@@ -133,11 +135,11 @@ class CountingSession(requests.Session):
         return response
 
     def merge_environment_settings(self, url: str | bytes | None, proxies: Any, stream: Any,
-                                   verify: Any, cert: Any) -> dict[str, Any]:
+                                   verify: Any, cert: Any) -> _Settings:
         """A configured CA file (``otlp.certificate`` / ``OTEL_EXPORTER_OTLP_CERTIFICATE``)
         must win over an ambient ``REQUESTS_CA_BUNDLE``, which requests otherwise prefers
         to the session's own ``verify``."""
-        settings: dict[str, Any] = super().merge_environment_settings(
+        settings = super().merge_environment_settings(
             url, proxies, stream, verify, cert)
         if isinstance(self.verify, str) and verify is None:
             settings["verify"] = self.verify

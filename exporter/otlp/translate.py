@@ -49,7 +49,7 @@ def seconds_to_ns(seconds: float) -> int:
     return round(seconds * 1_000_000) * 1000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HistValue:
     """One histogram series: OTel (non-cumulative) bucket counts, one more than bounds."""
 
@@ -59,7 +59,7 @@ class HistValue:
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Series:
     """One data point before it becomes an SDK point (so deltas can be taken first)."""
 
@@ -148,10 +148,14 @@ class Translator:
             if s.name == created:
                 starts[tuple(s.labels.items())] = seconds_to_ns(s.value)
         metric = OtelMetric(ident.name, ident.description, ident.unit, "counter")
+        names = ident.attributes
+        append = metric.series.append
         for s in family.samples:
             if s.name == total:
-                start = starts.get(tuple(s.labels.items()), default_start_ns)
-                metric.series.append(Series(self._attrs(ident, s.labels), start, float(s.value)))
+                start = (starts.get(tuple(s.labels.items()), default_start_ns) if starts
+                         else default_start_ns)
+                append(Series({names.get(k, k): v for k, v in s.labels.items()}, start,
+                              float(s.value)))
         return metric
 
     def _gauge(self, family: PromFamily, name: str, samples: Sequence[Any]) -> OtelMetric:
@@ -182,8 +186,10 @@ class Translator:
         for s in family.samples:
             suffix = s.name[len(base):]
             if suffix == "_bucket":
-                labels = {k: v for k, v in s.labels.items() if k != "le"}
-                group = groups.setdefault(tuple(labels.items()), {"labels": labels, "le": []})
+                key = tuple(item for item in s.labels.items() if item[0] != "le")
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = {"labels": dict(key), "le": []}
                 group["le"].append((float(s.labels["le"]), s.value))
             elif suffix in ("_sum", "_count", "_created"):
                 group = groups.setdefault(tuple(s.labels.items()),
