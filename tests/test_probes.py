@@ -76,6 +76,7 @@ class Target:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 128  # the default of 5 drops concurrent connects
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 """Clients that hang up early (aborted probes) are expected here."""
