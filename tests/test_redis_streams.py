@@ -13,8 +13,15 @@ import redis
 
 from exporter.events import Task
 from exporter.sources.redis_streams import AppliedIds, entry_payload, event_from_fields
-from tests.procs import LOOPBACK, Exporter, Proc, free_port, require_binary, sample_value, \
-    wait_until
+from tests.procs import (
+    LOOPBACK,
+    Exporter,
+    Proc,
+    free_port,
+    require_binary,
+    sample_value,
+    wait_until,
+)
 
 STREAM = "ai:events"
 GROUP = "ai-metrics-exporter"
