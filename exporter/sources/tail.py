@@ -277,6 +277,7 @@ class TailSource(Source):
     def _scan(self) -> dict[str, os.stat_result]:
         found: dict[str, os.stat_result] = {}
         problems = self._current
+        admitted = len(self.files)
         for pattern in self.patterns:
             for path in sorted(glob.glob(pattern)):
                 if path in found:
@@ -291,10 +292,12 @@ class TailSource(Source):
                 if not stat.S_ISREG(st.st_mode):
                     problems[path] = ("not_a_file", "not a regular file")
                     continue
-                if path not in self.files and len(self.files) + len(found) >= self.cfg.max_files:
-                    problems[path] = ("too_many_files",
-                                      f"not followed: over max_files ({self.cfg.max_files})")
-                    continue
+                if path not in self.files:
+                    if admitted >= self.cfg.max_files:
+                        problems[path] = ("too_many_files", "not followed: over max_files "
+                                                            f"({self.cfg.max_files})")
+                        continue
+                    admitted += 1
                 found[path] = st
         return found
 
