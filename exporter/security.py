@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -30,9 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import jwt
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from exporter import catalog
 from exporter.config import Config, ConfigError
@@ -50,7 +48,10 @@ REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", 
 
 # A real bcrypt hash of a random string: unknown users pay the same bcrypt cost as known
 # ones, so response time does not reveal which user names exist (as exporter-toolkit).
-_DUMMY_HASH = bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=10))
+@functools.cache
+def _dummy_hash() -> bytes:
+    """A hash to check unknown users against, so they take as long as known ones."""
+    return bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=10))
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$", b"$2x$", b"$2$")
 _SHA256_HEX = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
 _CACHE_SIZE = 1024
@@ -283,6 +284,10 @@ def _jwt_settings(cfg: Config, policy: Policy) -> None:
         policy.jwt_key, policy.jwt_algorithm = secret, "HS256"
     else:
         pem = read_secret_file(conf.rs256_public_key_file, f"{where}.rs256_public_key_file")
+        # Imported only when RS256 is configured: cryptography costs ~6 MB of RSS.
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
         try:
             key = load_pem_public_key(pem)
         except (ValueError, TypeError):
@@ -372,7 +377,7 @@ class Security:
         users = settings.basic_auth_users if settings is not None else {}
         hashed = users.get(user)
         if hashed is None:
-            bcrypt.checkpw(password.encode(), _DUMMY_HASH)
+            bcrypt.checkpw(password.encode(), _dummy_hash())
             return "unknown_user"
         # A successful bcrypt check is cached under a hash of user, stored hash and
         # password, so a Prometheus scraping every second pays bcrypt once, not each time.
@@ -423,6 +428,8 @@ class Security:
         return "bad_token"
 
     def _jwt(self, policy: Policy, token: str) -> Identity | str:
+        import jwt  # only when JWTs are configured: PyJWT pulls in cryptography
+
         try:
             claims = jwt.decode(
                 token, policy.jwt_key, algorithms=[policy.jwt_algorithm],
