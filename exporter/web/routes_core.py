@@ -9,8 +9,8 @@ from typing import Any
 
 import psutil
 from flask import Blueprint, Response, current_app, jsonify, request
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from exporter.exposition import CONTENT_TYPE
 from exporter.runtime import Runtime
 from exporter.version import build_info
 
@@ -88,7 +88,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
     def metrics() -> Response:
         deadline = scrape_deadline(request.headers.get(SCRAPE_TIMEOUT_HEADER))
         body = _runtime().render_metrics(deadline)
-        response = Response(body, content_type=CONTENT_TYPE_LATEST)
+        response = Response(body, content_type=CONTENT_TYPE)
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.set_data(gzip.compress(body, compresslevel=1))
             response.headers["Content-Encoding"] = "gzip"
