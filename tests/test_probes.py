@@ -15,10 +15,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.exposition import generate_latest
 
-from exporter.collectors.probes import ProbeService
+from exporter import config
+from exporter.collectors.base import CollectorContext
+from exporter.collectors.probes import ProbesCollector, ProbeService
 from exporter.config import ProbeConfig
-from tests.procs import LOOPBACK, Exporter, free_port, sample_value
+from exporter.scrape import StaticFamilies
+from tests.procs import LOOPBACK, Exporter, Prometheus, free_port, sample_value, wait_until
 
 UP = "ai_component_up"
 
@@ -353,4 +357,54 @@ def test_hanging_target_never_delays_the_scrape_past_its_deadline(tmp_path: Path
     finally:
         server.stop()
         garbage.stop()
+        exp.stop()
+
+
+def test_reload_keeps_failure_counters_and_swaps_the_service(target: Target) -> None:
+    services: dict[str, Any] = {}
+    refused = f"http://{LOOPBACK}:{free_port()}/"
+    cfg = config.build({"components": {"probes": [{"name": "a", "url": refused}]}})
+    old = ProbesCollector(CollectorContext(cfg, services))
+    list(old.collect())
+    cfg2 = config.build({"components": {"probes": [
+        {"name": "a", "url": refused}, {"name": "b", "url": f"{target.url}/healthz"}]}})
+    new = ProbesCollector(CollectorContext(cfg2, services))
+    old.close()  # the runtime closes the old runner after building the new one
+    assert services["probes"] is new.service
+    text = generate_latest(StaticFamilies(list(new.collect()))).decode()
+    assert sample_value(text, "ai_component_probe_failures_total",
+                        {"component": "a", "reason": "connection_refused"}) == 2
+    assert sample_value(text, UP, {"component": "b"}) == 1
+    new.close()
+    assert "probes" not in services
+
+
+def test_prometheus_scrapes_components_through_probe(target: Target, tmp_path: Path) -> None:
+    """The documented multi-target scrape config, run by a real Prometheus."""
+    exp = _exporter(tmp_path, [
+        {"name": "planner", "kind": "agent", "url": f"{target.url}/healthz"},
+        {"name": "broken", "kind": "gateway", "url": f"{target.url}/broken"},
+    ])
+    prom = None
+    try:
+        prom = Prometheus(tmp_path, [{
+            "job_name": "ai-components", "metrics_path": "/probe",
+            "static_configs": [{"targets": ["planner", "broken"]}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"{LOOPBACK}:{exp.port}"},
+            ]}])
+        result = prom.wait_for('ai_component_up{job="ai-components"}')
+        wait_until(lambda: len(prom.query('ai_component_up{job="ai-components"}')) == 2, 20,
+                   what="both components scraped")
+        values = {r["metric"]["instance"]: float(r["value"][1])
+                  for r in prom.query('ai_component_up{job="ai-components"}')}
+        assert values == {"planner": 1.0, "broken": 0.0}, result
+        up = {r["metric"]["instance"]: float(r["value"][1])
+              for r in prom.query('up{job="ai-components"}')}
+        assert up == {"planner": 1.0, "broken": 1.0}  # the scrape works; the probe fails
+    finally:
+        if prom is not None:
+            prom.stop()
         exp.stop()
