@@ -1,0 +1,406 @@
+"""The aggregator in process: exact values per kind, lifecycles, caps, bounded memory."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+
+import psutil
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.aggregator import OTHER, Aggregator
+from exporter.events import (
+    AnyEvent,
+    ComponentStatus,
+    Error,
+    Guardian,
+    Intervention,
+    LlmCall,
+    ProviderLimit,
+    QualityGate,
+    Resolution,
+    SecurityEvent,
+    Task,
+    ToolCall,
+)
+from exporter.scrape import StaticFamilies
+from tests.procs import sample_value
+
+
+class Clock:
+    """A settable clock, so that ages and freshness are exact."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def text(agg: Aggregator) -> str:
+    return bytes(generate_latest(StaticFamilies(agg.families()))).decode()
+
+
+def value(agg: Aggregator, name: str, **labels: str) -> float | None:
+    return sample_value(text(agg), name, labels)
+
+
+def bucket_counts(out: str, name: str, **labels: str) -> dict[str, float]:
+    """le → cumulative count of one histogram series."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(out):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and all(
+                    sample.labels.get(k) == v for k, v in labels.items()):
+                counts[sample.labels["le"]] = sample.value
+    return counts
+
+
+def test_llm_calls_exact() -> None:
+    agg = Aggregator(budgets={"total": 100.0, "openai": 50.0}, clock=Clock())
+    agg.ingest([
+        LlmCall(provider="openai", model="gpt-4o", input_tokens=100, output_tokens=20,
+                cached_input_tokens=60, duration_seconds=0.32, cost_usd=0.25,
+                time_to_first_token_seconds=0.05),
+        LlmCall(provider="openai", model="gpt-4o", input_tokens=4000, output_tokens=0,
+                duration_seconds=3.0, cost_usd=0.5),
+        LlmCall(provider="openai", model="gpt-4o", duration_seconds=30.0,
+                error_type="timeout"),
+        LlmCall(provider="anthropic", model="claude", operation="embeddings",
+                input_tokens=10, cost_usd=1.0),
+    ])
+    out = text(agg)
+    base = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
+            "gen_ai_request_model": "gpt-4o"}
+    dur = "gen_ai_client_operation_duration_seconds"
+    ok = {**base, "error_type": ""}
+    buckets = bucket_counts(out, dur, **ok)
+    assert buckets["0.16"] == 0 and buckets["0.32"] == 1  # le is inclusive
+    assert buckets["2.56"] == 1 and buckets["5.12"] == 2 and buckets["+Inf"] == 2
+    assert sample_value(out, f"{dur}_count", ok) == 2
+    assert sample_value(out, f"{dur}_sum", ok) == 3.32
+    assert sample_value(out, f"{dur}_count", {**base, "error_type": "timeout"}) == 1
+    usage = "gen_ai_client_token_usage"
+    assert sample_value(out, f"{usage}_count", {**base, "gen_ai_token_type": "input"}) == 2
+    assert sample_value(out, f"{usage}_sum", {**base, "gen_ai_token_type": "input"}) == 4100
+    # a call that reported no output tokens is not an observation of 0
+    assert sample_value(out, f"{usage}_count", {**base, "gen_ai_token_type": "output"}) == 1
+    ttft = "gen_ai_client_operation_time_to_first_chunk_seconds"
+    assert sample_value(out, f"{ttft}_count", base) == 1
+    assert sample_value(out, f"{ttft}_sum", base) == 0.05
+    pm = {"gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o"}
+    assert sample_value(out, "ai_llm_requests_total",
+                        {**pm, "outcome": "success", "error_type": ""}) == 2
+    assert sample_value(out, "ai_llm_requests_total",
+                        {**pm, "outcome": "error", "error_type": "timeout"}) == 1
+    for token_type, n in (("input", 4100), ("output", 20), ("cached_input", 60)):
+        assert sample_value(out, "ai_llm_tokens_total",
+                            {**pm, "gen_ai_token_type": token_type}) == n
+    assert sample_value(out, "ai_llm_cost_usd_total", pm) == 0.75
+    assert sample_value(out, "ai_budget_spend_usd", {"scope": "total"}) == 1.75
+    assert sample_value(out, "ai_budget_spend_usd", {"scope": "openai"}) == 0.75
+    assert sample_value(out, "ai_budget_limit_usd", {"scope": "openai"}) == 50.0
+
+
+def test_budget_spend_resets_at_midnight_utc() -> None:
+    clock = Clock(1_767_225_600.0 - 10)  # 23:59:50 UTC
+    agg = Aggregator(clock=clock)
+    agg.ingest([LlmCall(provider="p", model="m", cost_usd=2.0)])
+    assert value(agg, "ai_budget_spend_usd", scope="total") == 2.0
+    clock.now += 20
+    assert value(agg, "ai_budget_spend_usd", scope="total") == 0.0
+    agg.ingest([LlmCall(provider="p", model="m", cost_usd=0.5)])
+    assert value(agg, "ai_budget_spend_usd", scope="total") == 0.5
+    assert value(agg, "ai_llm_cost_usd_total", gen_ai_provider_name="p") == 2.5
+
+
+def test_task_lifecycle() -> None:
+    clock = Clock()
+    agg = Aggregator(clock=clock)
+    cq = {"component": "coder", "queue": "q"}
+    agg.ingest([Task(component="coder", queue="q", status="queued", task_id="t1"),
+                Task(component="coder", queue="q", status="queued", task_id="t2")])
+    clock.now += 30
+    assert value(agg, "ai_task_queue_depth", **cq) == 2
+    assert value(agg, "ai_task_queue_oldest_age_seconds", **cq) == 30
+    agg.ingest([Task(component="coder", queue="q", status="started", task_id="t1")])
+    assert value(agg, "ai_task_queue_depth", **cq) == 1
+    assert value(agg, "ai_task_in_progress", **cq) == 1
+    clock.now += 12.5
+    agg.ingest([Task(component="coder", queue="q", status="succeeded", task_id="t1"),
+                Task(component="coder", queue="q", status="started", task_id="t2"),
+                Task(component="coder", queue="q", status="retried", task_id="t2"),
+                Task(component="coder", queue="q", status="failed", duration_seconds=7.0)])
+    out = text(agg)
+    assert sample_value(out, "ai_task_in_progress", cq) == 0
+    assert sample_value(out, "ai_task_queue_depth", cq) == 1  # t2 is back in the queue
+    for status, n in (("queued", 2), ("started", 2), ("succeeded", 1), ("retried", 1),
+                      ("failed", 1)):
+        assert sample_value(out, "ai_tasks_total", {**cq, "status": status}) == n
+    done = {**cq, "status": "succeeded"}
+    assert sample_value(out, "ai_task_duration_seconds_sum", done) == 12.5
+    assert sample_value(out, "ai_task_duration_seconds_sum", {**cq, "status": "failed"}) == 7.0
+
+
+def test_resolution_loops() -> None:
+    clock = Clock()
+    agg = Aggregator(clock=clock)
+    agg.ingest([Resolution(loop_id="a", action="incident", component="fixer"),
+                Resolution(loop_id="a", action="attempt", component="fixer"),
+                Resolution(loop_id="a", action="attempt", component="fixer"),
+                Resolution(loop_id="b", action="attempt", component="fixer")])
+    clock.now += 5
+    out = text(agg)
+    assert sample_value(out, "ai_resolution_active", {"component": "fixer"}) == 2
+    assert sample_value(out, "ai_resolution_attempts_total", {"component": "fixer"}) == 3
+    assert sample_value(out, "ai_resolution_incidents_total", {"component": "fixer"}) == 1
+    assert sample_value(out, "ai_resolution_oldest_active_age_seconds",
+                        {"component": "fixer"}) == 5
+    agg.ingest([Resolution(loop_id="a", action="closed", component="fixer"),
+                Resolution(loop_id="b", action="closed", component="fixer",
+                           outcome="escalated")])
+    out = text(agg)
+    assert sample_value(out, "ai_resolution_active", {"component": "fixer"}) == 0
+    assert sample_value(out, "ai_resolution_closures_total",
+                        {"component": "fixer", "outcome": "resolved"}) == 1
+    assert sample_value(out, "ai_resolution_closures_total",
+                        {"component": "fixer", "outcome": "escalated"}) == 1
+
+
+def test_intervention_lifecycle() -> None:
+    clock = Clock()
+    agg = Aggregator(clock=clock)
+    tp = {"type": "approval", "priority": "high"}
+    agg.ingest([Intervention(intervention_id="i1", type="approval", priority="high",
+                             status="requested"),
+                Intervention(intervention_id="i2", type="approval", priority="high",
+                             status="requested")])
+    clock.now += 90
+    agg.ingest([Intervention(intervention_id="i1", type="approval", priority="high",
+                             status="acknowledged")])
+    assert value(agg, "ai_intervention_open", **tp) == 2
+    assert value(agg, "ai_intervention_oldest_open_age_seconds", **tp) == 90
+    agg.ingest([Intervention(intervention_id="i1", type="approval", priority="high",
+                             status="resolved"),
+                Intervention(intervention_id="i2", type="approval", priority="high",
+                             status="expired")])
+    out = text(agg)
+    assert sample_value(out, "ai_intervention_open", tp) == 0
+    assert sample_value(out, "ai_intervention_time_to_resolve_seconds_count", tp) == 1
+    assert sample_value(out, "ai_intervention_time_to_resolve_seconds_sum", tp) == 90
+    assert bucket_counts(out, "ai_intervention_time_to_resolve_seconds", **tp)["120.0"] == 1
+    assert sample_value(out, "ai_interventions_total", {**tp, "status": "expired"}) == 1
+
+
+def test_security_events_count_once_and_resolve() -> None:
+    agg = Aggregator(clock=Clock())
+    cs = {"category": "prompt_injection", "severity": "high"}
+    agg.ingest([SecurityEvent(category="prompt_injection", severity="high", event_id="s1"),
+                SecurityEvent(category="prompt_injection", severity="high", event_id="s1"),
+                SecurityEvent(category="prompt_injection", severity="high", event_id="s2"),
+                SecurityEvent(category="prompt_injection", severity="high")])
+    assert value(agg, "ai_security_events_total", **cs) == 3
+    assert value(agg, "ai_security_unresolved", **cs) == 2
+    agg.ingest([SecurityEvent(category="prompt_injection", severity="high", event_id="s1",
+                              resolved=True),
+                SecurityEvent(category="prompt_injection", severity="high", event_id="s9",
+                              resolved=True)])
+    assert value(agg, "ai_security_events_total", **cs) == 4  # s9 was never seen open
+    assert value(agg, "ai_security_unresolved", **cs) == 1
+
+
+def test_tools_gates_guardians_errors_limits() -> None:
+    agg = Aggregator(clock=Clock())
+    agg.ingest([
+        ToolCall(tool="grep", agent="coder", duration_seconds=0.02),
+        ToolCall(tool="grep", agent="coder", duration_seconds=0.5, error_type="timeout"),
+        QualityGate(gate="review", decision="approved", score=0.9),
+        QualityGate(gate="review", decision="rejected", score=0.3),
+        QualityGate(gate="review", decision="rejected"),
+        Guardian(guardian="cerberus", guardian_type="sync", verdict="deny",
+                 duration_seconds=0.001),
+        Guardian(guardian="cerberus", guardian_type="sync", verdict="allow"),
+        Error(component="planner", category="rate_limit"),
+        Error(component="planner", category="rate_limit"),
+        ProviderLimit(provider="openai", remaining_requests=10, limit_requests=100,
+                      reset_at=1_767_225_660.0),
+    ])
+    out = text(agg)
+    tool = {"gen_ai_tool_name": "grep", "gen_ai_agent_name": "coder"}
+    assert sample_value(out, "ai_tool_calls_total", {**tool, "outcome": "success"}) == 1
+    assert sample_value(out, "ai_tool_calls_total", {**tool, "outcome": "error"}) == 1
+    assert sample_value(out, "gen_ai_execute_tool_duration_seconds_count",
+                        {**tool, "error_type": "timeout"}) == 1
+    assert sample_value(out, "ai_quality_gate_decisions_total",
+                        {"gate": "review", "decision": "rejected"}) == 2
+    assert sample_value(out, "ai_quality_gate_score_count", {"gate": "review"}) == 2
+    assert sample_value(out, "ai_quality_gate_score_sum", {"gate": "review"}) == 1.2
+    assert bucket_counts(out, "ai_quality_gate_score", gate="review")["0.3"] == 1
+    g = {"guardian": "cerberus", "guardian_type": "sync"}
+    assert sample_value(out, "ai_guardian_decisions_total", {**g, "verdict": "deny"}) == 1
+    assert sample_value(out, "ai_guardian_duration_seconds_count", g) == 1
+    assert sample_value(out, "ai_errors_total",
+                        {"component": "planner", "category": "rate_limit"}) == 2
+    rl = {"gen_ai_provider_name": "openai", "limit_type": "requests"}
+    assert sample_value(out, "ai_provider_rate_limit_remaining", rl) == 10
+    assert sample_value(out, "ai_provider_rate_limit_capacity", rl) == 100
+    assert sample_value(out, "ai_provider_rate_limit_reset_seconds", rl) == 1_767_225_660.0
+    assert sample_value(out, "ai_provider_rate_limit_remaining",
+                        {"gen_ai_provider_name": "openai", "limit_type": "tokens"}) is None
+
+
+def test_component_heartbeats_go_stale() -> None:
+    clock = Clock()
+    agg = Aggregator(heartbeat_timeout=60, clock=clock)
+    agg.ingest([ComponentStatus(component="mcp-git", component_kind="mcp_server",
+                                version="2.0", status="up"),
+                ComponentStatus(component="vllm", component_kind="model_server",
+                                status="down")])
+    out = text(agg)
+    assert sample_value(out, "ai_component_heartbeat_up", {"component": "mcp-git"}) == 1
+    assert sample_value(out, "ai_component_heartbeat_up", {"component": "vllm"}) == 0
+    assert sample_value(out, "ai_component_info",
+                        {"component": "mcp-git", "kind": "mcp_server", "version": "2.0",
+                         "status": "up"}) == 1
+    clock.now += 61
+    assert value(agg, "ai_component_heartbeat_up", component="mcp-git") == 0
+    assert value(agg, "ai_component_heartbeat_last_seen_seconds",
+                 component="mcp-git") == clock.now - 61
+    assert [c["fresh"] for c in agg.components()] == [False, False]
+
+
+def test_extra_labels_mark_every_ai_series() -> None:
+    agg = Aggregator(extra_labels={"demo": "true"}, budgets={"total": 1.0}, clock=Clock())
+    agg.ingest([LlmCall(provider="p", model="m", duration_seconds=1.0),
+                Task(component="c", status="queued", task_id="t")])
+    families = agg.families()
+    marked = [f for f in families if not f.name.startswith("ai_exporter")]
+    assert sum(len(f.samples) for f in marked) > 20
+    for family in marked:
+        for sample in family.samples:
+            assert sample.labels.get("demo") == "true", (family.name, sample)
+
+
+def test_label_values_are_sanitized() -> None:
+    agg = Aggregator(clock=Clock())
+    agg.ingest([Error(component="plan\x00ner\n\u202e" + "x" * 300, category="auth")])
+    [labels] = [k for k in agg.errors.values]
+    assert labels[0].startswith("plannerx") and len(labels[0]) == 128
+
+
+def test_series_cap_folds_into_other_and_counts() -> None:
+    agg = Aggregator(max_series=3, clock=Clock())
+    agg.ingest([Error(component=f"c{i}", category="auth") for i in range(5)])
+    agg.ingest([Error(component="c0", category="auth"), Error(component="c4", category="auth")])
+    out = text(agg)
+    assert sample_value(out, "ai_errors_total", {"component": "c0"}) == 2
+    assert sample_value(out, "ai_errors_total", {"component": "c3"}) is None
+    assert sample_value(out, "ai_errors_total",
+                        {"component": OTHER, "category": OTHER}) == 3
+    assert sample_value(out, "ai_exporter_series_overflow_total",
+                        {"metric": "ai_errors_total"}) == 3
+    # the cap's label sets plus the one ``other`` set
+    assert sample_value(out, "ai_exporter_series", {"metric": "ai_errors_total"}) == 4
+
+
+def test_llm_rows_past_the_cap_keep_counting_overflow() -> None:
+    """The per-combination row cache must not hide observations folded into ``other``."""
+    agg = Aggregator(max_series=2, clock=Clock())
+    calls = [LlmCall(provider="p", model=f"m{i}", duration_seconds=1.0) for i in range(4)]
+    agg.ingest(calls)
+    agg.ingest(calls)
+    out = text(agg)
+    name = "gen_ai_client_operation_duration_seconds"
+    assert sample_value(out, f"{name}_count", {"gen_ai_request_model": "m0"}) == 2
+    assert sample_value(out, f"{name}_count", {"gen_ai_request_model": OTHER}) == 4
+    assert sample_value(out, "ai_exporter_series_overflow_total", {"metric": name}) == 4
+
+
+def test_concurrent_ingest_and_scrapes_are_exact() -> None:
+    agg = Aggregator(clock=Clock())
+    stop = threading.Event()
+
+    def scraper() -> None:
+        while not stop.is_set():
+            agg.families()
+
+    def pusher(n: int) -> None:
+        for _ in range(200):
+            agg.ingest([Error(component=f"w{n}", category="auth")] * 50)
+
+    scrapers = [threading.Thread(target=scraper) for _ in range(2)]
+    pushers = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]
+    for t in scrapers + pushers:
+        t.start()
+    for t in pushers:
+        t.join(60)
+    stop.set()
+    for t in scrapers:
+        t.join(60)
+    out = text(agg)
+    for n in range(4):
+        assert sample_value(out, "ai_errors_total", {"component": f"w{n}"}) == 10_000
+
+
+def test_ten_thousand_series_scrape_completely() -> None:
+    agg = Aggregator(clock=Clock())
+    agg.ingest([Error(component=f"c{i}", category="auth") for i in range(10_000)])
+    [errors] = [f for f in agg.families() if f.name == "ai_errors"]
+    assert len(errors.samples) == 10_000
+    assert {s.value for s in errors.samples} == {1.0}
+
+
+def _distinct(n: int, batch: int = 10_000) -> Iterator[list[AnyEvent]]:
+    """Events whose label values (and task ids) are all distinct; every fifth batch also
+    offers distinct LLM models."""
+    for start in range(0, n, batch):
+        events: list[AnyEvent] = []
+        for i in range(start, start + batch):
+            events.append(Error(component=f"agent-{i}", category="internal"))
+            events.append(Task(component=f"agent-{i}", status="queued", task_id=f"t-{i}"))
+        if start % (5 * batch) == 0:
+            events.extend(LlmCall(provider="p", model=f"model-{i}", duration_seconds=1.0)
+                          for i in range(start, start + batch))
+        yield events
+
+
+def rss() -> int:
+    gc.collect()
+    return int(psutil.Process().memory_info().rss)
+
+
+def test_a_million_distinct_label_values_keep_memory_bounded() -> None:
+    cap, tracked = 1000, 5000
+    agg = Aggregator(max_series=cap, max_tracked=tracked, clock=Clock())
+    batches = _distinct(1_000_000)
+    for _ in range(10):  # warm up: every store reaches its cap
+        agg.ingest(next(batches))
+    before = rss()
+    for events in batches:
+        agg.ingest(events)
+    del events
+    grown = rss() - before
+    # Unbounded state would hold ~2M label sets and ids here: hundreds of MB.
+    assert grown < 16 * 1024 * 1024, f"RSS grew by {grown} bytes after reaching the caps"
+    for store in agg.stores.values():
+        assert len(store.values) <= cap + 1
+    assert len(agg.queued.where) <= tracked
+    assert agg.series_count() < 12 * (cap + 1)
+    overflow = agg.overflow
+    assert overflow["ai_errors_total"] == 1_000_000 - cap
+    assert overflow["ai_tasks_total"] == 1_000_000 - cap
+    assert overflow["gen_ai_client_operation_duration_seconds"] == 200_000 - cap
+    assert overflow["ai_task_queue_depth"] >= 1_000_000 - tracked
+    assert value(agg, "ai_errors_total", component=OTHER) == 1_000_000 - cap
+
+
+def test_families_copy_state_so_scrapes_do_not_block_ingest() -> None:
+    agg = Aggregator(clock=Clock())
+    agg.ingest([LlmCall(provider="p", model="m", duration_seconds=1.0)])
+    families = agg.families()
+    agg.ingest([LlmCall(provider="p", model="m", duration_seconds=1.0)])
+    [duration] = [f for f in families if f.name == "gen_ai_client_operation_duration_seconds"]
+    counts = [s.value for s in duration.samples if s.name.endswith("_count")]
+    assert counts == [1.0]  # the earlier scrape is not changed by later ingest
