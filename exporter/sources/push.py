@@ -36,7 +36,7 @@ IDENTITY_KEY = "ai_exporter.identity"
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 # Tokens of a JSON text that matter for splitting an array: strings (possibly unterminated)
 # and structural characters.
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{},]', re.DOTALL)
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{},]', re.DOTALL)
 
 
 class BodyTooLargeError(Exception):
