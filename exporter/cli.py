@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_file: str | None = getattr(args, "config_file", None)
     try:
         cfg = config.load(config_file, flags)
-        from exporter.runtime import Runtime, make_loader  # noqa: PLC0415 - after config
+        from exporter.runtime import Runtime, make_loader
 
         if args.command == "check-config":
             Runtime.validate(cfg)
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ai-metrics-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from exporter.server import serve  # noqa: PLC0415 - only when serving
+    from exporter.server import serve
 
     return serve(runtime)
 

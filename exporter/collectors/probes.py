@@ -39,12 +39,6 @@ from exporter.version import build_info
 
 log = logging.getLogger(__name__)
 
-_x509: Any
-try:  # optional: reads the expiry of certificates that were not verified
-    from cryptography import x509 as _x509
-except ImportError:  # pragma: no cover - depends on the environment
-    _x509 = None
-
 # Failure reasons: the bounded values of the ``reason`` label.
 REASONS = ("timeout", "connection_refused", "connection_closed", "connection_error", "dns",
            "tls", "tls_verify", "tls_config", "invalid_response", "unexpected_status",
@@ -117,9 +111,11 @@ def cert_expiry(sock: ssl.SSLSocket) -> float | None:
     der = sock.getpeercert(binary_form=True)
     if not der:
         return None
-    if _x509 is None:  # unverified peer (insecure_skip_verify) and no DER parser
+    try:  # unverified peer (insecure_skip_verify): parse the DER, imported only here
+        from cryptography import x509
+    except ImportError:  # pragma: no cover - depends on the environment
         return None
-    return float(_x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+    return float(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
 
 
 class _Connection(http.client.HTTPSConnection):

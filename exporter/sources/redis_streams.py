@@ -22,6 +22,7 @@ Delivery model (details and the remaining window in docs/components.md):
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -32,13 +33,10 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis
 from prometheus_client.metrics_core import Metric
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from exporter import catalog
 from exporter.config import Config, RedisStreamsConfig
@@ -46,6 +44,9 @@ from exporter.events import AnyEvent, Rejection, classify
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
 from exporter.sources.base import Source
+
+if TYPE_CHECKING:
+    import redis
 
 log = RateLimitedLogger(logging.getLogger(__name__), interval=30.0)
 
@@ -160,6 +161,8 @@ class RedisStreamsSource(Source):
     name = "redis_streams"
 
     def __init__(self, ingestor: Ingestor, cfg: RedisStreamsConfig) -> None:
+        # redis-py is imported only when a stream is configured (~3 MB of RSS otherwise).
+        self._redis = importlib.import_module("redis")
         super().__init__(ingestor)
         self.cfg = cfg
         self.consumer = cfg.consumer or socket.gethostname()
@@ -202,7 +205,10 @@ class RedisStreamsSource(Source):
         password = None
         if self.cfg.password_file:
             password = Path(self.cfg.password_file).read_text(encoding="utf-8").strip()
-        client: redis.Redis = redis.Redis.from_url(
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client: redis.Redis = self._redis.Redis.from_url(
             self.cfg.url, password=password, socket_timeout=socket_timeout,
             socket_connect_timeout=min(5.0, socket_timeout), retry=Retry(NoBackoff(), 0),
             health_check_interval=0)
@@ -227,7 +233,7 @@ class RedisStreamsSource(Source):
                          key="connected")
                 backoff = self.cfg.backoff_initial_seconds
                 self._consume(client)
-            except (redis.RedisError, OSError) as exc:
+            except (self._redis.RedisError, OSError) as exc:
                 self._connected = False
                 self._detail = f"redis unavailable: {type(exc).__name__}: {exc}"[:300]
                 log.warning("redis streams: %s; retrying in %.1fs", self._detail, backoff,
@@ -236,7 +242,7 @@ class RedisStreamsSource(Source):
                 backoff = min(backoff * 2, self.cfg.backoff_max_seconds)
             finally:
                 if client is not None:
-                    with contextlib.suppress(redis.RedisError, OSError):
+                    with contextlib.suppress(self._redis.RedisError, OSError):
                         if self._connected:
                             self._flush_acks(client)
                     client.close()
@@ -247,7 +253,7 @@ class RedisStreamsSource(Source):
             try:
                 client.xgroup_create(stream, self.cfg.group, id=self.cfg.start_id,
                                      mkstream=True)
-            except redis.ResponseError as exc:
+            except self._redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
@@ -396,7 +402,7 @@ class RedisStreamsSource(Source):
                     if group.get("lag") is not None:
                         lag.add_metric([stream, self.cfg.group], float(group["lag"]))
                     pending.add_metric([stream, self.cfg.group], float(group["pending"]))
-        except (redis.RedisError, OSError) as exc:
+        except (self._redis.RedisError, OSError) as exc:
             log.warning("redis streams: stream statistics unavailable: %s", exc, key="stats")
             if self._stats_client is not None:
                 self._stats_client.close()
