@@ -36,6 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from exporter.aggregator import Aggregator  # noqa: E402
+from exporter.events import AnyEvent  # noqa: E402
+from exporter.ingest import Ingestor  # noqa: E402
 from exporter.sources.demo import DemoWorkload, Schedule  # noqa: E402
 from tests.procs import EXPORTER_BIN, free_port, sample_value, wait_until  # noqa: E402
 
@@ -206,6 +209,28 @@ def steady_state(base: Path, rate: int, seconds: float) -> tuple[float, float, f
     return (cpu1 - cpu0) / (t1 - t0), written, counted
 
 
+def breakdown(log: Path, lines: int) -> dict[str, float]:
+    """Microseconds per line of each stage, in this process, on the file's first lines."""
+    with open(log, "rb") as handle:
+        data = b"".join(next(handle) for _ in range(lines))
+    ingestor = Ingestor(Aggregator())
+    t0 = time.perf_counter()
+    raws = data.split(b"\n")[:-1]
+    t1 = time.perf_counter()
+    plain = msgspec.json.Decoder(AnyEvent).decode
+    for raw in raws:
+        plain(raw)
+    t2 = time.perf_counter()
+    events, _ = ingestor.decode(raws)
+    t3 = time.perf_counter()
+    ingestor.apply("bench", events)
+    t4 = time.perf_counter()
+    n = len(raws) / 1e6
+    return {"split": (t1 - t0) / n, "msgspec decode alone": (t2 - t1) / n,
+            "decode + validate (EventDecoder)": (t3 - t2) / n,
+            "aggregate (Ingestor.apply)": (t4 - t3) / n}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -250,6 +275,8 @@ def main() -> int:
               f"{n / med['e_cpu']:10,.0f} lines per CPU second")
         print(f"ratio exporter/mtail: {med['m_s'] / med['e_s']:.2f}x wall, "
               f"{med['m_cpu'] / med['e_cpu']:.2f}x CPU (target >= 4x)")
+        stages = breakdown(log, min(args.lines, 200_000))
+        print("per line, in process: " + ", ".join(f"{k} {v:.2f} us" for k, v in stages.items()))
         share, written, counted = steady_state(base, args.rate, args.seconds)
         print(f"steady state: file growing at {args.rate} lines/s for {args.seconds:.0f}s: "
               f"exporter CPU {share * 100:.1f}% of one core; {written:.0f} lines written, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -275,3 +276,16 @@ def test_start_at_end(tmp_path: Path, started: list[Exporter]) -> None:
     expect(exporter, 5)
     append(tmp_path / "state/analytics/new.jsonl", line() * 7)  # new files: from the start
     expect(exporter, 12)
+
+
+def test_reload_neither_rereads_nor_restores_twice(tmp_path: Path,
+                                                   started: list[Exporter]) -> None:
+    exporter = start(started, tmp_path)
+    path = tmp_path / LOG
+    append(path, line() * 100)
+    expect(exporter, 100)
+    exporter.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in exporter.log(), 10, what="reload")
+    append(path, line() * 50)
+    expect(exporter, 150)
+    assert value(exporter, "ai_exporter_tail_lines_total", {"path": LABEL}) == 150
