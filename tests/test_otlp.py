@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -62,21 +62,31 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield r
 
 
-def same_snapshot(exp: Exporter, receiver: OtlpReceiver,
-                  tries: int = 10) -> tuple[str, Received]:
-    """A /metrics body and the OTLP request exported from that very scrape."""
+def scrape_and_match(exp: Exporter, pushed: Callable[[], list[ExportMetricsServiceRequest]],
+                     tries: int = 10) -> tuple[str, ExportMetricsServiceRequest]:
+    """A /metrics body and the OTLP request exported from that very scrape.
+
+    The push's own collection may also fall inside the request's time window, but only
+    before the scrape collected (afterwards the fresh scrape is re-used), so once the push
+    has moved past the window the latest request inside it is the scrape's."""
     for _ in range(tries):
         t0 = time.time()
         text = exp.metrics()
         t1 = time.time()
         try:
-            found = receiver.wait_for(
-                lambda rs, a=t0, b=t1: [r for r in rs if a <= point_time(r.request) <= b],
-                timeout=3, what="the export of this scrape")
+            wait_until(lambda b=t1: [r for r in pushed() if point_time(r) > b], 5,
+                       interval=0.05, what="an export after this scrape")
         except AssertionError:
             continue  # the push was backing off; scrape again
-        return text, found[0]
+        inside = [r for r in pushed() if t0 <= point_time(r) <= t1]
+        if inside:
+            return text, max(inside, key=point_time)
     raise AssertionError("no export re-used a scrape")
+
+
+def same_snapshot(exp: Exporter, receiver: OtlpReceiver) -> tuple[str, Received]:
+    text, request = scrape_and_match(exp, lambda: [r.request for r in receiver.requests()])
+    return text, next(r for r in receiver.requests() if r.request is request)
 
 
 def assert_same_series(text: str, request: ExportMetricsServiceRequest) -> int:
@@ -391,12 +401,7 @@ def test_grpc_protocol(workdir: Path) -> None:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
         try:
             wait_until(lambda: servicer.received, 20, what="gRPC export")
-            t0 = time.time()
-            text = exp.metrics()
-            t1 = time.time()
-            request = wait_until(lambda: [r for r in list(servicer.received)
-                                          if t0 <= point_time(r) <= t1], 10,
-                                 what="the gRPC export of this scrape")[0]
+            text, request = scrape_and_match(exp, lambda: list(servicer.received))
             assert_same_series(text, request)
         finally:
             exp.stop()
