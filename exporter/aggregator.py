@@ -376,26 +376,39 @@ class Aggregator:
             row = slot[1] or self._llm_row(slot, 1)
             row[bisect_left(self._ttft_bounds, value)] += 1
             row[-1] += value
-        tokens = self.llm_tokens
+        # Counter increments inlined (``CounterStore.inc`` without the call).
+        tokens = self.llm_tokens.values
         count = e.input_tokens
         if count:
             row = slot[2] or self._llm_row(slot, 2)
             row[bisect_left(self._token_bounds, count)] += 1
             row[-1] += count
-            tokens.inc(slot[5], count)
+            try:
+                tokens[slot[5]] += count
+            except KeyError:
+                self.llm_tokens.add_new(slot[5], count)
         count = e.output_tokens
         if count:
             row = slot[3] or self._llm_row(slot, 3)
             row[bisect_left(self._token_bounds, count)] += 1
             row[-1] += count
-            tokens.inc(slot[6], count)
+            try:
+                tokens[slot[6]] += count
+            except KeyError:
+                self.llm_tokens.add_new(slot[6], count)
         count = e.cached_input_tokens
         if count:
-            tokens.inc(slot[7], count)
-        self.llm_requests.inc(slot[4])
+            self.llm_tokens.inc(slot[7], count)
+        try:
+            self.llm_requests.values[slot[4]] += 1
+        except KeyError:
+            self.llm_requests.add_new(slot[4], 1)
         cost = e.cost_usd
         if cost:
-            self.llm_cost.inc(slot[8], cost)
+            try:
+                self.llm_cost.values[slot[8]] += cost
+            except KeyError:
+                self.llm_cost.add_new(slot[8], cost)
             if not self._day_start <= now < self._day_end:
                 self.spend_day, self._day_start, self._day_end = _utc_day(now)
                 self.spend = {}
@@ -453,9 +466,10 @@ class Aggregator:
                 self.task_duration.observe((component, queue, status), duration)
 
     def _tool_call(self, e: ToolCall, now: float) -> None:
-        if e.duration_seconds is not None:
-            self.tool_duration.observe((e.tool, e.agent, e.error_type), e.duration_seconds)
-        self.tool_calls.inc((e.tool, e.agent, "error" if e.error_type else "success"))
+        tool, agent, error, duration = e.tool, e.agent, e.error_type, e.duration_seconds
+        if duration is not None:
+            self.tool_duration.observe((tool, agent, error), duration)
+        self.tool_calls.inc((tool, agent, "error" if error else "success"))
 
     def _quality_gate(self, e: QualityGate, now: float) -> None:
         self.gate_decisions.inc((e.gate, e.decision))
@@ -476,9 +490,10 @@ class Aggregator:
             self.res_incidents.inc(key)
 
     def _guardian(self, e: Guardian, now: float) -> None:
-        self.guardian_decisions.inc((e.guardian, e.guardian_type, e.verdict))
-        if e.duration_seconds is not None:
-            self.guardian_duration.observe((e.guardian, e.guardian_type), e.duration_seconds)
+        guardian, gtype, duration = e.guardian, e.guardian_type, e.duration_seconds
+        self.guardian_decisions.inc((guardian, gtype, e.verdict))
+        if duration is not None:
+            self.guardian_duration.observe((guardian, gtype), duration)
 
     def _intervention(self, e: Intervention, now: float) -> None:
         key = (e.type, e.priority)

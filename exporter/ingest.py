@@ -40,17 +40,7 @@ class Ingestor:
     def decode(self, raws: Iterable[bytes | memoryview]
                ) -> tuple[list[AnyEvent], list[tuple[int, Rejection]]]:
         """Decode each raw object; returns the events and (index, rejection) pairs."""
-        events: list[AnyEvent] = []
-        rejections: list[tuple[int, Rejection]] = []
-        decode_one = self.decoder.decode_one
-        add = events.append
-        for index, raw in enumerate(raws):
-            result = decode_one(raw)
-            if type(result) is Rejection:
-                rejections.append((index, result))
-            else:
-                add(result)  # type: ignore[arg-type]
-        return events, rejections
+        return self.decoder.decode_many(raws)
 
     def ingest_raw(self, source: str, raws: Iterable[bytes | memoryview]
                    ) -> tuple[int, list[tuple[int, Rejection]]]:
