@@ -187,7 +187,8 @@ def render_markdown() -> str:
         "| 207 | some events accepted, some rejected: see `errors` |",
         "| 400 | no event accepted: the body is empty, not JSON, not valid gzip, or every "
         "event was rejected |",
-        "| 401 | tokens are configured and the request has no valid bearer token |",
+        "| 401 | tokens are configured and the request has no valid bearer token (counted "
+        "in `ai_exporter_http_auth_failures_total{reason}`) |",
         "| 413 | the body, or its decompressed form, is over `web.max_request_bytes` |",
         "| 415 | a Content-Type or Content-Encoding other than the above |",
         "",

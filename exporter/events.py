@@ -226,7 +226,9 @@ REASONS: dict[str, str] = {
     "wrong_content_type": "a push body with an unsupported Content-Type or "
                           "Content-Encoding",
     "empty": "a push body with no content",
-    "unauthorized": "a push request without a valid bearer token",
+    "unauthorized": "a push request without a valid bearer token, refused by the push "
+                    "source itself (refusals by the web layer's authentication are counted "
+                    "in `ai_exporter_http_auth_failures_total` instead)",
 }
 
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity", b"-NaN")

@@ -19,7 +19,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
+from exporter.aggregator import Aggregator
+from exporter.ingest import Ingestor
 from exporter.runtime import Runtime
+from exporter.sources.push import PushSource
 from exporter.web import create_app
 from tests.procs import (
     EXPORTER_BIN,
@@ -386,9 +389,28 @@ def test_bearer_tokens_when_configured(tmp_path: Path) -> None:
             response = proc.post(URL, json=event, headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200, response.text
         assert proc.get("/metrics").status_code == 200  # reads stay open
-        assert metric(proc, "ai_errors_total", component="authz") == 2
+        text = proc.metrics()
+        assert sample_value(text, "ai_errors_total", {"component": "authz"}) == 2
+        failures = sum(s.value for f in text_string_to_metric_families(text)
+                       for s in f.samples if s.name == "ai_exporter_http_auth_failures_total")
+        assert failures == 4
     finally:
         proc.stop()
+
+
+def test_push_source_checks_tokens_itself_in_constant_time() -> None:
+    """Without the web layer in front (an embedding app), the source refuses by itself."""
+    ingestor = Ingestor(Aggregator())
+    source = PushSource(ingestor, 1 << 20, tokens=(TOKEN_A.encode(), TOKEN_B.encode()))
+    for header in ("", "Bearer", f"Bearer {TOKEN_A[:-1]}", f"Token {TOKEN_A}",
+                   f"Bearer {TOKEN_A} {TOKEN_B}"):
+        refused = source.authorize(header)
+        assert refused is not None and refused.status == 401, header
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert source.authorize(f"Bearer {TOKEN_A}") is None
+    assert source.authorize(f"bearer  {TOKEN_B} ") is None
+    assert ingestor.rejected == {("push", "unauthorized"): 5}
+    assert PushSource(ingestor, 1 << 20).authorize("") is None  # no tokens: open
 
 
 def test_unreadable_tokens_file_is_a_config_error(tmp_path: Path) -> None:
