@@ -541,8 +541,8 @@ def overview() -> Dashboard:
                  Target("max by (instance) ("
                         + sel("instance_device_mountpoint:system_filesystem_utilization:ratio")
                         + ")", "{{instance}} fullest filesystem"),
-                 Target("max by (instance) (" + sel("system_cpu_load_average_5m") + ") / "
-                        "max by (instance) (" + sel("system_cpu_logical_cpus") + ")",
+                 Target("max by (instance) ("
+                        + sel("instance:system_cpu_load_average_5m_per_cpu:ratio") + ")",
                         "{{instance}} load per CPU"),
                  width=24, height=6, minimum=0, maximum=1,
                  thresholds=rising(param("system_cpu_utilization", "warning")),
@@ -984,8 +984,7 @@ def host() -> Dashboard:
              width=6, thresholds=rising(mem_warn, mem_crit)),
         stat("Load per CPU (5m)", "5-minute load average divided by the logical CPUs.",
              "percentunit",
-             Target(f"max by (instance) ({sel('system_cpu_load_average_5m')}) / "
-                    f"max by (instance) ({sel('system_cpu_logical_cpus')})", "{{instance}}"),
+             Target(sel("instance:system_cpu_load_average_5m_per_cpu:ratio"), "{{instance}}"),
              width=6, thresholds=rising(1.0, 2.0)),
         stat("Uptime", "Time since the host booted.", "s",
              Target(f"max by (instance) ({sel('system_uptime_seconds')})", "{{instance}}"),

@@ -38,6 +38,7 @@ from tests.procs import (
     Prometheus,
     free_port,
     require_binary,
+    sample_value,
     static_job,
     wait_until,
 )
@@ -526,7 +527,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         port = free_port()
         config = {
-            "ai": {"max_series_per_metric": 45},
+            # Above what the demo reaches per metric; the pushed tool calls below exceed it.
+            "ai": {"max_series_per_metric": 80},
             "components": {
                 "probes": [
                     {"name": "tls-gateway", "kind": "gateway",
@@ -535,8 +537,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     {"name": "mcp-local", "kind": "mcp_server",
                      "url": f"http://{LOOPBACK}:{http_port}/health"},
                 ],
-                "processes": [{"name": "ai-metrics-exporter",
-                               "cmdline_regex": f"listen-address={LOOPBACK}:{port}"}],
+                # The exporter never matches itself: watch the Redis server started above
+                # (its process title is "redis-server 127.0.0.1:<port>").
+                "processes": [{"name": "redis", "name_regex": "^redis-server$",
+                               "cmdline_regex": f":{redis_port}\\b"}],
             },
             "sources": {
                 "tail": {"enabled": True, "base_dir": str(tmp), "paths": ["events/*.jsonl"],
@@ -560,6 +564,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
              "event_id": "dashboards-test-1"},
             {"kind": "no_such_kind"}])
         assert response.status_code in (200, 202, 207, 400), response.text
+        # Tool calls with more distinct tool names than the series cap, for the overflow
+        # panel; sent once the demo's failed tool calls have their own series, which then
+        # keep counting (only new label sets fold into "other").
+        wait_until(lambda: sample_value(exporter.metrics(), "ai_tool_calls_total",
+                                        {"outcome": "error"}) is not None,
+                   30, interval=0.5, what="a failed tool call from the demo")
+        response = exporter.post("/api/v1/events", json=[
+            {"kind": "tool_call", "tool": f"overflow-tool-{i}", "agent": "planner",
+             "duration_seconds": 0.01} for i in range(100)])
+        assert response.status_code in (200, 202), response.text
         rules_dir = tmp / "rules"
         rules_dir.mkdir()
         rule_files = []
