@@ -490,17 +490,17 @@ def overview() -> Dashboard:
                  "spend rate holds.", "percentunit",
                  Target(budget_used, "{{scope}} spent"),
                  Target(budget_projected, "{{scope}} projected"),
-                 width=8, height=6, minimum=0, maximum=1, thresholds=rising(0.8, 1.0),
+                 width=12, height=6, minimum=0, maximum=1, thresholds=rising(0.8, 1.0),
                  links=[link("LLM providers and cost", UID_LLM)]),
         stat("Open interventions", "Human interventions requested and not yet resolved or "
              "expired, by priority.", "short",
              Target(f"sum by (priority) ({sel('ai_intervention_open')})", "{{priority}}"),
-             width=4, height=6, links=[link("Agents and tasks", UID_AGENTS)]),
+             width=6, height=6, links=[link("Agents and tasks", UID_AGENTS)]),
         stat("Unresolved critical security events", "Critical security events reported and "
              "not yet resolved. Any is a page after 15 minutes.", "short",
              Target(f"sum({sel('ai_security_unresolved', CRITICAL)})",
                     "critical"),
-             width=4, height=6, no_value="0", thresholds=steps(("green", None), ("red", 1)),
+             width=6, height=6, no_value="0", thresholds=steps(("green", None), ("red", 1)),
              links=[link("Security and errors", UID_SECURITY)]),
     ]
     alerts_and_health = [
@@ -1017,10 +1017,10 @@ def host() -> Dashboard:
         ts("Swap", "Swap space by state.", "bytes",
            Target("sum by (instance, system_paging_state) ("
                   + sel("system_paging_usage_bytes") + ")",
-                  "{{instance}} {{system_paging_state}}"), width=8, stack=True),
+                  "{{instance}} {{system_paging_state}}"), width=12, stack=True),
         ts("Memory available", "Memory available for new work without swapping.", "bytes",
            Target(f"max by (instance) ({sel('system_linux_memory_available_bytes')})",
-                  "{{instance}}"), width=8),
+                  "{{instance}}"), width=12),
     ]
     filesystems = [
         bargauge("Filesystem used", "Share of each filesystem's space in use (of the space "

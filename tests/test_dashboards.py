@@ -337,6 +337,17 @@ def test_panels(name: str) -> None:
         assert grid["x"] + grid["w"] <= 24, where
 
 
+@pytest.mark.parametrize("name", list(DASHBOARDS))
+def test_panels_do_not_overlap(name: str) -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in DASHBOARDS[name]["panels"]:
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']!r} overlaps {taken[(x, y)]!r}"
+                taken[(x, y)] = panel["title"]
+
+
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: f"{q.dashboard}:{q.where}")
 def test_selectors(query: Query) -> None:
     """job/instance (and domain variable) filters, rate windows, counters only in rates."""
