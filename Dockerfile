@@ -5,18 +5,22 @@
 #     --build-arg AI_EXPORTER_BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 #     -t ai-metrics-exporter .
 #
+# Add --build-arg EXTRAS=gpu for NVIDIA GPU metrics (run with the NVIDIA container runtime).
+#
 # The revision and build date become AI_EXPORTER_REVISION / AI_EXPORTER_BUILD_DATE in the
 # image, which /api/status/version and ai_exporter_build_info report (there is no .git
 # inside the image to ask).
 ARG PYTHON_IMAGE=python:3.12.7-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Optional extras, comma-separated: gpu (NVML GPU metrics), grpc (OTLP over gRPC).
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN python -m venv /opt/ai-metrics-exporter \
- && /opt/ai-metrics-exporter/bin/pip install . \
+ && /opt/ai-metrics-exporter/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" \
  && /opt/ai-metrics-exporter/bin/ai-metrics-exporter --version
 
 FROM ${PYTHON_IMAGE}

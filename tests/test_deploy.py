@@ -10,8 +10,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -214,6 +216,38 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
         assert f"{name}=${{{name}}}" in env
     for source in ("pyproject.toml", "README.md", "exporter"):
         assert (ROOT / source).exists()
+
+
+def test_image_build_context_builds_the_package(tmp_path: Path) -> None:
+    """What .dockerignore lets into the build context is enough for the image's
+    ``pip install .``: the same files, copied alone, build a wheel with the CLI."""
+    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*", "the context starts empty and lists what it lets in"
+    allowed = [line[1:].rstrip("/") for line in rules if line.startswith("!")]
+    copied = {path for line in _dockerfile() if line.startswith("COPY ")
+              and "--from=" not in line for path in line.split()[1:-1]}
+    assert copied and copied <= set(allowed)
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in allowed:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, context / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, context / name)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                             "--disable-pip-version-check", "-w", str(tmp_path / "dist"),
+                             str(context)], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    wheel = next((tmp_path / "dist").glob("ai_metrics_exporter-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "ai-metrics-exporter = exporter.cli:main" in archive.read(entry_points).decode()
+    assert "exporter/cli.py" in names and "exporter/py.typed" in names
 
 
 def _healthcheck_argv(command: list[str]) -> list[str]:
