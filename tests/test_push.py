@@ -366,6 +366,55 @@ def test_body_over_the_limit_is_413_and_counted(tmp_path: Path) -> None:
         proc.stop()
 
 
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_distinct_label_values_are_capped_in_the_real_process(tmp_path: Path) -> None:
+    cap = 50
+    proc = Exporter(tmp_path, config={"ai": {"max_series_per_metric": cap,
+                                             "max_tracked_ids": 1000}})
+    try:
+        def batch(start: int) -> bytes:
+            events = []
+            for i in range(start, start + 1000):
+                events.append({"kind": "error", "component": f"c-{i}", "category": "auth"})
+                events.append({"kind": "task", "component": f"c-{i}", "status": "queued",
+                               "task_id": f"t-{i}"})
+                events.append({"kind": "llm_call", "provider": "p", "model": f"m-{i}",
+                               "duration_seconds": 0.5})
+            return json.dumps(events).encode()
+
+        session = requests.Session()
+        for start in range(0, 20_000, 1000):  # warm up past every cap
+            assert session.post(f"{proc.url}{URL}", data=batch(start), headers=JSON,
+                                timeout=30).status_code == 200
+        before = rss_bytes(proc.pid)
+        for start in range(20_000, 120_000, 1000):
+            assert session.post(f"{proc.url}{URL}", data=batch(start), headers=JSON,
+                                timeout=30).status_code == 200
+        grown = rss_bytes(proc.pid) - before
+        assert grown < 24 * 1024 * 1024, f"exporter RSS grew by {grown} bytes"
+        text = proc.metrics()
+        errors = [s for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "ai_errors_total"]
+        assert len(errors) == cap + 1
+        assert sample_value(text, "ai_errors_total", {"component": "other"}) == 120_000 - cap
+        for metric_name in ("ai_errors_total", "ai_tasks_total",
+                            "gen_ai_client_operation_duration_seconds"):
+            assert sample_value(text, "ai_exporter_series_overflow_total",
+                                {"metric": metric_name}) == 120_000 - cap
+            assert sample_value(text, "ai_exporter_series", {"metric": metric_name}) == cap + 1
+        depth = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "ai_task_queue_depth")
+        assert depth == 1000  # max_tracked_ids: the oldest queued ids are forgotten
+    finally:
+        proc.stop()
+
+
 TOKEN_A = "push-token-a-0123456789abcdef"
 TOKEN_B = "push-token-b-from-the-file-9876"
 
