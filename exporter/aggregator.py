@@ -324,7 +324,7 @@ class Aggregator:
         self._day_start = self._day_end = 0.0
         self.spend: dict[str, float] = {}
         self._llm_slots: dict[Key, list[Any]] = {}
-        self._max_slots = 4 * max_series
+        self._max_slots = max_series
         self._duration_bounds = self.llm_duration.bounds
         self._ttft_bounds = self.llm_ttft.bounds
         self._token_bounds = self.llm_token_usage.bounds
