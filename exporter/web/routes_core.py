@@ -87,12 +87,14 @@ def blueprint(runtime: Runtime) -> Blueprint:
     @bp.get(runtime.config.web.telemetry_path)
     def metrics() -> Response:
         deadline = scrape_deadline(request.headers.get(SCRAPE_TIMEOUT_HEADER))
-        body = _runtime().render_metrics(deadline)
-        response = Response(body, content_type=CONTENT_TYPE)
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.set_data(gzip.compress(body, compresslevel=1))
-            response.headers["Content-Encoding"] = "gzip"
-            response.headers["Vary"] = "Accept-Encoding"
+        # The OTLP push pauses its work while a scrape is being served (shared GIL).
+        with _runtime().collect_gate.serving():
+            body = _runtime().render_metrics(deadline)
+            response = Response(body, content_type=CONTENT_TYPE)
+            if "gzip" in request.headers.get("Accept-Encoding", ""):
+                response.set_data(gzip.compress(body, compresslevel=1))
+                response.headers["Content-Encoding"] = "gzip"
+                response.headers["Vary"] = "Accept-Encoding"
         return response
 
     @bp.get("/livez")
