@@ -7,6 +7,12 @@ before (``shared``); the push collects only when no scrape is in flight
 (``exclusive``), and a scrape arriving meanwhile waits for that collection to finish —
 bounded, and only in the rare case the push had to collect at all, because the push
 normally re-uses the last scrape's families instead of collecting (see ``pusher``).
+
+The gate also knows when a ``/metrics`` request is being served (``serving``), from the
+first byte of the handler to the last of the (possibly compressed) body. The push does its
+CPU work in small slices and, between slices, waits while a request is being served
+(``yield_to_scrapes``): in one process the two compete for the GIL, and a scrape that had
+to share it with an export round would take up to twice as long.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from contextlib import contextmanager
 
 # A scrape never waits longer than this for the push's collection, whatever its deadline.
 MAX_SCRAPE_WAIT = 2.0
+# Between two slices of its work, the push sleeps this long even when no scrape is being
+# served: a thread that just woke up (cheroot's acceptor or worker with a new request) then
+# gets the GIL at once instead of after the interpreter's 5 ms switch interval.
+SLICE_GAP = 0.0002
 
 
 class CollectGate:
@@ -27,6 +37,7 @@ class CollectGate:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer: int | None = None  # thread id of the exclusive holder
+        self._serving = 0  # /metrics requests being answered
 
     @contextmanager
     def shared(self, deadline: float | None = None) -> Iterator[None]:
@@ -75,3 +86,39 @@ class CollectGate:
     @property
     def scrapes_in_flight(self) -> int:
         return self._readers
+
+    # --- scrapes first ----------------------------------------------------------------
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around one ``/metrics`` request: the push pauses its work meanwhile."""
+        with self._cond:
+            self._serving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._serving -= 1
+                if not self._serving:
+                    self._cond.notify_all()
+
+    @property
+    def requests_in_flight(self) -> int:
+        return self._serving
+
+    def yield_to_scrapes(self, timeout: float) -> float:
+        """For the push, between two slices of its work: wait (at most ``timeout``) while a
+        ``/metrics`` request is being served, else just let other threads run briefly.
+
+        Returns the seconds spent waiting for requests, so the caller can cap the total."""
+        if not self._serving:
+            time.sleep(SLICE_GAP)
+            return 0.0
+        start = time.monotonic()
+        limit = start + timeout
+        with self._cond:
+            while self._serving:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        return time.monotonic() - start
