@@ -44,14 +44,24 @@ def enabled_collectors(cfg: Config) -> list[str]:
             if cfg.collectors.enabled.get(name, cls.default_enabled)]
 
 
-# Budgets the demo workload runs against when the configuration sets none.
-DEMO_BUDGETS = {"total": 300.0, "openai": 150.0, "anthropic": 150.0}
+# The demo spends about this much per generated event (its model prices and token mix);
+# its budgets, when the configuration sets none, leave 50 % headroom at the demo's rate so
+# that only the cost-spike episode threatens them.
+DEMO_USD_PER_EVENT = 0.0019
+DEMO_PROVIDER_SHARE = {"openai": 0.35, "anthropic": 0.42}
+
+
+def demo_budgets(rate_per_second: float) -> dict[str, float]:
+    total = round(rate_per_second * DEMO_USD_PER_EVENT * 86400 * 1.5, 2)
+    budgets = {"total": total}
+    budgets.update({p: round(total * share, 2) for p, share in DEMO_PROVIDER_SHARE.items()})
+    return budgets
 
 
 def _aggregator_settings(cfg: Config) -> dict[str, Any]:
     budgets = {b.scope: b.usd_per_day for b in cfg.ai.budgets}
     if cfg.demo.enabled and not budgets:
-        budgets = dict(DEMO_BUDGETS)
+        budgets = demo_budgets(cfg.demo.rate_per_second)
     return {
         "heartbeat_timeout": cfg.ai.heartbeat_timeout_seconds,
         "budgets": budgets,

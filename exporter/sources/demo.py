@@ -158,7 +158,7 @@ class DemoWorkload:
                 events.append(Error(component=rng.choice(AGENTS),
                                     category=rng.choice(ERROR_CATEGORIES)))  # type: ignore[arg-type]
             else:
-                events.extend(self._task_step())
+                events.extend(self._task_step(episode))
         events.extend(self._slow_processes(elapsed, dt, episode))
         return events
 
@@ -211,8 +211,12 @@ class DemoWorkload:
                            decision="approved" if score >= 0.6 else "rejected",
                            score=round(score, 3))
 
-    def _task_step(self) -> list[AnyEvent]:
-        """One task transition; the queue hovers around its target depth (never grows)."""
+    def _task_step(self, episode: str = "") -> list[AnyEvent]:
+        """One task transition; the queue hovers around its target depth (never grows).
+
+        Healthy, 0.4 % of finished tasks fail (inside a 99 % objective); during a provider
+        outage 15 % do, which burns the error budget the way a real outage would.
+        """
         rng, w = self.rng, self.world
         roll = rng.random()
         size = max(self.scale, 1.0)
@@ -237,7 +241,11 @@ class DemoWorkload:
         if outcome < 0.05:
             w.queued.append((tid, component, queue))
             return [Task(component=component, queue=queue, status="retried", task_id=tid)]
-        status = "succeeded" if outcome < 0.93 else ("failed" if outcome < 0.98 else "cancelled")
+        fail_share = 0.15 if episode == "provider_outage" else 0.004
+        if outcome < 0.98 - fail_share:
+            status = "succeeded"
+        else:
+            status = "failed" if outcome < 0.98 else "cancelled"
         return [Task(component=component, queue=queue, status=status,  # type: ignore[arg-type]
                      task_id=tid, duration_seconds=duration)]
 
