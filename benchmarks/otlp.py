@@ -1,74 +1,63 @@
-"""OTLP push benchmark: time per export of 10k series, and scrape latency during exports.
+"""OTLP push benchmark: time per export of 10k AI series, and scrape latency during exports.
 
-Runs the real Runtime and HTTP server (cheroot) in this process with a synthetic
-collector adding 10,000 series (6,000 counter, 3,000 gauge, 1,000 histogram series of 14
-buckets) to the host collectors, and an OTLP/HTTP sink in a separate process on a
-loopback port (so that receiving does not compete for this process's GIL).
+The series are real AI series, created the way ``benchmarks/scrape.py --ai-series`` creates
+them (events pushed through ``POST /api/v1/events``: half ``ai_errors_total``, half
+``ai_tasks_total``), so the "no push" figure is the one that benchmark measures.
 
-    .venv/bin/python benchmarks/otlp.py [--exports 20] [--scrapes 60]
+1. **Time per export** (in a child process per source tree, against an OTLP/HTTP sink in
+   its own process): the stages of the SDK path (translate, SDK ``MetricsData``, SDK
+   encoder + serialization), the direct encoder when the tree has one, and whole export
+   rounds (``OtlpPusher.export_once`` re-using a fresh scrape, HTTP included).
+2. **Scrape latency**: the real exporter as a process (no push; push every 1 s; push back
+   to back; push every 1 s collecting itself), scraped back to back over HTTP as
+   Prometheus does (gzip). Configurations — and source trees, with ``--tree`` — are
+   interleaved in cycles so that background load on this shared machine hits all alike.
+
+    .venv/bin/python benchmarks/otlp.py [--exports 15] [--scrapes 80] [--cycles 3]
+    .venv/bin/python benchmarks/otlp.py --tree before=/path/to/old/checkout --tree after=.
 
 Prints medians and ratios; asserts nothing. Target: scrapes during exports at most 10%
-slower than without.
+slower (median) than without. Every loop is bounded in count and time; only loopback is
+contacted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import (  # noqa: E402
-    encode_metrics,
+from scrape import HEADERS, LOOPBACK, free_port, push_ai_series  # noqa: E402
+
+AI_SERIES = 10_000
+# (label, otlp section or None); the sink URL is filled in.
+CONFIGS: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("no push", None),
+    ("push every 1 s", {"interval_seconds": 1.0}),
+    ("push back to back", {"interval_seconds": 0.001}),
+    ("push every 1 s, own collection", {"interval_seconds": 1.0, "reuse_scrape": False}),
 )
-from prometheus_client.metrics_core import Metric  # noqa: E402
-
-from exporter import catalog, config  # noqa: E402
-from exporter.collectors.base import Collector  # noqa: E402
-from exporter.otlp.pusher import OtlpPusher  # noqa: E402
-from exporter.otlp.settings import resolve  # noqa: E402
-from exporter.otlp.translate import Translator, to_metrics_data  # noqa: E402
-from exporter.runtime import Runtime  # noqa: E402
-from exporter.server import build_server  # noqa: E402
-from tests.procs import LOOPBACK, free_port, wait_until  # noqa: E402
-
-COUNTERS, GAUGES, HISTOGRAMS = 6000, 3000, 1000
+_SUCCESS = re.compile(rb'^ai_exporter_otlp_exports_total\{outcome="success"\} (\S+)$', re.M)
 
 
-class SyntheticCollector(Collector):
-    """10k series built fresh on every collect, as real collectors do."""
-
-    name = "synthetic"
-
-    def collect(self) -> Iterable[Metric]:
-        tasks = catalog.AI_TASKS.family()
-        for i in range(COUNTERS):
-            tasks.add_metric([f"component-{i % 60}", f"queue-{i // 60 % 20}", f"s{i // 1200}"],
-                             float(i * 3))
-        depth = catalog.AI_TASK_QUEUE_DEPTH.family()
-        for i in range(GAUGES):
-            depth.add_metric([f"component-{i % 60}", f"queue-{i // 60}"], float(i % 17))
-        duration = catalog.AI_TASK_DURATION.family()
-        bounds = catalog.TASK_BUCKETS
-        for i in range(HISTOGRAMS):
-            buckets = [(str(b), float(n * (i % 5))) for n, b in enumerate(bounds, 1)]
-            buckets.append(("+Inf", float((len(bounds) + 1) * (i % 5))))
-            duration.add_metric([f"component-{i % 50}", f"queue-{i // 50}", "succeeded"],
-                                buckets, float(i))
-        yield from (tasks, depth, duration)
-
-
+# --- OTLP sink ------------------------------------------------------------------------
 def sink(port: int) -> None:
     """OTLP/HTTP sink: reads the body, answers 200 (run in its own process)."""
 
@@ -87,124 +76,262 @@ def sink(port: int) -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    ThreadingHTTPServer((LOOPBACK, port), Handler).serve_forever()
+    server = ThreadingHTTPServer((LOOPBACK, port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
 
 
-def median_ms(values: list[float]) -> float:
+def wait_for(url: str, seconds: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process for {url} exited early")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
+
+
+def ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def p90_ms(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1] * 1000
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1] * 1000 if len(values) > 1 else ms(values)
 
 
-def scrape_series(url: str, count: int, seconds: float) -> list[float]:
-    """Back-to-back scrapes, bounded in count and time."""
-    out: list[float] = []
-    session = requests.Session()
-    end = time.monotonic() + seconds
-    while len(out) < count and time.monotonic() < end:
-        start = time.perf_counter()
-        response = session.get(url, timeout=30)
-        response.raise_for_status()
-        out.append(time.perf_counter() - start)
+# --- part 1: time per export (child process, one per tree) ------------------------------
+def ai_events(count: int) -> list[bytes]:
+    """The events ``scrape.push_ai_series`` posts, as raw JSON objects."""
+    out = []
+    for i in range(count):
+        component = f"bench-component-{i // 2:06d}"
+        event = ({"kind": "error", "component": component, "category": "tool"} if i % 2 == 0
+                 else {"kind": "task", "component": component, "status": "succeeded"})
+        out.append(json.dumps(event).encode())
     return out
 
 
+def export_part(root: Path, sink_port: int, exports: int) -> dict[str, Any]:
+    """Stage and round timings of one tree's push, in this (child) process."""
+    sys.path.insert(0, str(root))
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    from exporter import config
+    from exporter.otlp import translate
+    from exporter.runtime import Runtime
+
+    cfg = config.build({"web": {"listen_address": f"{LOOPBACK}:{free_port()}"},
+                        "ai": {"max_series_per_metric": AI_SERIES + 100},
+                        "otlp": {"endpoint": f"http://{LOOPBACK}:{sink_port}",
+                                 "interval_seconds": 60.0}})
+    runtime = Runtime(cfg)
+    runtime.ingestor.ingest_raw("bench", ai_events(AI_SERIES))
+    pusher = runtime.services["otlp"]
+    stages: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+        return result
+
+    resource = getattr(pusher, "_resource", None)
+    scope = getattr(pusher, "_scope", None)
+    temporality = translate.AggregationTemporality.CUMULATIVE
+    direct = getattr(translate, "DirectEncoder", None)
+    encoder = direct(pusher.settings.resource, scope) if direct is not None else None
+    points = 0
+    try:
+        for _ in range(exports):
+            families = timed("scrape collection (families)", runtime.families)
+            translator = translate.Translator()
+            metrics = timed("translate", lambda: translator.translate(families, 0))
+            points = sum(len(m.series) for m in metrics)
+            data = timed("SDK MetricsData", lambda: translate.to_metrics_data(
+                metrics, resource, scope, time.time_ns(), temporality))
+            timed("SDK encode + serialize",
+                  lambda: encode_metrics(data).SerializeToString())  # noqa: B023
+            if encoder is not None:
+                timed("direct encode + parse", lambda: encoder.request(
+                    metrics, time.time_ns(), temporality))
+            runtime.last_collection = (time.time(), families)  # a fresh scrape to re-use
+            ok = timed("export round (re-used scrape, HTTP included)", pusher.export_once)
+            assert ok, "export to the sink failed"
+    finally:
+        runtime.stop()
+    return {"points": points, "stages": {k: ms(v) for k, v in stages.items()},
+            "has_direct": encoder is not None}
+
+
+# --- part 2: scrape latency against real exporter processes -------------------------------
+class ExporterProc:
+    """One exporter process of one tree with one configuration, with 10k AI series."""
+
+    def __init__(self, root: Path, workdir: Path, otlp: dict[str, Any] | None) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        cfg: dict[str, Any] = {"ai": {"max_series_per_metric": AI_SERIES + 100}}
+        if otlp is not None:
+            cfg["otlp"] = otlp
+        path = workdir / f"exporter-{self.port}.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        code = (f"import sys; sys.path.insert(0, {str(root)!r}); "
+                "from exporter.cli import main; sys.exit(main())")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AI_EXPORTER_", "OTEL_"))}
+        self.log = workdir / f"exporter-{self.port}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, f"--config.file={path}",
+                 f"--web.listen-address={LOOPBACK}:{self.port}"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                start_new_session=True)
+        try:
+            wait_for(f"{self.url}/livez", 30, self.proc)
+            push_ai_series(self.url, AI_SERIES)
+        except BaseException:
+            self.stop()
+            raise
+        self.session = requests.Session()
+
+    def scrape(self) -> tuple[float, bytes]:
+        start = time.perf_counter()
+        response = self.session.get(f"{self.url}/metrics", headers=HEADERS, timeout=30)
+        body = response.content
+        elapsed = time.perf_counter() - start
+        response.raise_for_status()
+        return elapsed, body
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def successes(body: bytes) -> float:
+    found = _SUCCESS.search(body)
+    return float(found.group(1)) if found else 0.0
+
+
+def block(root: Path, workdir: Path, otlp: dict[str, Any] | None, scrapes: int,
+          seconds: float) -> tuple[list[float], float, float, int]:
+    """One measured block: (scrape times, exports during it, RSS MB, series served)."""
+    exp = ExporterProc(root, workdir, otlp)
+    try:
+        for _ in range(5):  # warm up (and let the first pushes start)
+            exp.scrape()
+        _, body = exp.scrape()
+        before = successes(body)
+        times: list[float] = []
+        end = time.monotonic() + seconds
+        while len(times) < scrapes and time.monotonic() < end:
+            elapsed, body = exp.scrape()
+            times.append(elapsed)
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        return times, successes(body) - before, exp.rss_mb(), series
+    finally:
+        exp.stop()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exports", type=int, default=20)
-    parser.add_argument("--scrapes", type=int, default=60)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exports", type=int, default=15, help="export rounds timed")
+    parser.add_argument("--scrapes", type=int, default=80, help="scrapes per block")
+    parser.add_argument("--cycles", type=int, default=3,
+                        help="rounds over every (tree, configuration) pair")
+    parser.add_argument("--block-seconds", type=float, default=60.0,
+                        help="time limit of one block of scrapes")
+    parser.add_argument("--tree", action="append", default=[],
+                        help="NAME=PATH of a source tree to measure (default: this one)")
+    parser.add_argument("--skip-export-part", action="store_true")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--export-part", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
         sink(args.sink)
         return
+    if args.export_part:
+        root, port = args.export_part.rsplit(",", 1)
+        print(json.dumps(export_part(Path(root), int(port), args.exports)))
+        return
+    if not 1 <= args.scrapes <= 10_000 or not 1 <= args.cycles <= 50:
+        parser.error("--scrapes must be in 1..10000 and --cycles in 1..50")
+    trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
+    trees = trees or [("this tree", ROOT)]
 
     sink_port = free_port()
     sink_proc = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port)])
+    workdir = Path(tempfile.mkdtemp(prefix="otlp-bench-"))
     try:
-        wait_until(lambda: requests.get(f"http://{LOOPBACK}:{sink_port}/", timeout=1).ok, 10,
-                   what="sink")
-        run(args, sink_port)
+        wait_for(f"http://{LOOPBACK}:{sink_port}/", 10, sink_proc)
+        print(f"CPUs: {os.cpu_count()}, load average at start: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if not args.skip_export_part:
+            for name, root in trees:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--export-part", f"{root},{sink_port}",
+                     "--exports", str(args.exports)],
+                    check=True, capture_output=True, text=True, timeout=600)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"[{name}] time per export of {result['points']} data points "
+                      f"(median of {args.exports}):")
+                for stage, value in result["stages"].items():
+                    print(f"  {stage:<46} {value:8.1f} ms")
+        scrape_part(args, trees, sink_port, workdir)
     finally:
         sink_proc.terminate()
         sink_proc.wait(10)
+        for path in workdir.iterdir():
+            path.unlink()
+        workdir.rmdir()
 
 
-def run(args: argparse.Namespace, sink_port: int) -> None:
-    port = free_port()
-    cfg = config.build({"web": {"listen_address": f"{LOOPBACK}:{port}"},
-                        "otlp": {"endpoint": f"http://{LOOPBACK}:{sink_port}",
-                                 "interval_seconds": 1.0}})
-    runtime = Runtime(cfg)
-    runtime.runner.collectors.append(SyntheticCollector(runtime.runner.collectors[0].ctx))
-    server = build_server(runtime)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    url = f"http://{LOOPBACK}:{port}/metrics"
-    try:
-        # --- time per export ----------------------------------------------------------
-        families = runtime.families()
-        translator = Translator()
-        settings = resolve(cfg)
-        assert settings is not None
-        pusher: OtlpPusher = runtime.services["otlp"]
-        stages: dict[str, list[float]] = {"translate": [], "to MetricsData": [],
-                                          "encode+serialize": [], "send (HTTP)": [],
-                                          "export round": []}
-        series = 0
-        for _ in range(args.exports):
-            t0 = time.perf_counter()
-            metrics = translator.translate(families, 0)
-            t1 = time.perf_counter()
-            data = to_metrics_data(metrics, pusher._resource, pusher._scope, time.time_ns(),
-                                   pusher._temporality)
-            t2 = time.perf_counter()
-            body = encode_metrics(data).SerializeToString()
-            t3 = time.perf_counter()
-            requests.post(f"http://{LOOPBACK}:{sink_port}/v1/metrics", data=body, timeout=30)
-            t4 = time.perf_counter()
-            runtime.last_collection = (time.time(), families)  # a "fresh scrape" to re-use
-            assert pusher.export_once()
-            t5 = time.perf_counter()
-            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
-                                  strict=True):
-                stages[key].append(value)
-            series = pusher.last_series
-        print(f"series per export: {series} data points; payload {len(body) / 1e6:.2f} MB")
-        print(f"time per export of 10k series (median of {args.exports}):")
-        for key, values in stages.items():
-            print(f"  {key:<18} {median_ms(values):8.1f} ms")
-
-        # --- scrape latency with and without exports ------------------------------------
-        scrape_series(url, 5, 10)  # warm up
-        results: dict[str, list[float]] = {}
-        results["no push"] = scrape_series(url, args.scrapes, 60)
-        for label, interval, reuse in (("push every 1 s (re-uses scrapes)", 1.0, True),
-                                       ("push back to back (re-uses scrapes)", 0.001, True),
-                                       ("push every 1 s (own collection)", 1.0, False)):
-            p = OtlpPusher(resolve(config.build({
-                "web": {"listen_address": f"{LOOPBACK}:{port}"},
-                "otlp": {"endpoint": f"http://{LOOPBACK}:{sink_port}",
-                         "interval_seconds": interval, "reuse_scrape": reuse}})), runtime)
-            before = dict(p.exports)
-            p.start()
-            try:
-                results[label] = scrape_series(url, args.scrapes, 60)
-            finally:
-                p.stop()
-            done = {k: p.exports[k] - before[k] for k in p.exports}
-            results[label + f" [{done['success']} exports]"] = results.pop(label)
-        base = statistics.median(results["no push"])
-        print(f"scrape latency, {args.scrapes} back-to-back scrapes of ~{series} series each:")
-        for label, values in results.items():
-            print(f"  {label:<52} median {median_ms(values):7.1f} ms  p90 "
-                  f"{p90_ms(values):7.1f} ms  ratio {statistics.median(values) / base:5.2f}")
-    finally:
-        server.stop()
-        runtime.stop()
+def scrape_part(args: argparse.Namespace, trees: list[tuple[str, Path]], sink_port: int,
+                workdir: Path) -> None:
+    results: dict[tuple[str, str], list[list[float]]] = {}
+    exports: dict[tuple[str, str], float] = {}
+    rss: dict[tuple[str, str], list[float]] = {}
+    series = 0
+    for cycle in range(args.cycles):
+        for label, otlp in CONFIGS:
+            for name, root in trees if cycle % 2 == 0 else list(reversed(trees)):
+                section = None if otlp is None else {
+                    "endpoint": f"http://{LOOPBACK}:{sink_port}", **otlp}
+                times, done, mb, series = block(root, workdir, section, args.scrapes,
+                                                args.block_seconds)
+                key = (name, label)
+                results.setdefault(key, []).append(times)
+                exports[key] = exports.get(key, 0.0) + done
+                rss.setdefault(key, []).append(mb)
+        print(f"cycle {cycle + 1}/{args.cycles} done, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"scrape latency: {args.scrapes} back-to-back scrapes per block (gzip, ~{series} "
+          f"series), {args.cycles} interleaved cycles; median over all scrapes, ratio to "
+          f"'no push' of the same tree; per-cycle medians in brackets")
+    for name, _ in trees:
+        base = statistics.median([t for ts in results[(name, "no push")] for t in ts])
+        for label, _ in CONFIGS:
+            blocks = results[(name, label)]
+            flat = [t for ts in blocks for t in ts]
+            cycles = " ".join(f"{ms(ts):.0f}" for ts in blocks)
+            print(f"  [{name}] {label:<32} median {ms(flat):7.1f} ms  p90 {p90(flat):7.1f} ms"
+                  f"  ratio {statistics.median(flat) / base:5.2f}  [{cycles}]  exports "
+                  f"{exports[(name, label)]:.0f}  RSS {statistics.median(rss[(name, label)]):.1f}"
+                  f" MB")
 
 
 if __name__ == "__main__":

@@ -167,31 +167,60 @@ def point_time(request: ExportMetricsServiceRequest) -> float:
     return 0.0
 
 
-# OTel specification, "Prometheus and OpenMetrics Compatibility": unit → suffix.
-_UNITS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds",
-          "min": "minutes", "h": "hours", "d": "days", "By": "bytes", "KiBy": "kibibytes",
-          "MiBy": "mebibytes", "Hz": "hertz", "Cel": "celsius", "W": "watts",
-          "J": "joules", "V": "volts", "A": "amperes", "%": "percent",
-          # Not in the specification's table: the metric catalog's rule for currency.
-          "USD": "usd"}
+# The OTel→Prometheus name translation a collector applies (its Prometheus exporters and
+# Prometheus's OTLP receiver share ``prometheus/otlptranslator``, strategy
+# UnderscoreEscapingWithSuffixes): a port of its ``normalizeName`` and unit maps. Units
+# outside the map are appended as written — no lower-casing.
+_UNIT_MAP = {"d": "days", "h": "hours", "min": "minutes", "s": "seconds",
+             "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds", "By": "bytes",
+             "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes",
+             "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes",
+             "TBy": "terabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules",
+             "W": "watts", "g": "grams", "Cel": "celsius", "Hz": "hertz", "1": "",
+             "%": "percent"}
+_PER_UNIT_MAP = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week",
+                 "mo": "month", "y": "year"}
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9:]+")
 
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 
 
-def prometheus_name(metric: metrics_pb2.Metric) -> str:
-    """OTLP metric → Prometheus metric name, by the compatibility rules."""
-    kind = metric.WhichOneof("data")
-    name = _INVALID.sub("_", metric.name)
-    unit = metric.unit
-    suffix = "" if unit.startswith("{") else _UNITS.get(unit, "")
+def _clean_unit(unit: str) -> str:
+    return re.sub(r"_+", "_", _INVALID.sub("_", unit)).removeprefix("_")
+
+
+def collector_name(name: str, unit: str, kind: str) -> str:
+    """Prometheus name a collector derives for an OTLP metric; ``kind`` is ``counter``
+    (monotonic sum), ``sum``, ``gauge`` or ``histogram``."""
+    tokens = [t for t in _NOT_NAME_CHAR.split(name) if t]
+    main, _, per = unit.partition("/")
+    main, per = main.strip(), per.strip()
+    main = _UNIT_MAP.get(main, main) if main and not set(main) & set("{}") else ""
+    per = _PER_UNIT_MAP.get(per, per) if per and not set(per) & set("{}") else ""
+    main, per = _clean_unit(main), _clean_unit(f"per_{per}" if per else "")
+    if main in tokens:
+        main = ""
+    per = "" if per == "per_" else per.removesuffix("_")
+    if per in tokens:
+        per = ""
+    if per:
+        main = main.removesuffix("_")
+    tokens += [t for t in (main, per) if t]
+    if kind == "counter":
+        tokens = [t for t in tokens if t != "total"] + ["total"]
     if unit == "1" and kind == "gauge":
-        suffix = "ratio"
-    if suffix and not name.endswith(f"_{suffix}"):
-        name = f"{name}_{suffix}"
-    if kind == "sum" and metric.sum.is_monotonic and not name.endswith("_total"):
-        name = f"{name}_total"
-    return name
+        tokens = [t for t in tokens if t != "ratio"] + ["ratio"]
+    out = "_".join(tokens)
+    return f"_{out}" if out[:1].isdigit() else out
+
+
+def prometheus_name(metric: metrics_pb2.Metric) -> str:
+    """OTLP metric → Prometheus metric name, as a collector translates it."""
+    kind = metric.WhichOneof("data")
+    if kind == "sum" and metric.sum.is_monotonic:
+        kind = "counter"
+    return collector_name(metric.name, metric.unit, kind or "")
 
 
 def _labels(kvs: Any, extra: dict[str, str] | None = None) -> frozenset[tuple[str, str]]:

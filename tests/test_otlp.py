@@ -34,12 +34,14 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from exporter import catalog
+from exporter.otlp.translate import otlp_unit
 from tests.otlp_receiver import (
     OtlpReceiver,
     Received,
     attrs,
     metrics_of,
     point_time,
+    prometheus_name,
     same,
     scraped,
     to_prometheus,
@@ -143,7 +145,9 @@ def test_push_matches_metrics_name_for_name_and_value_for_value(
             if not set(spec.series_names) & served_families:
                 continue
             metric = pushed[spec.otel_name]
-            assert metric.unit == spec.unit, spec.otel_name
+            # The catalog's unit, written so that a collector derives the served name.
+            assert metric.unit == otlp_unit(spec.unit), spec.otel_name
+            assert prometheus_name(metric) == spec.name
             assert metric.description == spec.description
             data = metric.WhichOneof("data")
             assert data == kinds[spec.kind], spec.otel_name

@@ -23,7 +23,7 @@ def build_pusher(cfg: Config, source: FamilySource) -> OtlpPusher | None:
     settings = resolve(cfg)
     if settings is None:
         return None
-    from exporter.otlp.pusher import OtlpPusher  # noqa: PLC0415 - the SDK only when used
+    from exporter.otlp.pusher import OtlpPusher
 
     return OtlpPusher(settings, source)
 

@@ -1,9 +1,22 @@
 """The periodic OTLP push: one background thread, off the scrape path, bounded in memory.
 
 Each round takes one snapshot of the families /metrics serves, translates it
-(``translate``) and hands it to the official ``opentelemetry-exporter-otlp`` exporter,
-which does the encoding, TLS, headers, compression, and retries with back-off that honour
-``Retry-After``. Where the snapshot comes from:
+(``translate``), encodes it (``encode``: the protobuf request written directly, ~10x
+cheaper than the SDK's encoder) and hands it to the official ``opentelemetry-exporter-otlp``
+exporter, which does the serialization, TLS, headers, compression, and retries with
+back-off that honour ``Retry-After``. Where the official exporter takes only SDK
+``MetricsData`` (gRPC, or an HTTP exporter without a request-level entry), the SDK route is
+used instead.
+
+Scrapes come first. The push runs in the same process, so its CPU work competes with
+scrapes for the GIL; it is therefore done in slices of a fraction of a millisecond, and
+between two slices the round waits while a ``/metrics`` request is being served
+(``CollectGate.yield_to_scrapes``), at most ``yield_budget`` seconds per round so that a
+round still ends under constant scraping. A round is sent as several requests of at most
+``max_points`` data points; a failed request ends the round (the collector is down: the
+next round will carry everything).
+
+Where the snapshot comes from:
 
 * **the last scrape's families, when a scrape happened within the export interval** and
   was not exported yet (``otlp.reuse_scrape``, on by default). The push then costs no
@@ -16,19 +29,21 @@ which does the encoding, TLS, headers, compression, and retries with back-off th
 
 Nothing is queued: a failed round is not kept. With cumulative temporality the next
 round's snapshot carries every increment made meanwhile, so nothing is lost once the
-collector is back; with delta temporality the baseline only advances on success, so the
-next delta spans the outage. Memory is one snapshot plus, for delta, one value per
-series. After a failure the next round waits ``interval * 2^(failures-1)`` (capped by
-``otlp.max_backoff_seconds``, with jitter). Logs — ours and the OTel exporter's — are
-rate-limited.
+collector is back; with delta temporality the baseline only advances for the series whose
+request was accepted, so the next delta of the others spans the outage. Memory is one
+snapshot plus, for delta, one value per series. After a failure the next round waits
+``interval * 2^(failures-1)`` (capped by ``otlp.max_backoff_seconds``, with jitter). Logs —
+ours and the OTel exporter's — are rate-limited.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
@@ -47,7 +62,9 @@ from exporter.otlp.gate import CollectGate
 from exporter.otlp.settings import SERVICE_NAME, OtlpSettings
 from exporter.otlp.translate import (
     DeltaBaseline,
+    OtelMetric,
     Translator,
+    batches,
     seconds_to_ns,
     series_count,
     to_metrics_data,
@@ -55,9 +72,12 @@ from exporter.otlp.translate import (
 from exporter.version import build_info
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
     from requests.sessions import _Settings
+
+    from exporter.otlp.encode import DirectEncoder
 
 log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
@@ -71,6 +91,10 @@ _OTEL_LOGGERS = (
 )
 # Longest a stop waits for the last export before leaving it to the daemon thread.
 STOP_WAIT = 5.0
+# Data points per OTLP request: requests written by the direct encoder, and requests
+# encoded by the SDK (whose encoding is one uninterruptible ~5 ms step per 512 points).
+MAX_POINTS = 4096
+MAX_POINTS_SDK = 512
 
 Snapshot = tuple[float, list[PromFamily]]
 
@@ -150,8 +174,8 @@ def build_exporter(settings: OtlpSettings) -> tuple[MetricExporter, CountingSess
     """The official OTLP exporter for the configured protocol."""
     if settings.protocol == "grpc":
         return _grpc_exporter(settings), None
-    from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter,
     )
 
@@ -167,11 +191,34 @@ def build_exporter(settings: OtlpSettings) -> tuple[MetricExporter, CountingSess
     return exporter, session
 
 
+def request_sender(exporter: MetricExporter
+                   ) -> Callable[[ExportMetricsServiceRequest], MetricExportResult] | None:
+    """The official exporter's entry for an already built protobuf request, if it has one.
+
+    ``opentelemetry-exporter-otlp-proto-http`` (1.4x) sends every request through
+    ``_export_batch(request)``: serialization, size check, compression, retries with
+    back-off and ``Retry-After``, its own metrics. Older versions and the gRPC exporter only
+    take SDK ``MetricsData``; for them the pusher uses the SDK encoder (None here)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter,
+    )
+
+    send = getattr(exporter, "_export_batch", None)
+    if not isinstance(exporter, OTLPMetricExporter) or not callable(send):
+        return None
+    try:
+        if len(inspect.signature(send).parameters) != 1:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return send  # type: ignore[no-any-return]
+
+
 def _grpc_exporter(settings: OtlpSettings) -> MetricExporter:
     try:
         # Optional extra: imported only when gRPC is selected.
-        import grpc  # noqa: PLC0415
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
     except ImportError:
@@ -204,7 +251,8 @@ class OtlpPusher:
     """Pushes a snapshot every interval; exposes its own outcome counters."""
 
     def __init__(self, settings: OtlpSettings, source: FamilySource,
-                 exporter: MetricExporter | None = None) -> None:
+                 exporter: MetricExporter | None = None, *, direct: bool = True,
+                 max_points: int | None = None) -> None:
         self.settings = settings
         self._source = source
         if exporter is None:
@@ -212,6 +260,18 @@ class OtlpPusher:
         else:
             self._exporter, self._session = exporter, None
         self._translator = Translator()
+        # The direct encoder when the official exporter can send a built request.
+        self._send = request_sender(self._exporter) if direct else None
+        self._encoder: DirectEncoder | None = None
+        if self._send is not None:
+            from exporter.otlp.encode import DirectEncoder
+
+            self._encoder = DirectEncoder(settings.resource,
+                                          InstrumentationScope(SERVICE_NAME,
+                                                               build_info().version))
+        self.max_points = max_points or (MAX_POINTS if self._encoder else MAX_POINTS_SDK)
+        # Longest a round waits, in total, for scrapes being served.
+        self.yield_budget = min(max(settings.interval / 2, 0.5), 5.0)
         self._resource = Resource(dict(settings.resource))
         self._scope = InstrumentationScope(SERVICE_NAME, build_info().version)
         delta = settings.temporality == "delta"
@@ -294,33 +354,51 @@ class OtlpPusher:
 
     def _export_once(self) -> bool:
         started = time.perf_counter()
+        gate = self._source.collect_gate
+        budget = self.yield_budget
+
+        def give_way() -> None:
+            nonlocal budget
+            budget -= gate.yield_to_scrapes(max(budget, 0.0))
+
+        attempts = self._session.attempts if self._session is not None else 0
+        requests_sent = 0
+        delivered: list[OtelMetric] = []
+        cumulative: list[OtelMetric] = []
+        collected_at, time_ns = 0.0, 0
+        ok = False
         try:
             snap = self.snapshot()
             if snap is None:
                 log.warning("OTLP push: no snapshot this round (collection busy)")
                 return True
             collected_at, families = snap
-            cumulative = self._translator.translate(families, self._start_ns)
-            to_send: Sequence[Any] = (self._baseline.deltas(cumulative)
-                                      if self._baseline is not None else cumulative)
+            for _ in self._translator.steps(families, self._start_ns, cumulative):
+                give_way()
             time_ns = seconds_to_ns(collected_at)
-            data = to_metrics_data(to_send, self._resource, self._scope, time_ns,
-                                   self._temporality)
-            attempts = self._session.attempts if self._session is not None else 0
-            result = self._exporter.export(data, timeout_millis=self.settings.timeout * 1000)
+            ok = True
+            for batch in batches(cumulative, self.max_points):
+                to_send = self._baseline.deltas(batch) if self._baseline is not None else batch
+                give_way()
+                requests_sent += 1
+                if not self._send_batch(to_send, time_ns, give_way):
+                    ok = False
+                    break
+                delivered.extend(batch)
         except Exception as exc:  # a bug here must not kill the thread
             log.error("OTLP push: export round failed: %s: %s", type(exc).__name__, exc)
-            self._record(False, 0, time.perf_counter() - started)
-            return False
+            ok = False
         retries = 0
         if self._session is not None:
-            retries = max(self._session.attempts - attempts - 1, 0)
-        ok = result is MetricExportResult.SUCCESS
-        if ok:
+            retries = max(self._session.attempts - attempts - requests_sent, 0)
+        if delivered:
             if self._baseline is not None:
-                self._baseline.commit(cumulative, time_ns)
+                if ok:
+                    self._baseline.commit(cumulative, time_ns)
+                else:
+                    self._baseline.advance(delivered, cumulative, time_ns)
             self._last_exported = collected_at
-        self._record(ok, retries, time.perf_counter() - started, series_count(to_send))
+        self._record(ok, retries, time.perf_counter() - started, series_count(delivered))
         if not ok:
             detail = self._session.last_error if self._session is not None else ""
             log.warning("OTLP push to %s failed%s (%d in a row); next try in about %.0fs",
@@ -328,6 +406,23 @@ class OtlpPusher:
                         self.consecutive_failures, self.next_delay(False),
                         key="otlp-failed")
         return ok
+
+    def _send_batch(self, metrics: list[OtelMetric], time_ns: int,
+                    give_way: Callable[[], None]) -> bool:
+        """One OTLP request through the official exporter; True when accepted."""
+        if self._encoder is not None and self._send is not None:
+            encoded: list[bytes] = []
+            for _ in self._encoder.steps(metrics, time_ns, self._temporality, encoded):
+                give_way()
+            request = self._encoder.assemble(encoded)
+            del encoded
+            give_way()
+            return self._send(request) is MetricExportResult.SUCCESS
+        data = to_metrics_data(metrics, self._resource, self._scope, time_ns,
+                               self._temporality)
+        give_way()
+        result = self._exporter.export(data, timeout_millis=self.settings.timeout * 1000)
+        return result is MetricExportResult.SUCCESS
 
     def _record(self, ok: bool, retries: int, duration: float, series: int = 0) -> None:
         with self._lock:

@@ -13,12 +13,15 @@ Counters become monotonic sums, gauges gauges, histograms explicit-bucket histog
 the same bounds. A counter's ``_created`` sample, when present, is its start time; other
 cumulative series start when the process started. Delta temporality is computed from two
 consecutive cumulative snapshots by ``DeltaBaseline``.
+
+The work is done in slices (``Translator.steps`` yields every ``SLICE`` samples) so that
+the pusher can give way to scrapes between two slices; ``translate`` runs it all at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,7 +44,29 @@ from prometheus_client.metrics_core import Metric as PromFamily
 from exporter import catalog
 
 Kind = Literal["counter", "gauge", "histogram"]
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+Attrs = tuple[tuple[str, str], ...]
+SeriesKey = tuple[str, Attrs]
+# Samples handled between two points where the pusher may give way to a scrape (~0.3 ms).
+SLICE = 256
+
+# Units the OTel→Prometheus translation knows (the collector's Prometheus exporters and
+# Prometheus's OTLP receiver, ``otlptranslator`` unit map): they become the usual suffixes.
+# Any other unit outside braces is appended to the name *as written* (no lower-casing).
+TRANSLATED_UNITS = frozenset({
+    "d", "h", "min", "s", "ms", "us", "ns", "By", "KiBy", "MiBy", "GiBy", "TiBy", "KBy",
+    "MBy", "GBy", "TBy", "m", "V", "A", "J", "W", "g", "Cel", "Hz", "1", "%"})
+
+
+def otlp_unit(unit: str) -> str:
+    """The unit pushed for a catalog unit, so that a collector derives the served name.
+
+    The catalog writes currency as the ISO code (``USD``) and serves the suffix ``_usd``;
+    a collector would append the unknown unit as written (``ai_llm_cost_USD_total``), so
+    such units go out lower-cased (``usd`` → ``ai_llm_cost_usd_total``). Units the
+    translation knows, annotations (``{token}``) and ``x/y`` units are sent unchanged."""
+    if not unit or unit in TRANSLATED_UNITS or "{" in unit or "/" in unit:
+        return unit
+    return unit.lower()
 
 
 def seconds_to_ns(seconds: float) -> int:
@@ -61,15 +86,20 @@ class HistValue:
 
 @dataclass(slots=True)
 class Series:
-    """One data point before it becomes an SDK point (so deltas can be taken first)."""
+    """One data point before it is encoded (so deltas can be taken first). Attributes are
+    kept as a tuple of pairs: hashable, so it is the series' key and the encoder's cache key."""
 
-    attributes: dict[str, str]
+    attrs: Attrs
     start_ns: int
     value: float | HistValue
 
     @property
-    def key(self) -> tuple[tuple[str, str], ...]:
-        return tuple(self.attributes.items())
+    def key(self) -> Attrs:
+        return self.attrs
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return dict(self.attrs)
 
 
 @dataclass
@@ -112,7 +142,7 @@ class Translator:
         expected = {"counter": catalog.Kind.COUNTER, "gauge": catalog.Kind.GAUGE,
                     "histogram": catalog.Kind.HISTOGRAM}[kind]
         if spec is not None and spec.kind is expected:
-            ident = _Identity(spec.otel_name, spec.description, spec.unit,
+            ident = _Identity(spec.otel_name, spec.description, otlp_unit(spec.unit),
                               dict(zip(spec.labels, spec.attributes, strict=True)))
         else:
             ident = _Identity(fallback_name, family.documentation, family.unit or "", {})
@@ -122,48 +152,69 @@ class Translator:
     def translate(self, families: Iterable[PromFamily], default_start_ns: int) -> list[OtelMetric]:
         """Every family as OTel metrics; families with no samples are left out."""
         out: list[OtelMetric] = []
+        for _ in self.steps(families, default_start_ns, out):
+            pass
+        return out
+
+    def steps(self, families: Iterable[PromFamily], default_start_ns: int,
+              out: list[OtelMetric]) -> Iterator[None]:
+        """``translate`` in slices: appends to ``out`` and yields every ``SLICE`` samples."""
         for family in families:
             if not family.samples:
                 continue
             if family.type == "counter":
-                out.append(self._counter(family, default_start_ns))
+                yield from self._counter(family, default_start_ns, out)
             elif family.type == "gauge":
-                out.append(self._gauge(family, family.name, family.samples))
+                yield from self._gauge(family, out)
             elif family.type == "histogram":
-                out.append(self._histogram(family, default_start_ns))
+                yield from self._histogram(family, default_start_ns, out)
             else:
                 out.extend(self._as_gauges(family))
-        return out
+            yield
 
     @staticmethod
-    def _attrs(ident: _Identity, labels: Mapping[str, str]) -> dict[str, str]:
-        names = ident.attributes
-        return {names.get(k, k): v for k, v in labels.items()}
+    def _attrs(names: Mapping[str, str], labels: Mapping[str, str]) -> Attrs:
+        if not names:
+            return tuple(labels.items())
+        return tuple([(names.get(k, k), v) for k, v in labels.items()])
 
-    def _counter(self, family: PromFamily, default_start_ns: int) -> OtelMetric:
+    def _counter(self, family: PromFamily, default_start_ns: int,
+                 out: list[OtelMetric]) -> Iterator[None]:
         ident = self._identity(family, "counter", f"{family.name}_total")
         total, created = f"{family.name}_total", f"{family.name}_created"
-        starts: dict[tuple[tuple[str, str], ...], int] = {}
-        for s in family.samples:
-            if s.name == created:
-                starts[tuple(s.labels.items())] = seconds_to_ns(s.value)
+        samples = family.samples
+        starts = {tuple(s.labels.items()): seconds_to_ns(s.value)
+                  for s in samples if s.name == created}
         metric = OtelMetric(ident.name, ident.description, ident.unit, "counter")
         names = ident.attributes
+        attrs = self._attrs
         append = metric.series.append
-        for s in family.samples:
-            if s.name == total:
-                start = (starts.get(tuple(s.labels.items()), default_start_ns) if starts
-                         else default_start_ns)
-                append(Series({names.get(k, k): v for k, v in s.labels.items()}, start,
-                              float(s.value)))
-        return metric
+        for lo in range(0, len(samples), SLICE):
+            for s in samples[lo:lo + SLICE]:
+                if s.name == total:
+                    labels = s.labels
+                    start = (starts.get(tuple(labels.items()), default_start_ns) if starts
+                             else default_start_ns)
+                    append(Series(attrs(names, labels), start, float(s.value)))
+            yield
+        if metric.series:
+            out.append(metric)
 
-    def _gauge(self, family: PromFamily, name: str, samples: Sequence[Any]) -> OtelMetric:
+    def _gauge(self, family: PromFamily, out: list[OtelMetric]) -> Iterator[None]:
+        name = family.name
         ident = self._identity(family, "gauge", name)
         metric = OtelMetric(ident.name, ident.description, ident.unit, "gauge")
-        metric.series.extend(Series(self._attrs(ident, s.labels), 0, float(s.value))
-                             for s in samples if s.name == name)
-        return metric
+        names = ident.attributes
+        attrs = self._attrs
+        append = metric.series.append
+        samples = family.samples
+        for lo in range(0, len(samples), SLICE):
+            for s in samples[lo:lo + SLICE]:
+                if s.name == name:
+                    append(Series(attrs(names, s.labels), 0, float(s.value)))
+            yield
+        if metric.series:
+            out.append(metric)
 
     def _as_gauges(self, family: PromFamily) -> list[OtelMetric]:
         """info, stateset, summary, untyped: each sample name becomes a gauge of that name
@@ -173,30 +224,36 @@ class Translator:
             by_name.setdefault(s.name, []).append(s)
         out = []
         for name, samples in by_name.items():
-            ident = _Identity(name, family.documentation, "", {})
-            metric = OtelMetric(name, ident.description, "", "gauge")
-            metric.series.extend(Series(dict(s.labels), 0, float(s.value)) for s in samples)
+            metric = OtelMetric(name, family.documentation, "", "gauge")
+            metric.series.extend(Series(tuple(s.labels.items()), 0, float(s.value))
+                                 for s in samples)
             out.append(metric)
         return out
 
-    def _histogram(self, family: PromFamily, default_start_ns: int) -> OtelMetric:
+    def _histogram(self, family: PromFamily, default_start_ns: int,
+                   out: list[OtelMetric]) -> Iterator[None]:
         ident = self._identity(family, "histogram", family.name)
         base = family.name
-        groups: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
-        for s in family.samples:
-            suffix = s.name[len(base):]
-            if suffix == "_bucket":
-                key = tuple(item for item in s.labels.items() if item[0] != "le")
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = {"labels": dict(key), "le": []}
-                group["le"].append((float(s.labels["le"]), s.value))
-            elif suffix in ("_sum", "_count", "_created"):
-                group = groups.setdefault(tuple(s.labels.items()),
-                                          {"labels": dict(s.labels), "le": []})
-                group[suffix] = s.value
+        cut = len(base)
+        groups: dict[Attrs, dict[str, Any]] = {}
+        samples = family.samples
+        for lo in range(0, len(samples), SLICE):
+            for s in samples[lo:lo + SLICE]:
+                suffix = s.name[cut:]
+                if suffix == "_bucket":
+                    key = tuple(item for item in s.labels.items() if item[0] != "le")
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = {"le": []}
+                    group["le"].append((float(s.labels["le"]), s.value))
+                elif suffix in ("_sum", "_count", "_created"):
+                    group = groups.setdefault(tuple(s.labels.items()), {"le": []})
+                    group[suffix] = s.value
+            yield
         metric = OtelMetric(ident.name, ident.description, ident.unit, "histogram")
-        for group in groups.values():
+        names = ident.attributes
+        append = metric.series.append
+        for n, (key, group) in enumerate(groups.items(), 1):
             buckets = sorted(group["le"])
             count = int(group.get("_count", buckets[-1][1] if buckets else 0))
             bounds = tuple(le for le, _ in buckets if not math.isinf(le))
@@ -209,10 +266,14 @@ class Translator:
                 counts.append(count - previous)
             created = group.get("_created")
             start = seconds_to_ns(created) if created is not None else default_start_ns
-            metric.series.append(Series(
-                self._attrs(ident, group["labels"]), start,
-                HistValue(bounds, tuple(counts), float(group.get("_sum", 0.0)), count)))
-        return metric
+            attrs = tuple([(names.get(k, k), v) for k, v in key]) if names else key
+            append(Series(attrs, start,
+                          HistValue(bounds, tuple(counts), float(group.get("_sum", 0.0)),
+                                    count)))
+            if n % (SLICE // 16) == 0:
+                yield
+        if metric.series:
+            out.append(metric)
 
 
 class DeltaBaseline:
@@ -239,15 +300,27 @@ class DeltaBaseline:
                 continue
             delta = OtelMetric(metric.name, metric.description, metric.unit, metric.kind)
             for s in metric.series:
-                prev = self._values.get((metric.name, s.key))
+                prev = self._values.get((metric.name, s.attrs))
                 delta.series.append(_delta(s, prev))
             out.append(delta)
         return out
 
     def commit(self, metrics: Sequence[OtelMetric], time_ns: int) -> None:
         """Make this (cumulative) snapshot the baseline of the next delta."""
-        self._values = {(m.name, s.key): (time_ns, s.value)
+        self._values = {(m.name, s.attrs): (time_ns, s.value)
                         for m in metrics if m.kind != "gauge" for s in m.series}
+
+    def advance(self, delivered: Sequence[OtelMetric], snapshot: Sequence[OtelMetric],
+                time_ns: int) -> None:
+        """After a round that delivered only part of ``snapshot`` (a later request
+        failed): the delivered series move to this snapshot, the others keep their
+        baseline (their next delta spans the failure), vanished series are dropped."""
+        old = self._values
+        values = {key: old[key] for m in snapshot if m.kind != "gauge"
+                  for key in ((m.name, s.attrs) for s in m.series) if key in old}
+        values.update(((m.name, s.attrs), (time_ns, s.value))
+                      for m in delivered if m.kind != "gauge" for s in m.series)
+        self._values = values
 
 
 def _delta(s: Series, prev: tuple[int, float | HistValue] | None) -> Series:
@@ -259,13 +332,13 @@ def _delta(s: Series, prev: tuple[int, float | HistValue] | None) -> Series:
         if (not isinstance(prev_value, HistValue) or prev_value.bounds != value.bounds
                 or value.count < prev_value.count):
             return s  # reset or re-bucketed: the cumulative value is the delta
-        return Series(s.attributes, prev_ns, HistValue(
+        return Series(s.attrs, prev_ns, HistValue(
             value.bounds, tuple(a - b for a, b in zip(value.counts, prev_value.counts,
                                                       strict=True)),
             value.total - prev_value.total, value.count - prev_value.count))
     if isinstance(prev_value, HistValue) or value < prev_value:
         return s  # counter reset
-    return Series(s.attributes, prev_ns, value - prev_value)
+    return Series(s.attrs, prev_ns, value - prev_value)
 
 
 def to_metrics_data(metrics: Sequence[OtelMetric], resource: Resource,
@@ -281,14 +354,14 @@ def to_metrics_data(metrics: Sequence[OtelMetric], resource: Resource,
                 h = s.value
                 assert isinstance(h, HistValue)
                 points.append(HistogramDataPoint(
-                    attributes=s.attributes, start_time_unix_nano=s.start_ns,
+                    attributes=dict(s.attrs), start_time_unix_nano=s.start_ns,
                     time_unix_nano=time_ns, count=h.count, sum=h.total,
                     bucket_counts=h.counts, explicit_bounds=h.bounds,
                     # Prometheus histograms carry no min/max; None leaves the field unset.
                     min=None, max=None))  # type: ignore[arg-type]
             data = Histogram(data_points=points, aggregation_temporality=temporality)
         else:
-            numbers = [NumberDataPoint(attributes=s.attributes, start_time_unix_nano=s.start_ns,
+            numbers = [NumberDataPoint(attributes=dict(s.attrs), start_time_unix_nano=s.start_ns,
                                        time_unix_nano=time_ns, value=s.value)  # type: ignore[arg-type]
                        for s in metric.series]
             if metric.kind == "counter":
@@ -306,3 +379,27 @@ def to_metrics_data(metrics: Sequence[OtelMetric], resource: Resource,
 
 def series_count(metrics: Sequence[OtelMetric]) -> int:
     return sum(len(m.series) for m in metrics)
+
+
+def batches(metrics: Sequence[OtelMetric], max_points: int) -> list[list[OtelMetric]]:
+    """Metrics in groups of at most ``max_points`` data points, one OTLP request each;
+    a large metric is split over several requests (same identity in each)."""
+    out: list[list[OtelMetric]] = []
+    current: list[OtelMetric] = []
+    room = max_points
+    for metric in metrics:
+        series = metric.series
+        lo = 0
+        while lo < len(series):
+            take = series[lo:lo + room]
+            part = metric if lo == 0 and len(take) == len(series) else OtelMetric(
+                metric.name, metric.description, metric.unit, metric.kind, take)
+            current.append(part)
+            lo += len(take)
+            room -= len(take)
+            if room == 0:
+                out.append(current)
+                current, room = [], max_points
+    if current:
+        out.append(current)
+    return out
