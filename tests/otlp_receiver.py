@@ -52,7 +52,8 @@ class OtlpReceiver:
         self.url = f"{self.base_url}/v1/metrics"
         self.received: list[Received] = []
         self.attempts: list[float] = []  # arrival time of every POST, answered or not
-        self.replies: list[tuple[int, dict[str, str]]] = []  # answers for the next POSTs
+        # Answers for the next POSTs; None lets one POST through normally.
+        self.replies: list[tuple[int, dict[str, str]] | None] = []
         self.hang_seconds = 0.0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None

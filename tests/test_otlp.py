@@ -9,8 +9,10 @@ scrape's collection time), so both sides come from the same snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
+import json
 import math
 import ssl
 import subprocess
@@ -33,8 +35,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from exporter import catalog
+from exporter import catalog, config, exposition
+from exporter.otlp.pusher import OtlpPusher
+from exporter.otlp.settings import resolve
 from exporter.otlp.translate import otlp_unit
+from exporter.runtime import Runtime
 from tests.otlp_receiver import (
     OtlpReceiver,
     Received,
@@ -331,6 +336,114 @@ def test_a_hung_collector_does_not_hold_up_scrapes(workdir: Path,
     finally:
         receiver.hang_seconds = 0
         exp.stop()
+
+
+# --- rounds of several requests (in-process pushers, real receiver) ---------------------
+def _ai_events(count: int, offset: int = 0) -> list[bytes]:
+    out = []
+    for i in range(offset, offset + count):
+        event = {"kind": "task", "component": f"c{i % 40}", "queue": f"q{i % 3}",
+                 "status": "succeeded", "duration_seconds": 0.5 + i % 7}
+        out.append(json.dumps(event).encode())
+    return out
+
+
+@pytest.fixture
+def runtime(receiver: OtlpReceiver) -> Iterator[Runtime]:
+    cfg = config.build({"web": {"listen_address": f"{LOOPBACK}:{free_port()}"},
+                        "otlp": {"endpoint": receiver.base_url, "interval_seconds": 60.0,
+                                 "timeout_seconds": 2.0}})
+    rt = Runtime(cfg)
+    accepted, rejected = rt.ingestor.ingest_raw("test", _ai_events(400))
+    assert accepted == 400 and not rejected
+    yield rt
+    rt.stop()
+
+
+def _pusher(rt: Runtime, temporality: str = "cumulative", **kwargs: Any) -> OtlpPusher:
+    settings = resolve(rt.config)
+    assert settings is not None
+    return OtlpPusher(dataclasses.replace(settings, temporality=temporality), rt, **kwargs)
+
+
+def _fresh_scrape(rt: Runtime) -> str:
+    """A scrape the next round re-uses, as /metrics text."""
+    families = rt.families()
+    return exposition.render(families).decode()
+
+
+def test_a_round_in_several_requests_carries_the_scrape_on_both_routes(
+        runtime: Runtime, receiver: OtlpReceiver) -> None:
+    """The direct encoder and the SDK route, in requests of at most 60 points: together
+    the requests of one round are the scrape, name for name and value for value."""
+    direct, sdk = _pusher(runtime, max_points=60), _pusher(runtime, direct=False,
+                                                           max_points=60)
+    try:
+        assert direct._encoder is not None and sdk._encoder is None
+        rounds = []
+        for pusher in (direct, sdk):
+            text = _fresh_scrape(runtime)
+            before = len(receiver.requests())
+            assert pusher.export_once()
+            got = [r.request for r in receiver.requests()[before:]]
+            assert len(got) >= 5
+            assert all(sum(len(getattr(m, m.WhichOneof("data")).data_points)
+                           for m in metrics_of(r)) <= 60 for r in got)
+            merged = ExportMetricsServiceRequest()
+            for r in got:
+                merged.MergeFrom(r)
+            assert assert_same_series(text, merged) > 200
+            rounds.append(to_prometheus(merged))
+        assert set(rounds[0]) == set(rounds[1])
+        assert direct.stats()[0]["success"] == 1 and direct.last_series > 200
+    finally:
+        direct.stop()
+        sdk.stop()
+
+
+def test_a_round_refused_midway_loses_nothing_with_delta(
+        runtime: Runtime, receiver: OtlpReceiver) -> None:
+    """The collector takes the first request of a round and refuses the second: the
+    delivered series advance, the others carry their increments into the next round."""
+    pusher = _pusher(runtime, temporality="delta", max_points=40)
+    try:
+        _fresh_scrape(runtime)
+        assert pusher.export_once()
+        runtime.ingestor.ingest_raw("test", _ai_events(300, offset=400))
+        receiver.replies = [None, (400, {})]  # the first request through, then refused
+        _fresh_scrape(runtime)
+        assert not pusher.export_once()
+        assert pusher.stats()[0] == {"success": 1, "failure": 1, "retry": 0}
+        runtime.ingestor.ingest_raw("test", _ai_events(200, offset=700))
+        text = _fresh_scrape(runtime)
+        assert pusher.export_once()
+        totals = _sum_deltas(receiver.requests())
+        served = scraped(text)
+        compared = [k for k in totals if k in served
+                    and k[0].startswith(("ai_tasks_total", "ai_task_duration_seconds"))]
+        assert len(compared) > 100
+        for key in compared:
+            assert math.isclose(totals[key], served[key], abs_tol=1e-9), key
+    finally:
+        pusher.stop()
+
+
+def test_a_round_gives_way_to_a_scrape_being_served(runtime: Runtime,
+                                                    receiver: OtlpReceiver) -> None:
+    pusher = _pusher(runtime)
+    pusher.yield_budget = 0.5
+    try:
+        _fresh_scrape(runtime)
+        with runtime.collect_gate.serving():
+            start = time.monotonic()
+            assert pusher.export_once()  # waited, up to its budget, then went on
+            assert time.monotonic() - start >= 0.5
+        _fresh_scrape(runtime)
+        start = time.monotonic()
+        assert pusher.export_once()
+        assert time.monotonic() - start < 0.5
+    finally:
+        pusher.stop()
 
 
 # --- TLS and gRPC -----------------------------------------------------------------------

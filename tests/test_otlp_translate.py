@@ -15,22 +15,29 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
+    StateSetMetricFamily,
     SummaryMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 
-from exporter import catalog, config
+from exporter import catalog, config, exposition
 from exporter.config import ConfigError
+from exporter.otlp.encode import DirectEncoder
 from exporter.otlp.gate import CollectGate
 from exporter.otlp.settings import resolve
 from exporter.otlp.translate import (
+    SLICE,
     DeltaBaseline,
     HistValue,
     OtelMetric,
     Translator,
+    batches,
+    otlp_unit,
     to_metrics_data,
 )
-from tests.otlp_receiver import prometheus_name, to_prometheus
+from tests.otlp_receiver import collector_name, prometheus_name, scraped, to_prometheus
 
 START_NS = 1_700_000_000 * 10**9
 NOW_NS = START_NS + 60 * 10**9
@@ -128,6 +135,118 @@ def test_round_trip_through_the_wire_format_gives_the_served_names() -> None:
     assert not point.HasField("min") and not point.HasField("max")
 
 
+# --- units and names through a collector -------------------------------------------------
+_KINDS = {catalog.Kind.COUNTER: "counter", catalog.Kind.GAUGE: "gauge",
+          catalog.Kind.HISTOGRAM: "histogram"}
+
+
+def test_currency_is_sent_so_a_collector_derives_the_served_suffix() -> None:
+    assert otlp_unit("USD") == "usd"
+    assert collector_name("ai.llm.cost", "USD", "counter") == "ai_llm_cost_USD_total"
+    assert collector_name("ai.llm.cost", "usd", "counter") == "ai_llm_cost_usd_total"
+    for unit in ("s", "By", "1", "{token}", "By/s", "%", ""):
+        assert otlp_unit(unit) == unit
+
+
+def test_every_catalog_metric_gets_its_served_name_through_a_collector() -> None:
+    """For every catalog metric: the OTLP name, unit and type it is pushed with, run
+    through a collector's translation, give the names /metrics serves."""
+    families: list[Metric] = []
+    for spec in catalog.all_metrics():
+        assert collector_name(spec.otel_name, otlp_unit(spec.unit), _KINDS[spec.kind]) == \
+            spec.name, spec.otel_name
+        family = spec.family()
+        labels = [f"v{i}" for i in range(len(spec.labels))]
+        if spec.kind is catalog.Kind.HISTOGRAM:
+            family.add_metric(labels, [("1.0", 1.0), ("+Inf", 2.0)], 4.0)
+        else:
+            family.add_metric(labels, 3.0)
+        families.append(family)
+    served = scraped(exposition.render(families).decode())
+    request = DirectEncoder({"service.name": "t"}, InstrumentationScope("t")).request(
+        Translator().translate(families, START_NS), NOW_NS, AggregationTemporality.CUMULATIVE)
+    pushed = to_prometheus(request)
+    assert set(pushed) == set(served)
+    assert {prometheus_name(m) for rm in request.resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics} == {spec.name for spec in catalog.all_metrics()}
+    assert len(served) > len(families) > 100
+
+
+# --- the direct encoder ---------------------------------------------------------------------
+def _mixed_families() -> list[Metric]:
+    """Every family shape the exporter serves, with awkward values."""
+    cpu = catalog.SYSTEM_CPU_TIME.family()
+    cpu.add_metric(["0", "user"], 12.5, created=1_600_000_000.25)
+    cpu.add_metric(["1", "idle"], 1e15)
+    gauge = catalog.SYSTEM_MEMORY_UTILIZATION.family(extra_labels=["demo"])
+    gauge.add_metric(["used", "true"], 0.0)
+    gauge.add_metric(["free", ""], -0.0)
+    gauge.add_metric(["cached", "é ünïcode ☃"], math.inf)
+    gauge.add_metric(["buffers", "x" * 20_000], -1.5)  # lengths beyond 16 KiB
+    hist = catalog.AI_TASK_DURATION.family()
+    bounds = catalog.TASK_BUCKETS
+    for n in range(3):
+        buckets = [(str(b), float(i * n)) for i, b in enumerate(bounds, 1)]
+        buckets.append(("+Inf", float((len(bounds) + 1) * n)))
+        hist.add_metric([f"c{n}", "q", "succeeded"], buckets, 1.25 * n)
+    empty_bounds = HistogramMetricFamily("plain_seconds", "only +Inf",
+                                         buckets=[("+Inf", 3.0)], sum_value=2.0)
+    info = InfoMetricFamily("thing", "some info", value={"a": "b"})
+    states = StateSetMetricFamily("mode", "a state set", value={"on": True, "off": False})
+    summary = SummaryMetricFamily("latency_seconds", "lat", count_value=2, sum_value=0.5)
+    process = CounterMetricFamily("process_cpu_seconds", "CPU time", value=1.5)
+    big = catalog.AI_TASKS.family()
+    for i in range(2 * SLICE + 7):
+        big.add_metric([f"component-{i}", "q", "succeeded"], float(i))
+    return [cpu, gauge, hist, empty_bounds, info, states, summary, process, big]
+
+
+@pytest.mark.parametrize("temporality", [AggregationTemporality.CUMULATIVE,
+                                         AggregationTemporality.DELTA])
+def test_direct_encoder_writes_what_the_sdk_encoder_writes(
+        temporality: AggregationTemporality) -> None:
+    resource = {"service.name": "svc", "service.instance.id": "h:1", "team": "ai platform"}
+    scope = InstrumentationScope("ai-metrics-exporter", "1.2.3")
+    metrics = Translator().translate(_mixed_families(), START_NS)
+    encoder = DirectEncoder(resource, scope)
+    for _ in range(2):  # the second time from the caches
+        direct = encoder.request(metrics, NOW_NS, temporality)
+        sdk = encode_metrics(to_metrics_data(metrics, Resource(resource), scope, NOW_NS,
+                                             temporality))
+        assert direct == sdk
+        assert len(direct.SerializeToString()) == len(sdk.SerializeToString())
+    points = sum(len(m.series) for m in metrics)
+    assert points > 2 * SLICE
+
+
+def test_encoding_and_translation_run_in_slices() -> None:
+    families = _mixed_families()
+    out: list[OtelMetric] = []
+    slices = sum(1 for _ in Translator().steps(families, START_NS, out))
+    assert slices >= 3 + len(families)  # the big family alone takes three slices
+    assert out == Translator().translate(families, START_NS)
+    encoded: list[bytes] = []
+    encoder = DirectEncoder({}, InstrumentationScope("t"))
+    assert sum(1 for _ in encoder.steps(out, NOW_NS, AggregationTemporality.CUMULATIVE,
+                                        encoded)) >= 3
+    assert len(encoded) == len(out)
+
+
+def test_batches_split_large_metrics_and_keep_every_point() -> None:
+    metrics = Translator().translate(_mixed_families(), START_NS)
+    total = sum(len(m.series) for m in metrics)
+    groups = batches(metrics, 100)
+    sizes = [sum(len(m.series) for m in g) for g in groups]
+    assert all(size <= 100 for size in sizes) and sum(sizes) == total
+    assert sizes[:-1] == [100] * (len(sizes) - 1)
+    rejoined: dict[str, list[object]] = {}
+    for group in groups:
+        for m in group:
+            rejoined.setdefault(m.name, []).extend(m.series)
+    assert rejoined == {m.name: list(m.series) for m in metrics}
+    assert batches(metrics, 10**6) == [metrics]
+
+
 def _counter_metric(value: float, start: int = START_NS) -> list[OtelMetric]:
     family = catalog.AI_TASKS.family()
     family.add_metric(["c", "q", "succeeded"], value)
@@ -150,6 +269,30 @@ def test_delta_baseline_advances_only_on_commit_and_handles_resets() -> None:
     assert reset.value == 2.0  # counter went down: a reset, the cumulative is the delta
     baseline.commit([], NOW_NS + 20)
     assert len(baseline) == 0  # series that vanished are dropped
+
+
+def test_delta_baseline_after_a_partly_delivered_round() -> None:
+    """Two requests, the second refused: only the first one's series advance."""
+    def snapshot(a: float, b: float, c: float) -> list[OtelMetric]:
+        family = catalog.AI_TASKS.family()
+        for name, value in (("a", a), ("b", b), ("c", c)):
+            family.add_metric([name, "q", "succeeded"], value)
+        return Translator().translate([family], START_NS)
+
+    baseline = DeltaBaseline()
+    first = snapshot(1, 1, 1)
+    baseline.commit(first, NOW_NS)
+    second = snapshot(5, 6, 7)
+    sent, _refused = batches(second, 2)
+    assert [s.value for s in baseline.deltas(sent)[0].series] == [4.0, 5.0]
+    baseline.advance(sent, second, NOW_NS + 10)
+    third = snapshot(10, 10, 10)
+    deltas = baseline.deltas(third)[0].series
+    assert [s.value for s in deltas] == [5.0, 4.0, 9.0]  # c spans both rounds
+    assert [s.start_ns for s in deltas] == [NOW_NS + 10, NOW_NS + 10, NOW_NS]
+    assert len(baseline) == 3
+    baseline.advance([], snapshot(11, 11, 11)[:0], NOW_NS + 20)
+    assert len(baseline) == 0  # vanished series are dropped
 
 
 def test_delta_of_histograms() -> None:
@@ -271,6 +414,29 @@ def test_push_collection_waits_for_scrapes_and_scrapes_wait_for_it() -> None:
     gate.release_exclusive()
     t.join(5)
     assert waited and waited[0] >= 0.15
+
+
+def test_the_push_gives_way_while_metrics_is_served() -> None:
+    gate = CollectGate()
+    assert gate.yield_to_scrapes(1.0) == 0.0  # nothing served: only a short pause
+    served = threading.Event()
+    release = threading.Event()
+
+    def serve() -> None:
+        with gate.serving():
+            served.set()
+            release.wait(5)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    assert served.wait(5) and gate.requests_in_flight == 1
+    # Capped: a request that lasts longer than the cap does not stop the push for good.
+    assert 0.1 <= gate.yield_to_scrapes(0.1) < 1.0
+    threading.Timer(0.2, release.set).start()
+    waited = gate.yield_to_scrapes(5.0)
+    assert 0.1 <= waited < 2.0  # resumed as soon as the request was answered
+    t.join(5)
+    assert gate.requests_in_flight == 0
 
 
 def test_a_scrape_never_waits_past_half_its_deadline() -> None:

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # A scrape never waits longer than this for the push's collection, whatever its deadline.
 MAX_SCRAPE_WAIT = 2.0
-# Between two slices of its work, the push sleeps this long even when no scrape is being
-# served: a thread that just woke up (cheroot's acceptor or worker with a new request) then
-# gets the GIL at once instead of after the interpreter's 5 ms switch interval.
+# The push works in slices of about this much time; between two slices it sleeps SLICE_GAP
+# even when no scrape is being served, so that a thread that just woke up (cheroot's
+# acceptor or worker with a new request) gets the GIL within a slice instead of after the
+# interpreter's 5 ms switch interval.
+SLICE_SECONDS = 0.001
 SLICE_GAP = 0.0002
 
 
@@ -104,6 +106,22 @@ class CollectGate:
     @property
     def requests_in_flight(self) -> int:
         return self._serving
+
+    def pacer(self, budget: float) -> Callable[[], None]:
+        """For one push round: a function to call often (every few hundred samples); it
+        gives way once per ``SLICE_SECONDS`` of work, or at once while a ``/metrics``
+        request is being served, waiting for requests at most ``budget`` seconds in all."""
+        last = time.perf_counter()
+        left = budget
+
+        def give_way() -> None:
+            nonlocal last, left
+            if not self._serving and time.perf_counter() - last < SLICE_SECONDS:
+                return
+            left -= self.yield_to_scrapes(max(left, 0.0))
+            last = time.perf_counter()
+
+        return give_way
 
     def yield_to_scrapes(self, timeout: float) -> float:
         """For the push, between two slices of its work: wait (at most ``timeout``) while a

@@ -9,12 +9,12 @@ back-off that honour ``Retry-After``. Where the official exporter takes only SDK
 used instead.
 
 Scrapes come first. The push runs in the same process, so its CPU work competes with
-scrapes for the GIL; it is therefore done in slices of a fraction of a millisecond, and
+scrapes for the GIL; it is therefore done in slices of about a millisecond, and
 between two slices the round waits while a ``/metrics`` request is being served
-(``CollectGate.yield_to_scrapes``), at most ``yield_budget`` seconds per round so that a
-round still ends under constant scraping. A round is sent as several requests of at most
-``max_points`` data points; a failed request ends the round (the collector is down: the
-next round will carry everything).
+(``CollectGate.pacer``), at most ``yield_budget`` seconds per round (the interval, within
+1 to 10 s) so that a round still ends under constant scraping. A round is sent as several
+requests of at most ``max_points`` data points; a failed request ends the round (the
+collector is down: the next round will carry everything).
 
 Where the snapshot comes from:
 
@@ -271,7 +271,7 @@ class OtlpPusher:
                                                                build_info().version))
         self.max_points = max_points or (MAX_POINTS if self._encoder else MAX_POINTS_SDK)
         # Longest a round waits, in total, for scrapes being served.
-        self.yield_budget = min(max(settings.interval / 2, 0.5), 5.0)
+        self.yield_budget = min(max(settings.interval, 1.0), 10.0)
         self._resource = Resource(dict(settings.resource))
         self._scope = InstrumentationScope(SERVICE_NAME, build_info().version)
         delta = settings.temporality == "delta"
@@ -354,13 +354,7 @@ class OtlpPusher:
 
     def _export_once(self) -> bool:
         started = time.perf_counter()
-        gate = self._source.collect_gate
-        budget = self.yield_budget
-
-        def give_way() -> None:
-            nonlocal budget
-            budget -= gate.yield_to_scrapes(max(budget, 0.0))
-
+        give_way = self._source.collect_gate.pacer(self.yield_budget)
         attempts = self._session.attempts if self._session is not None else 0
         requests_sent = 0
         delivered: list[OtelMetric] = []

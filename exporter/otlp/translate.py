@@ -118,7 +118,7 @@ class _Identity:
     name: str
     description: str
     unit: str
-    attributes: Mapping[str, str]
+    attributes: Mapping[str, str]  # label → attribute key, for the labels that differ
 
 
 def _catalog_index() -> dict[str, catalog.MetricSpec]:
@@ -142,8 +142,11 @@ class Translator:
         expected = {"counter": catalog.Kind.COUNTER, "gauge": catalog.Kind.GAUGE,
                     "histogram": catalog.Kind.HISTOGRAM}[kind]
         if spec is not None and spec.kind is expected:
+            # Only the labels whose attribute key differs (``cpu_mode`` → ``cpu.mode``).
+            renamed = {label: attribute for label, attribute
+                       in zip(spec.labels, spec.attributes, strict=True) if label != attribute}
             ident = _Identity(spec.otel_name, spec.description, otlp_unit(spec.unit),
-                              dict(zip(spec.labels, spec.attributes, strict=True)))
+                              renamed)
         else:
             ident = _Identity(fallback_name, family.documentation, family.unit or "", {})
         self._identities[cache_key] = ident
