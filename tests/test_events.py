@@ -184,6 +184,32 @@ def test_decode_array_takes_the_fast_path_only_when_everything_is_valid() -> Non
     assert DECODER.decode_array(b"[]") == []
 
 
+def test_decode_lines_takes_the_fast_path_only_when_every_line_is_one_valid_event() -> None:
+    events = DECODER.decode_lines(b"\n".join([ERROR] * 3))
+    assert events is not None and len(events) == 3
+    assert DECODER.decode_lines(ERROR + b"\r\n" + b"  " + ERROR + b" ") is not None
+    duplicate = b'{"kind":"error","component":"a","component":"b","category":"client"}'
+    for body in (
+        ERROR + b"\n" + duplicate,  # duplicate key
+        ERROR + b"\n\n" + ERROR,  # blank line
+        ERROR + b"," + ERROR,  # two events on one line
+        b'{"kind":"error","component":"a\n","category":"client"}',  # split inside a string
+        # ... two lines that, joined with a plain comma, would read as two events
+        b'{"kind":"error","component":"a\nb","category":"client"},' + ERROR,
+        ERROR + b"\n[]",  # not an object
+        ERROR + b'\n{"kind":"error","component":"\xff","category":"client"}',  # bad UTF-8
+        b"",
+    ):
+        assert DECODER.decode_lines(body) is None, body
+    # a line over the limit (max_event_bytes, or max_line if lower) is left to decode_one
+    assert DECODER.decode_lines(ERROR + b"\n" + ERROR, max_line=len(ERROR)) is not None
+    assert DECODER.decode_lines(ERROR + b"\n" + ERROR + b" ", max_line=len(ERROR)) is None
+    assert DECODER.decode_lines(b"\n".join([ERROR] * 100), max_line=len(ERROR)) is not None
+    padded = b"\n".join([ERROR] * 50 + [ERROR + b"  "] + [ERROR] * 50)
+    assert DECODER.decode_lines(padded, max_line=len(ERROR) + 1) is None
+    assert EventDecoder(max_event_bytes=len(ERROR)).decode_lines(padded) is None
+
+
 # --- properties -------------------------------------------------------------------------
 
 labels = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
@@ -294,3 +320,21 @@ def test_array_fast_path_agrees_with_element_by_element(items: list[Any]) -> Non
         assert fast == per_element
     else:  # a colon inside a string value: the per-element path decides, same outcome
         assert fast is None or fast == per_element
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_events() | json_values, min_size=1, max_size=8), st.booleans(),
+       st.sampled_from([b"\n", b"\r\n", b" \n"]))
+def test_lines_fast_path_agrees_with_line_by_line(items: list[Any], spaced: bool,
+                                                  end: bytes) -> None:
+    raws = [encode(item, spaced) if isinstance(item, dict) else json.dumps(item).encode()
+            for item in items]
+    body = end.join(raws)
+    per_line = [DECODER.decode_one(raw) for raw in body.split(b"\n")]
+    fast = DECODER.decode_lines(body)
+    if any(isinstance(r, Rejection) for r in per_line):
+        assert fast is None
+    elif key_count(body) == body.count(b":"):  # no colon inside a string: fast path taken
+        assert fast == per_line
+    else:
+        assert fast is None or fast == per_line

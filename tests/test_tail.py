@@ -218,6 +218,38 @@ def test_bad_lines_between_valid_ones(tmp_path: Path, started: list[Exporter]) -
     expect(exporter, 6)
 
 
+def test_bad_lines_among_many_are_found_by_number(tmp_path: Path,
+                                                  started: list[Exporter]) -> None:
+    """Tens of thousands of lines, read in big chunks and decoded in slices of many lines:
+    each bad one (some next to a slice boundary) is rejected under its own line number,
+    every other line counts exactly once."""
+    path = tmp_path / LOG
+    total = 40_000
+    bad = {
+        7: b'{"kind":"error","component":"writer","component":"writer","category":"tool"}\n',
+        1190: b"\n",  # blank: a line, not an event, not rejected
+        1191: b"not json\n",
+        20_000: line()[:-1] + b" " * 300 + b"\n",  # over max_line_bytes
+        39_999: b'{"kind":"nope"}\n',
+    }
+    other = {30_000: line("a:b"), 30_001: line()[:-1] + b"\r\n"}  # valid, unusual
+    append(path, b"".join(bad.get(n) or other.get(n) or line() for n in range(1, total + 1)))
+    exporter = start(started, tmp_path, max_line_bytes=200)
+    expect(exporter, total - len(bad) - 1)
+    assert errors(exporter, "a:b") == 1
+    text = exporter.metrics()
+    assert sample_value(text, "ai_exporter_tail_lines_total", {"path": LABEL}) == total
+    assert sample_value(text, "ai_exporter_tail_events_total", {"path": LABEL}) == total - 5
+    for reason in ("duplicate_key", "malformed_json", "too_large", "unknown_kind"):
+        assert sample_value(text, "ai_exporter_tail_rejected_total",
+                            {"path": LABEL, "reason": reason}) == 1, reason
+    assert f"{LABEL} line 7: duplicate_key" in exporter.log()
+    detail = exporter.get("/readyz").json()["checks"]["source:tail"]["detail"]
+    assert f"last rejected line: {LABEL} line 39999: unknown_kind" in detail
+    append(path, line())
+    expect(exporter, total - len(bad))
+
+
 def test_file_replaced_by_directory_and_vanishing(tmp_path: Path,
                                                   started: list[Exporter]) -> None:
     exporter = start(started, tmp_path)

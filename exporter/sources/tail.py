@@ -49,6 +49,9 @@ CHECKPOINT_FILE = "tail-checkpoint.json"
 LOCK_FILE = "tail.lock"
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 64  # first bytes of a file, kept to tell a rewritten file from the same one
+# Lines are decoded and applied in slices of about this size: the events of one slice are
+# still in the CPU cache when they are aggregated (1 MiB slices are ~25 % slower per line).
+SLICE_BYTES = 64 * 1024
 
 # Ingestors whose state has been restored from a checkpoint in this process: a reload
 # builds a new source over the same live state, which must not be restored twice.
@@ -436,7 +439,7 @@ class TailSource(Source):
                 return True
 
     def _consume(self, tailed: Tailed, chunk: bytes) -> None:
-        """Split complete lines off the buffer, decode and apply them as one batch."""
+        """Split complete lines off the buffer; decode and apply them slice by slice."""
         max_line = self.cfg.max_line_bytes
         data = tailed.pending + chunk if tailed.pending else chunk
         end = data.rfind(b"\n")
@@ -452,34 +455,61 @@ class TailSource(Source):
                 stats.read_bytes += len(chunk)
                 stats.last_read = time.time()
             return
-        lines = data[:end].split(b"\n")
-        rest = data[end + 1:]
         first = tailed.line_no + 1
         rejects: list[tuple[int, Rejection]] = []
-        batch = lines
-        skipped = 0
-        if tailed.skipping:
+        lines = events = start = 0
+        if tailed.skipping:  # the end of a line already over max_line_bytes
             rejects.append((first, Rejection("too_large", f"line over {max_line} bytes")))
-            batch, skipped, tailed.skipping = lines[1:], 1, False
-        if end > max_line and max(map(len, batch), default=0) > max_line:
-            batch = list(batch)
+            start, lines, tailed.skipping = data.find(b"\n") + 1, 1, False
+        while start <= end:
+            stop = end
+            if end - start > SLICE_BYTES:
+                stop = data.rfind(b"\n", start, start + SLICE_BYTES)
+                if stop < 0:
+                    stop = data.find(b"\n", start + SLICE_BYTES)
+            counted = self._lines(data[start:stop], first + lines, rejects)
+            lines += counted[0]
+            events += counted[1]
+            start = stop + 1
+        self._advance(tailed, data[end + 1:], lines)
+        self._record(tailed, len(chunk), lines, events, rejects)
+
+    def _lines(self, body: bytes, first: int, rejects: list[tuple[int, Rejection]]
+               ) -> tuple[int, int]:
+        """Decode and apply complete lines (``body`` without its last newline, line
+        ``first`` first); returns (lines, events), adds the rejected lines to ``rejects``.
+
+        The common case, every line a valid event, is one array decoded in two msgspec
+        passes and applied as one batch, with no Python work per line. Otherwise the lines
+        are decoded one by one, which finds each bad line's number and reason.
+        """
+        max_line = self.cfg.max_line_bytes
+        events = self.ingestor.decoder.decode_lines(body, max_line)
+        if events is not None:
+            self.ingestor.apply(SOURCE, events)
+            return len(events), len(events)
+        batch = body.split(b"\n")
+        if len(body) > max_line and max(map(len, batch)) > max_line:
             for i, line in enumerate(batch):
                 if len(line) > max_line:
-                    rejects.append((first + skipped + i, Rejection(
+                    rejects.append((first + i, Rejection(
                         "too_large", f"line of {len(line)} bytes over {max_line}")))
                     batch[i] = b""
         events, rejections = self.ingestor.decode(batch)
         for index, rejection in rejections:
             if batch[index].strip():
-                rejects.append((first + skipped + index, rejection))
+                rejects.append((first + index, rejection))
         self.ingestor.apply(SOURCE, events)
-        tailed.line_no += len(lines)
+        return len(batch), len(events)
+
+    def _advance(self, tailed: Tailed, rest: bytes, lines: int) -> None:
+        """``lines`` complete lines handled; ``rest`` (after the last newline) is held."""
+        tailed.line_no += lines
         tailed.committed = tailed.read_pos - len(rest)
-        if len(rest) > max_line:
+        if len(rest) > self.cfg.max_line_bytes:
             tailed.skipping, tailed.pending = True, b""
         else:
             tailed.pending = rest
-        self._record(tailed, len(chunk), len(lines), len(events), rejects)
 
     def _finish(self, tailed: Tailed) -> None:
         """A released file's last line without a newline is a line all the same."""
