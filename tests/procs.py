@@ -103,11 +103,12 @@ class Exporter(Proc):
 
     def __init__(self, workdir: Path, config: dict[str, Any] | None = None,
                  args: Sequence[str] = (), command: str | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+                 env: dict[str, str] | None = None, port: int | None = None,
+                 prefix: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.workdir = workdir
-        argv = [EXPORTER_BIN]
+        argv = [*prefix, EXPORTER_BIN]
         if command:
             argv.append(command)
         argv.append(f"--web.listen-address={LOOPBACK}:{self.port}")
@@ -203,6 +204,11 @@ class Prometheus(Proc):
         result: list[dict[str, Any]] = wait_until(lambda: self.query(expr), timeout,
                                                   interval=0.5, what=f"PromQL {expr!r}")
         return result
+
+
+# Runs a command as root without the capabilities that let root read any file, so that
+# file permissions apply to it as they would to an unprivileged exporter.
+WITHOUT_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
 
 
 def static_job(job: str, target: str, **extra: Any) -> dict[str, Any]:

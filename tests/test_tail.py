@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Exporter, sample_value, wait_until
+from tests.procs import WITHOUT_DAC_OVERRIDE, Exporter, sample_value, wait_until
 
 LOG = Path("state/telemetry/app.jsonl")
 LABEL = str(LOG)
@@ -285,12 +285,14 @@ def test_state_directory_unusable(tmp_path: Path, started: list[Exporter]) -> No
     assert "blocker/state" in exporter.log()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file(tmp_path: Path, started: list[Exporter]) -> None:
     path = tmp_path / LOG
     append(path, line() * 3)
     path.chmod(0)
-    exporter = start(started, tmp_path)
+    # As root, the exporter runs without the capabilities that bypass file permissions.
+    prefix = WITHOUT_DAC_OVERRIDE if os.geteuid() == 0 else ()
+    exporter = Exporter(tmp_path, config=config(tmp_path), prefix=prefix)
+    started.append(exporter)
     wait_until(lambda: exporter.get("/readyz").status_code == 503, 10, what="not ready")
     assert value(exporter, "ai_exporter_tail_errors_total",
                  {"path": LABEL, "reason": "unreadable"}) == 1
