@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,6 +41,7 @@ from exporter.otlp.pusher import OtlpPusher
 from exporter.otlp.settings import resolve
 from exporter.otlp.translate import otlp_unit
 from exporter.runtime import Runtime
+from exporter.server import build_server
 from tests.otlp_receiver import (
     OtlpReceiver,
     Received,
@@ -444,6 +446,38 @@ def test_a_round_gives_way_to_a_scrape_being_served(runtime: Runtime,
         assert time.monotonic() - start < 0.5
     finally:
         pusher.stop()
+
+
+def test_metrics_requests_are_known_to_the_gate_until_written(runtime: Runtime) -> None:
+    """The real server: every /metrics request ends its "being served" mark once the
+    response is written, including gzip and HEAD requests."""
+    server = build_server(runtime)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    gate = runtime.collect_gate
+    seen: list[int] = []
+    original = gate.begin_serving
+
+    def spy() -> Callable[[], None]:
+        end = original()
+        seen.append(gate.requests_in_flight)
+        return end
+
+    gate.begin_serving = spy  # type: ignore[method-assign]
+    try:
+        url = f"http://{runtime.config.listen_host_port()[0]}:" \
+              f"{runtime.config.listen_host_port()[1]}/metrics"
+        with requests.Session() as session:
+            for headers in ({}, {"Accept-Encoding": "gzip"}):
+                response = session.get(url, headers=headers, timeout=10)
+                assert response.status_code == 200 and b"ai_tasks_total" in response.content
+            assert session.head(url, timeout=10).status_code == 200
+        assert seen == [1, 1, 1]
+        wait_until(lambda: gate.requests_in_flight == 0, 5, what="responses closed")
+    finally:
+        server.stop()
+        thread.join(5)
 
 
 # --- TLS and gRPC -----------------------------------------------------------------------

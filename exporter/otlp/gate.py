@@ -8,11 +8,11 @@ before (``shared``); the push collects only when no scrape is in flight
 bounded, and only in the rare case the push had to collect at all, because the push
 normally re-uses the last scrape's families instead of collecting (see ``pusher``).
 
-The gate also knows when a ``/metrics`` request is being served (``serving``), from the
-first byte of the handler to the last of the (possibly compressed) body. The push does its
-CPU work in small slices and, between slices, waits while a request is being served
-(``yield_to_scrapes``): in one process the two compete for the GIL, and a scrape that had
-to share it with an export round would take up to twice as long.
+The gate also knows when a ``/metrics`` request is being served (``begin_serving``), from
+the start of the handler until the server has written the last byte of the response. The
+push does its CPU work in slices of about half a millisecond and, between slices, waits
+while a request is being served (``pacer``): in one process the two compete for the GIL,
+and a scrape that had to share it with an export round would take up to twice as long.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MAX_SCRAPE_WAIT = 2.0
 # even when no scrape is being served, so that a thread that just woke up (cheroot's
 # acceptor or worker with a new request) gets the GIL within a slice instead of after the
 # interpreter's 5 ms switch interval.
-SLICE_SECONDS = 0.001
+SLICE_SECONDS = 0.0005
 SLICE_GAP = 0.0002
 
 
@@ -90,18 +90,32 @@ class CollectGate:
         return self._readers
 
     # --- scrapes first ----------------------------------------------------------------
-    @contextmanager
-    def serving(self) -> Iterator[None]:
-        """Around one ``/metrics`` request: the push pauses its work meanwhile."""
+    def begin_serving(self) -> Callable[[], None]:
+        """A ``/metrics`` request starts being served: the push pauses its work until the
+        returned function is called (once the response is written; later calls do
+        nothing)."""
         with self._cond:
             self._serving += 1
-        try:
-            yield
-        finally:
+        done = threading.Lock()
+
+        def end() -> None:
+            if not done.acquire(blocking=False):
+                return
             with self._cond:
                 self._serving -= 1
                 if not self._serving:
                     self._cond.notify_all()
+
+        return end
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """``begin_serving`` around a block."""
+        end = self.begin_serving()
+        try:
+            yield
+        finally:
+            end()
 
     @property
     def requests_in_flight(self) -> int:

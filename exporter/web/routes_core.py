@@ -87,14 +87,19 @@ def blueprint(runtime: Runtime) -> Blueprint:
     @bp.get(runtime.config.web.telemetry_path)
     def metrics() -> Response:
         deadline = scrape_deadline(request.headers.get(SCRAPE_TIMEOUT_HEADER))
-        # The OTLP push pauses its work while a scrape is being served (shared GIL).
-        with _runtime().collect_gate.serving():
+        # The OTLP push pauses its work until the response is written (shared GIL).
+        end_serving = _runtime().collect_gate.begin_serving()
+        try:
             body = _runtime().render_metrics(deadline)
             response = Response(body, content_type=CONTENT_TYPE)
             if "gzip" in request.headers.get("Accept-Encoding", ""):
                 response.set_data(gzip.compress(body, compresslevel=1))
                 response.headers["Content-Encoding"] = "gzip"
                 response.headers["Vary"] = "Accept-Encoding"
+        except BaseException:
+            end_serving()
+            raise
+        response.call_on_close(end_serving)
         return response
 
     @bp.get("/livez")
