@@ -69,10 +69,11 @@ class CollectGate:
                     self._cond.notify_all()
 
     def acquire_exclusive(self, timeout: float) -> bool:
-        """For the push: wait up to ``timeout`` for no scrape in flight; False if none came."""
+        """For the push: wait up to ``timeout`` for no scrape in flight (neither collecting
+        nor being rendered or written); False if no such moment came."""
         limit = time.monotonic() + timeout
         with self._cond:
-            while self._readers or self._writer is not None:
+            while self._readers or self._serving or self._writer is not None:
                 left = limit - time.monotonic()
                 if left <= 0:
                     return False
