@@ -372,7 +372,7 @@ class EventDecoder:
                                                                   self.max_event_bytes)
         if len(body) > limit and _has_line_over(body, limit):
             return None
-        array = b"[" + body.replace(b"\n", b"\n,") + b"]"
+        array = b"".join((b"[", body.replace(b"\n", b"\n,"), b"]"))
         try:
             events = self._decode_list(array)
             if len(events) != len(array) - len(body) - 1:  # lines: newlines + 1
