@@ -8,7 +8,10 @@ metric of the aggregator. Each run is timed from process start until the whole f
 counted (end to end, startup included for both), and the totals of the two are checked
 against each other. Medians over ``--runs`` runs, and the ratio, are printed.
 
-Then the steady-state cost of tailing: a file growing at ``--rate`` lines/s for
+Then the start-up time of each tool (included above; the rates without it are printed
+too), the CPU cost per line of each stage of the tail path in this process (array build,
+typed decode, duplicate-key proof, aggregation; the floor of the design), and the
+steady-state cost of tailing: a file growing at ``--rate`` lines/s for
 ``--seconds`` seconds, and the exporter's CPU time over that window (from /proc).
 
     .venv/bin/python benchmarks/ingest.py [--lines 1000000] [--runs 3] [--rate 5000]
