@@ -338,3 +338,13 @@ def test_lines_fast_path_agrees_with_line_by_line(items: list[Any], spaced: bool
         assert fast == per_line
     else:
         assert fast is None or fast == per_line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-4, max_value=2), min_size=1, max_size=30),
+       st.integers(min_value=len(ERROR) + 4, max_value=len(ERROR) + 40))
+def test_lines_over_the_limit_are_always_found(deltas: list[int], limit: int) -> None:
+    lengths = [limit + delta for delta in deltas]  # around the limit, some over it
+    body = b"\n".join(ERROR + b" " * (length - len(ERROR)) for length in lengths)
+    fast = DECODER.decode_lines(body, max_line=limit)
+    assert (fast is None) == (max(lengths) > limit)
