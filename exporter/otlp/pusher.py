@@ -11,8 +11,8 @@ used instead.
 Scrapes come first. The push runs in the same process, so its CPU work competes with
 scrapes for the GIL; it is therefore done in slices of about a millisecond, and
 between two slices the round waits while a ``/metrics`` request is being served
-(``CollectGate.pacer``), at most ``yield_budget`` seconds per round (the interval, within
-1 to 10 s) so that a round still ends under constant scraping. A round is sent as several
+(``CollectGate.pacer``), at most ``MAX_YIELD_PER_ROUND`` (10 s) per round so that a round
+still ends under constant scraping. A round is sent as several
 requests of at most ``max_points`` data points; a failed request ends the round (the
 collector is down: the next round will carry everything).
 
@@ -95,6 +95,9 @@ STOP_WAIT = 5.0
 # encoded by the SDK (whose encoding is one uninterruptible ~5 ms step per 512 points).
 MAX_POINTS = 4096
 MAX_POINTS_SDK = 512
+# Longest a round waits, in all, for /metrics requests being served: under constant
+# scraping a round still ends, at most this much later.
+MAX_YIELD_PER_ROUND = 10.0
 
 Snapshot = tuple[float, list[PromFamily]]
 
@@ -271,7 +274,7 @@ class OtlpPusher:
                                                                build_info().version))
         self.max_points = max_points or (MAX_POINTS if self._encoder else MAX_POINTS_SDK)
         # Longest a round waits, in total, for scrapes being served.
-        self.yield_budget = min(max(settings.interval, 1.0), 10.0)
+        self.yield_budget = MAX_YIELD_PER_ROUND
         self._resource = Resource(dict(settings.resource))
         self._scope = InstrumentationScope(SERVICE_NAME, build_info().version)
         delta = settings.temporality == "delta"
