@@ -89,7 +89,8 @@ class DirectEncoder:
     def _attributes(cache: dict[Attrs, bytes], attrs: Attrs, tag: bytes) -> bytes:
         cached = cache.get(attrs)
         if cached is None:
-            cached = cache[attrs] = b"".join(_field(tag, _key_value(k, v)) for k, v in attrs)
+            pairs = zip(attrs[::2], attrs[1::2], strict=True)
+            cached = cache[attrs] = b"".join(_field(tag, _key_value(k, v)) for k, v in pairs)
         return cached
 
     def _header(self, metric: OtelMetric) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 from opentelemetry.sdk.metrics.export import (
@@ -44,7 +45,9 @@ from prometheus_client.metrics_core import Metric as PromFamily
 from exporter import catalog
 
 Kind = Literal["counter", "gauge", "histogram"]
-Attrs = tuple[tuple[str, str], ...]
+# Attributes as one flat tuple (key, value, key, value, ...): hashable, and a single
+# container per series (pairs would add one object per label for the GC to count).
+Attrs = tuple[str, ...]
 SeriesKey = tuple[str, Attrs]
 # Samples handled between two points where the pusher may give way to a scrape (~0.3 ms).
 SLICE = 256
@@ -69,6 +72,11 @@ def otlp_unit(unit: str) -> str:
     return unit.lower()
 
 
+def attributes_dict(attrs: Attrs) -> dict[str, str]:
+    """A flat attribute tuple as a mapping."""
+    return dict(zip(attrs[::2], attrs[1::2], strict=True))
+
+
 def seconds_to_ns(seconds: float) -> int:
     """Unix seconds → nanoseconds, rounded to the microsecond a float can hold exactly."""
     return round(seconds * 1_000_000) * 1000
@@ -87,7 +95,7 @@ class HistValue:
 @dataclass(slots=True)
 class Series:
     """One data point before it is encoded (so deltas can be taken first). Attributes are
-    kept as a tuple of pairs: hashable, so it is the series' key and the encoder's cache key."""
+    kept as a flat tuple: hashable, so it is the series' key and the encoder's cache key."""
 
     attrs: Attrs
     start_ns: int
@@ -99,7 +107,7 @@ class Series:
 
     @property
     def attributes(self) -> dict[str, str]:
-        return dict(self.attrs)
+        return attributes_dict(self.attrs)
 
 
 @dataclass
@@ -178,8 +186,8 @@ class Translator:
     @staticmethod
     def _attrs(names: Mapping[str, str], labels: Mapping[str, str]) -> Attrs:
         if not names:
-            return tuple(labels.items())
-        return tuple([(names.get(k, k), v) for k, v in labels.items()])
+            return (*chain.from_iterable(labels.items()),)
+        return (*chain.from_iterable((names.get(k, k), v) for k, v in labels.items()),)
 
     def _counter(self, family: PromFamily, default_start_ns: int,
                  out: list[OtelMetric]) -> Iterator[None]:
@@ -228,8 +236,8 @@ class Translator:
         out = []
         for name, samples in by_name.items():
             metric = OtelMetric(name, family.documentation, "", "gauge")
-            metric.series.extend(Series(tuple(s.labels.items()), 0, float(s.value))
-                                 for s in samples)
+            metric.series.extend(Series((*chain.from_iterable(s.labels.items()),), 0,
+                                        float(s.value)) for s in samples)
             out.append(metric)
         return out
 
@@ -238,7 +246,7 @@ class Translator:
         ident = self._identity(family, "histogram", family.name)
         base = family.name
         cut = len(base)
-        groups: dict[Attrs, dict[str, Any]] = {}
+        groups: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
         samples = family.samples
         for lo in range(0, len(samples), SLICE):
             for s in samples[lo:lo + SLICE]:
@@ -269,8 +277,7 @@ class Translator:
                 counts.append(count - previous)
             created = group.get("_created")
             start = seconds_to_ns(created) if created is not None else default_start_ns
-            attrs = tuple([(names.get(k, k), v) for k, v in key]) if names else key
-            append(Series(attrs, start,
+            append(Series(self._attrs(names, dict(key)), start,
                           HistValue(bounds, tuple(counts), float(group.get("_sum", 0.0)),
                                     count)))
             if n % (SLICE // 16) == 0:
@@ -357,14 +364,15 @@ def to_metrics_data(metrics: Sequence[OtelMetric], resource: Resource,
                 h = s.value
                 assert isinstance(h, HistValue)
                 points.append(HistogramDataPoint(
-                    attributes=dict(s.attrs), start_time_unix_nano=s.start_ns,
+                    attributes=attributes_dict(s.attrs), start_time_unix_nano=s.start_ns,
                     time_unix_nano=time_ns, count=h.count, sum=h.total,
                     bucket_counts=h.counts, explicit_bounds=h.bounds,
                     # Prometheus histograms carry no min/max; None leaves the field unset.
                     min=None, max=None))  # type: ignore[arg-type]
             data = Histogram(data_points=points, aggregation_temporality=temporality)
         else:
-            numbers = [NumberDataPoint(attributes=dict(s.attrs), start_time_unix_nano=s.start_ns,
+            numbers = [NumberDataPoint(attributes=attributes_dict(s.attrs),
+                                       start_time_unix_nano=s.start_ns,
                                        time_unix_nano=time_ns, value=s.value)  # type: ignore[arg-type]
                        for s in metric.series]
             if metric.kind == "counter":
