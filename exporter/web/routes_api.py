@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from exporter.events import json_schema
@@ -51,9 +54,15 @@ def ai_metrics() -> Response:
     return jsonify(_runtime().aggregator.summary())
 
 
+@functools.cache
+def _schema_body() -> bytes:
+    """The schema never changes while the process runs: build and encode it once."""
+    return json.dumps(json_schema(), indent=1).encode()
+
+
 @bp.get("/api/v1/schema")
 def schema() -> Response:
-    return jsonify(json_schema())
+    return Response(_schema_body(), mimetype="application/json")
 
 
 @bp.post("/api/v1/events")
