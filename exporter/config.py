@@ -426,15 +426,21 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
-def _field_of(message: str) -> str:
-    """Turn msgspec's ``... - at `$.web.port``` into ``web.port``."""
+def validation_problem(exc: msgspec.ValidationError, whole: str = "config"
+                       ) -> tuple[str, str]:
+    """Split msgspec's ``... - at `$.web.port``` into (``web.port``, the message alone).
+
+    Shared with the web config file, whose errors name its fields the same way; ``whole``
+    names the error when msgspec points at the document itself.
+    """
+    message = str(exc)
     match = re.search(r"at `\$\.?([^`]*)`", message)
     unknown = re.search(r"unknown field `([^`]+)`", message)
     path = match.group(1) if match else ""
     path = re.sub(r"\[(\d+)\]", r".\1", path)
     if unknown:
         path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-    return path or "config"
+    return path or whole, re.sub(r"\s*- at `[^`]*`", "", message)
 
 
 def build(*layers: Mapping[str, Any]) -> Config:
@@ -445,9 +451,8 @@ def build(*layers: Mapping[str, Any]) -> Config:
     try:
         config = msgspec.convert(merged, Config)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        detail = re.sub(r"\s*- at `[^`]*`", "", message)
-        raise ConfigError(f"{_field_of(message)}: {detail}") from None
+        field, detail = validation_problem(exc)
+        raise ConfigError(f"{field}: {detail}") from None
     parse_listen_address(config.web.listen_address)
     for name in ("filesystem_exclude_mountpoints", "network_exclude_interfaces",
                  "disk_exclude_devices"):

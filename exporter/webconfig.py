@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, validation_problem
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,6 @@ def _err(path: str, where: str, message: str) -> ConfigError:
     return ConfigError(f"{FIELD}: {path}: {where}: {message}")
 
 
-def _field(message: str) -> str:
-    match = re.search(r"at `\$\.?([^`]*)`", message)
-    unknown = re.search(r"unknown field `([^`]+)`", message)
-    where = re.sub(r"\[(\d+)\]", r".\1", match.group(1)) if match else ""
-    if unknown:
-        where = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
-    return where or "file"
-
-
 def parse_duration(text: str | float | int) -> float:
     """Go-style duration (``1s``, ``250ms``, ``1m30s``) or plain seconds → seconds."""
     if isinstance(text, int | float):
@@ -224,8 +215,7 @@ def parse(path: str, text: str) -> WebSettings:
     try:
         parsed = msgspec.convert(data, WebConfigFile)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        raise _err(path, _field(message), re.sub(r"\s*- at `[^`]*`", "", message)) from None
+        raise _err(path, *validation_problem(exc, whole="file")) from None
     if parsed.tls_server_config is not None:
         _validate_tls(path, parsed.tls_server_config)
     headers: dict[str, str] = {}
