@@ -38,7 +38,7 @@ from exporter.config import (
 )
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
-from exporter.sources.base import Source
+from exporter.sources.base import Source, path_label, resolve
 
 _log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class SnapshotSource(Source):
         super().__init__(ingestor)
         self.cfg = cfg
         self.base = Path(os.path.abspath(cfg.base_dir))
-        self.files = [(p if os.path.isabs(p) else str(self.base / p), m) for p, m in files]
+        self.files = [(resolve(self.base, p), m) for p, m in files]
         self.state: dict[str, _FileState] = {}
         self.reads: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
@@ -262,8 +262,7 @@ class SnapshotSource(Source):
         return alive and not hard, detail if alive else "stopped"
 
     def _label(self, path: str) -> str:
-        rel = os.path.relpath(path, self.base)
-        return path if rel.startswith("..") else rel
+        return path_label(self.base, path)
 
     def poll(self) -> None:
         """Re-read every matched file whose signature changed; drop vanished ones."""

@@ -41,7 +41,7 @@ from exporter.config import Config, TailConfig
 from exporter.events import Rejection
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
-from exporter.sources.base import Source
+from exporter.sources.base import Source, path_label, resolve
 
 _log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class TailSource(Source):
         super().__init__(ingestor)
         self.cfg = cfg
         self.base = Path(os.path.abspath(cfg.base_dir))
-        self.patterns = [p if os.path.isabs(p) else str(self.base / p) for p in cfg.paths]
+        self.patterns = [resolve(self.base, p) for p in cfg.paths]
         state = Path(cfg.state_dir)
         self.state_dir = state if state.is_absolute() else self.base / state
         self.files: dict[str, Tailed] = {}
@@ -317,12 +317,7 @@ class TailSource(Source):
             self.problems = {label: what for label, (_, what) in current.items()}
 
     def _label(self, path: str) -> str:
-        """The ``path`` label: relative to base_dir when under it."""
-        try:
-            rel = os.path.relpath(path, self.base)
-        except ValueError:
-            return path
-        return path if rel.startswith("..") else rel
+        return path_label(self.base, path)
 
     def _stats(self, label: str) -> FileStats:
         stats = self.stats.get(label)
