@@ -86,10 +86,6 @@ class CollectGate:
             self._writer = None
             self._cond.notify_all()
 
-    @property
-    def scrapes_in_flight(self) -> int:
-        return self._readers
-
     # --- scrapes first ----------------------------------------------------------------
     def begin_serving(self) -> Callable[[], None]:
         """A ``/metrics`` request starts being served: the push pauses its work until the
