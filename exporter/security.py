@@ -158,11 +158,11 @@ class TokenBucket:
             return wait
 
 
-def route_role(method: str, path: str, telemetry_path: str) -> str:
+def route_role(method: str, path: str) -> str:
     """The least role that may call a route (``""``: no role needed for OPTIONS preflight)."""
     if method == "OPTIONS":
         return ""
-    if path == "/-/reload" or path.startswith("/-/"):
+    if path.startswith("/-/"):
         return ADMIN
     if path == "/api/v1/events":
         return "operator" if method not in ("GET", "HEAD") else "viewer"
@@ -175,7 +175,6 @@ def route_role(method: str, path: str, telemetry_path: str) -> str:
 class Policy:
     """The rules of one configuration: credentials, roles, open routes, limits."""
 
-    telemetry_path: str = "/metrics"
     open_routes: frozenset[str] = frozenset()
     watcher: WebConfigWatcher | None = None
     static_tokens: list[StaticToken] = field(default_factory=list)
@@ -222,8 +221,7 @@ def _push_tokens(cfg: Config) -> list[bytes]:
 def build_policy(cfg: Config) -> Policy:
     """Validate the security settings into a Policy; ``ConfigError`` names the field."""
     sec = cfg.web.security
-    policy = Policy(telemetry_path=cfg.web.telemetry_path,
-                    open_routes=frozenset(sec.open_routes),
+    policy = Policy(open_routes=frozenset(sec.open_routes),
                     basic_roles=dict(sec.basic_auth_roles),
                     basic_default_role=sec.basic_auth_default_role,
                     client_cert_role=sec.client_cert_role,
@@ -487,7 +485,7 @@ class Security:
             if policy.watcher.error is not None:
                 self.count_failure("config_invalid", peer)
                 return Decision(503, reason="config_invalid")
-        needed = route_role(method, path, policy.telemetry_path)
+        needed = route_role(method, path)
         if not policy.enabled:
             return Decision(0, Identity("anonymous", ADMIN, "none"))
         result = self.authenticate(policy, authorization, environ)
