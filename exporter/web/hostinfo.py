@@ -1,32 +1,35 @@
 """JSON views of host data for /api/status/system and /api/metrics/system.
 
-They read the same collectors as /metrics, so the JSON and the series never disagree.
+They show the families of the last collection (a scrape's, when one is recent), taken by
+the running collectors, so the JSON and the series never disagree and a view neither
+repeats the host I/O of a scrape nor resets the CPU collector's utilization baseline.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors import COLLECTORS, CollectorContext
+from exporter import catalog
 from exporter.runtime import Runtime
 
-HOST_COLLECTORS = ("cpu", "loadavg", "memory", "filesystem", "diskstats", "network",
-                   "uptime", "battery")
+# A collection younger than this is shown as it is; an older one is taken again.
+MAX_AGE_SECONDS = 10.0
+HOST_FAMILIES = frozenset(m.family_name for m in catalog.all_metrics()
+                          if m.area is catalog.Area.HOST)
 
 
 def host_families(runtime: Runtime) -> list[Metric]:
-    ctx = CollectorContext(runtime.config, runtime.services)
-    families: list[Metric] = []
-    for name in HOST_COLLECTORS:
-        if name in COLLECTORS:
-            try:
-                families.extend(COLLECTORS[name](ctx).collect())
-            except Exception:  # noqa: S112 - a failing collector is left out
-                continue
-    return families
+    """Host families of the last collection, collecting first when there is none recent."""
+    last = runtime.last_collection
+    if last is None or time.time() - last[0] > MAX_AGE_SECONDS:
+        families = runtime.families()
+    else:
+        families = last[1]
+    return [f for f in families if f.name in HOST_FAMILIES]
 
 
 def metrics_view(runtime: Runtime) -> dict[str, Any]:
