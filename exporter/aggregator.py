@@ -11,6 +11,7 @@ event) are tracked in bounded maps, never used as labels.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import logging
 import threading
 import time
@@ -354,9 +355,30 @@ class Aggregator:
                 try:
                     handlers[type(event)](event, now)
                 except Exception as exc:  # one event must not stop the batch
-                    self.failures += 1
-                    _log.error("aggregating %s failed: %s: %s", type(event).__name__,
-                               type(exc).__name__, exc, key="ingest-failure")
+                    self.failed(type(event).__name__, exc)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[tuple[float, Callable[[AnyEvent], None]]]:
+        """Hold the lock for a batch applied piece by piece (the native line path applies
+        most lines itself and the rest through ``apply``): yields ``now`` and ``apply``,
+        which has the failure handling of ``ingest``."""
+        handlers = self._handlers
+        with self._lock:
+            now = self.clock()
+
+            def apply(event: AnyEvent) -> None:
+                try:
+                    handlers[type(event)](event, now)
+                except Exception as exc:  # one event must not stop the batch
+                    self.failed(type(event).__name__, exc)
+
+            yield now, apply
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        """Count and log an event whose handler failed (a bug; never expected)."""
+        self.failures += 1
+        _log.error("aggregating %s failed: %s: %s", what, type(exc).__name__, exc,
+                   key="ingest-failure")
 
     def _llm_call(self, e: LlmCall, now: float) -> None:
         # The hot path (about half of real traffic). Everything one (operation, provider,
@@ -409,13 +431,18 @@ class Aggregator:
                 self.llm_cost.values[slot[8]] += cost
             except KeyError:
                 self.llm_cost.add_new(slot[8], cost)
-            if not self._day_start <= now < self._day_end:
-                self.spend_day, self._day_start, self._day_end = _utc_day(now)
-                self.spend = {}
-            spend = self.spend
+            spend, budgets = self.spend_for(now)
             spend["total"] = spend.get("total", 0.0) + cost
-            if e.provider in self.budgets:
+            if e.provider in budgets:
                 spend[e.provider] = spend.get(e.provider, 0.0) + cost
+
+    def spend_for(self, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Today's spend (started afresh when ``now`` is past the day it holds) and the
+        budgets; shared with the native line path, which adds to the same dict."""
+        if not self._day_start <= now < self._day_end:
+            self.spend_day, self._day_start, self._day_end = _utc_day(now)
+            self.spend = {}
+        return self.spend, self.budgets
 
     def _llm_slot(self, skey: Key) -> list[Any]:
         """Rows (filled on first use) and counter keys of one LLM label combination."""

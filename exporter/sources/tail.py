@@ -50,8 +50,10 @@ CHECKPOINT_FILE = "tail-checkpoint.json"
 LOCK_FILE = "tail.lock"
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 64  # first bytes of a file, kept to tell a rewritten file from the same one
-# Lines are decoded and applied in slices of about this size: the events of one slice are
-# still in the CPU cache when they are aggregated (1 MiB slices are ~25 % slower per line).
+# Lines are decoded and applied in slices of about this size (``Ingestor.slice_bytes``):
+# in the Python path the events of a 64 KiB slice are still in the CPU cache when they are
+# aggregated (1 MiB slices are ~25 % slower per line); the native path has no such events
+# and takes a whole read chunk.
 SLICE_BYTES = 64 * 1024
 
 # Ingestors whose state has been restored from a checkpoint in this process: a reload
@@ -457,12 +459,13 @@ class TailSource(Source):
         if tailed.skipping:  # the end of a line already over max_line_bytes
             rejects.append((first, Rejection("too_large", f"line over {max_line} bytes")))
             start, lines, tailed.skipping = data.find(b"\n") + 1, 1, False
+        slice_bytes = self.ingestor.slice_bytes(SLICE_BYTES)
         while start <= end:
             stop = end
-            if end - start > SLICE_BYTES:
-                stop = data.rfind(b"\n", start, start + SLICE_BYTES)
+            if end - start > slice_bytes:
+                stop = data.rfind(b"\n", start, start + slice_bytes)
                 if stop < 0:
-                    stop = data.find(b"\n", start + SLICE_BYTES)
+                    stop = data.find(b"\n", start + slice_bytes)
             counted = self._lines(data[start:stop], first + lines, rejects)
             lines += counted[0]
             events += counted[1]
@@ -473,30 +476,11 @@ class TailSource(Source):
     def _lines(self, body: bytes, first: int, rejects: list[tuple[int, Rejection]]
                ) -> tuple[int, int]:
         """Decode and apply complete lines (``body`` without its last newline, line
-        ``first`` first); returns (lines, events), adds the rejected lines to ``rejects``.
-
-        The common case, every line a valid event, is one array decoded in two msgspec
-        passes and applied as one batch, with no Python work per line. Otherwise the lines
-        are decoded one by one, which finds each bad line's number and reason.
-        """
-        max_line = self.cfg.max_line_bytes
-        events = self.ingestor.decoder.decode_lines(body, max_line)
-        if events is not None:
-            self.ingestor.apply(SOURCE, events)
-            return len(events), len(events)
-        batch = body.split(b"\n")
-        if len(body) > max_line and max(map(len, batch)) > max_line:
-            for i, line in enumerate(batch):
-                if len(line) > max_line:
-                    rejects.append((first + i, Rejection(
-                        "too_large", f"line of {len(line)} bytes over {max_line}")))
-                    batch[i] = b""
-        events, rejections = self.ingestor.decode(batch)
-        for index, rejection in rejections:
-            if batch[index].strip():
-                rejects.append((first + index, rejection))
-        self.ingestor.apply(SOURCE, events)
-        return len(batch), len(events)
+        ``first`` first); returns (lines, events), adds the rejected lines to ``rejects``."""
+        lines, events, rejected = self.ingestor.ingest_lines(SOURCE, body,
+                                                             self.cfg.max_line_bytes)
+        rejects.extend((first + index, rejection) for index, rejection in rejected)
+        return lines, events
 
     def _advance(self, tailed: Tailed, rest: bytes, lines: int) -> None:
         """``lines`` complete lines handled; ``rest`` (after the last newline) is held."""

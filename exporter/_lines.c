@@ -1,0 +1,1465 @@
+/*
+ * exporter._lines: the native JSONL line path of the AI aggregator.
+ *
+ * Why it exists: a JSONL line costs ~2.7 us in the Python path (msgspec decode, the
+ * duplicate-key proof, then the Python handler). Here one pass validates a line and
+ * applies it to the aggregator's own containers (the same dicts and rows the Python
+ * handlers update, in the same order, with the same float arithmetic), so the state is
+ * identical to the Python path's, bit for bit.
+ *
+ * It is deliberately narrow. A line is taken here only when it is certainly valid and
+ * simple: one flat JSON object of a kind this file handles, every key a field of that kind
+ * at most once, strings of printable ASCII without escapes and at most 128 bytes (so
+ * the labels need no sanitizing), numbers within msgspec's constraints (which the Python
+ * side passes in, from the event model itself). Any other line stops the run at that
+ * line and is given back to the Python path, which decides (event or rejection and its
+ * reason) and applies it, then calls in again after it. So the native path never decides
+ * a rejection and never accepts what msgspec would refuse; the differential tests check
+ * both against each other.
+ *
+ * Kinds that are rare in real traffic (intervention, security_event, provider_limit,
+ * component_status) are not handled here: their lines go to the Python path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ENTRIES 24
+#define MAX_FIELDS 16
+#define MAX_STR 128
+#define MAX_ENUM 16
+#define CACHE_SIZE 4096     /* interned label strings, a power of two */
+#define KEY_CACHE_SIZE 8192 /* label tuples, a power of two */
+
+/* ---- what the handlers know: kinds and their fields, in handler order ------------- */
+enum { K_LLM, K_TASK, K_TOOL, K_GATE, K_RES, K_GUARD, K_ERROR, NKINDS };
+static const char *const KIND_NAMES[NKINDS] = {"llm_call", "task", "tool_call",
+                                               "quality_gate", "resolution", "guardian",
+                                               "error"};
+static Py_ssize_t KIND_LENS[NKINDS]; /* strlen of each, set at import */
+enum { L_TS, L_PROVIDER, L_MODEL, L_OPERATION, L_IN, L_OUT, L_CACHED, L_DURATION, L_TTFT,
+       L_COST, L_ERROR, L_COMPONENT };
+enum { T_TS, T_COMPONENT, T_STATUS, T_QUEUE, T_ID, T_DURATION };
+enum { O_TS, O_TOOL, O_AGENT, O_DURATION, O_ERROR };
+enum { G_TS, G_GATE, G_DECISION, G_SCORE };
+enum { R_TS, R_LOOP, R_ACTION, R_COMPONENT, R_OUTCOME };
+enum { D_TS, D_GUARDIAN, D_VERDICT, D_TYPE, D_DURATION };
+enum { E_TS, E_COMPONENT, E_CATEGORY };
+static const char *const FIELD_NAMES[NKINDS][MAX_FIELDS] = {
+    {"ts", "provider", "model", "operation", "input_tokens", "output_tokens",
+     "cached_input_tokens", "duration_seconds", "time_to_first_token_seconds", "cost_usd",
+     "error_type", "component", NULL},
+    {"ts", "component", "status", "queue", "task_id", "duration_seconds", NULL},
+    {"ts", "tool", "agent", "duration_seconds", "error_type", NULL},
+    {"ts", "gate", "decision", "score", NULL},
+    {"ts", "loop_id", "action", "component", "outcome", NULL},
+    {"ts", "guardian", "verdict", "guardian_type", "duration_seconds", NULL},
+    {"ts", "component", "category", NULL},
+};
+/* Fields whose values are ids (unbounded cardinality): never put in the string cache. */
+static int is_id_field(int kind, int field) {
+    return (kind == K_TASK && field == T_ID) || (kind == K_RES && field == R_LOOP);
+}
+
+typedef enum { F_STR, F_ENUM, F_INT, F_FLOAT, F_BOOL } FieldType;
+
+typedef struct {
+    const char *name;
+    Py_ssize_t name_len;
+    FieldType type;
+    int nullable, required, has_ge, has_le, cached;
+    Py_ssize_t min_len, max_len;
+    double ge, le;
+    int n_enum;
+    const char *enum_bytes[MAX_ENUM];
+    Py_ssize_t enum_lens[MAX_ENUM];
+    PyObject *enum_objs[MAX_ENUM]; /* interned str, owned */
+    PyObject *default_obj;         /* owned; None when the default is None */
+    long long default_int;
+    double default_float;
+} FieldSpec;
+
+typedef struct {
+    int enabled, n_fields;
+    FieldSpec fields[MAX_FIELDS];
+    signed char hint[MAX_ENTRIES]; /* the field the key at each position was last time */
+} KindSpec;
+
+/* A parsed value, after defaults are filled in. */
+typedef struct {
+    int is_null;
+    const char *s; /* F_STR / F_ENUM bytes when present */
+    Py_ssize_t n;
+    PyObject *obj; /* borrowed: enum value or default str (F_STR present: made lazily) */
+    long long i;
+    double f;
+    int b;
+    int present;
+} Value;
+
+typedef struct {
+    PyObject *values; /* dict, borrowed from the store (held by `keep`) */
+    PyObject *slow;   /* add_new (counters) or row (histograms), bound method */
+    double *bounds;
+    Py_ssize_t n_bounds;
+} Store;
+
+typedef struct {
+    PyObject *open;   /* _Tracked.open, for what the C fast path leaves (a new key, the cap) */
+    PyObject *where;  /* item -> key */
+    PyObject *by_key; /* key -> {item: since} */
+    Py_ssize_t limit;
+} Tracked;
+
+enum { S_LLM_DURATION, S_LLM_TTFT, S_LLM_TOKEN_USAGE, S_LLM_REQUESTS, S_LLM_TOKENS,
+       S_LLM_COST, S_TOOL_DURATION, S_TOOL_CALLS, S_TASKS, S_TASK_DURATION,
+       S_GATE_DECISIONS, S_GATE_SCORE, S_RES_ATTEMPTS, S_RES_INCIDENTS, S_RES_CLOSURES,
+       S_GUARDIAN_DECISIONS, S_GUARDIAN_DURATION, S_ERRORS, NSTORES };
+static const char *const STORE_NAMES[NSTORES] = {
+    "llm_duration", "llm_ttft", "llm_token_usage", "llm_requests", "llm_tokens", "llm_cost",
+    "tool_duration", "tool_calls", "tasks", "task_duration", "gate_decisions", "gate_score",
+    "res_attempts", "res_incidents", "res_closures", "guardian_decisions",
+    "guardian_duration", "errors"};
+enum { TR_QUEUED, TR_RUNNING, TR_LOOPS, NTRACKED };
+static const char *const TRACKED_NAMES[NTRACKED] = {"queued", "running", "loops"};
+
+typedef struct {
+    Py_ssize_t len;
+    char bytes[MAX_STR];
+    PyObject *obj;
+} CacheEntry;
+
+/* The shadow of one (store, label set) entry: loaded from the store's container on its
+   first use in a run, added to as C doubles (the same IEEE additions, in the same order,
+   as the Python handlers make), written back when the run ends or before Python code
+   that could touch the stores runs. Found by the values of its labels, so two equal
+   label sets never have two shadows. */
+typedef struct Cell {
+    struct Cell *next;       /* chain in the table */
+    struct Cell *next_dirty; /* loaded cells, to write back */
+    Py_hash_t hash;
+    int store, n, dirty;
+    uint64_t epoch;          /* loaded in this epoch; stale otherwise */
+    uint64_t touched;        /* histogram entries changed since the load */
+    PyObject *items[4];      /* owned */
+    PyObject *key;           /* owned: the label tuple */
+    PyObject *row;           /* owned while loaded: the histogram's row list */
+    double vals[];           /* 1 (counter) or buckets + 2 (histogram: buckets, +Inf, sum) */
+} Cell;
+#define CELL_BUCKETS 16384 /* chains, a power of two */
+#define MAX_CELLS 65536    /* past this, the cells are written back and dropped */
+
+/* A label tuple, found again by the identity of its (interned) items. */
+typedef struct {
+    int n;
+    PyObject *items[4];
+    PyObject *tuple;
+} KeyEntry;
+
+typedef struct {
+    PyObject_HEAD
+    KindSpec kinds[NKINDS];
+    Store stores[NSTORES];
+    Tracked tracked[NTRACKED];
+    PyObject *spend_for; /* callable(now) -> (spend dict, budgets dict) */
+    PyObject *keep;      /* list of every object borrowed above */
+    PyObject *s_error, *s_success, *s_input, *s_output, *s_cached_input, *s_resolved,
+        *s_total;
+    PyObject *s_closed, *s_attempt, *s_queued, *s_retried, *s_started;
+    CacheEntry *cache;
+    KeyEntry *keys;
+    Cell **cells;
+    Py_ssize_t n_cells;
+    Cell *dirty;
+    uint64_t epoch;
+    /* per run */
+    PyObject *spend, *budgets;
+    double now;
+} Lines;
+
+/* ---- the string cache: label values repeat, so each is made (and hashed) once ------ */
+static uint32_t hash_bytes(const char *s, Py_ssize_t n) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static PyObject *make_str(Lines *self, const char *s, Py_ssize_t n, int cached) {
+    /* New reference to a str of ASCII bytes s[0:n]. */
+    if (!cached) return PyUnicode_FromStringAndSize(s, n);
+    CacheEntry *e = &self->cache[hash_bytes(s, n) & (CACHE_SIZE - 1)];
+    if (e->obj && e->len == n && memcmp(e->bytes, s, (size_t)n) == 0) {
+        Py_INCREF(e->obj);
+        return e->obj;
+    }
+    PyObject *obj = PyUnicode_FromStringAndSize(s, n);
+    if (!obj) return NULL;
+    if (PyObject_Hash(obj) == -1) { /* computed once, kept with the cached object */
+        Py_DECREF(obj);
+        return NULL;
+    }
+    Py_XSETREF(e->obj, obj);
+    Py_INCREF(obj);
+    e->len = n;
+    memcpy(e->bytes, s, (size_t)n);
+    return obj;
+}
+
+/* ---- the parser -------------------------------------------------------------------- */
+typedef enum { V_STR, V_NUM, V_TRUE, V_FALSE, V_NULL } ValueKind;
+
+typedef struct {
+    const char *key;
+    Py_ssize_t key_len;
+    ValueKind vkind;
+    const char *v;
+    Py_ssize_t v_len;
+    int is_int;
+} Entry;
+
+static inline const char *skip_ws(const char *p, const char *e) {
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+    return p;
+}
+
+/* Whether any byte of the word is outside 0x20..0x7e or is '"' or '\\' (SWAR: a byte
+   below 0x20, above 0x7e, or equal to either, sets its high bit in the result). */
+static inline uint64_t special_bytes(uint64_t x) {
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t below = (x - ones * 0x20) & ~x;
+    uint64_t above = (x + ones * (0x80 - 0x7f)) | x;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t quote = (q - ones) & ~q, slash = (b - ones) & ~b;
+    return (below | above | quote | slash) & high;
+}
+
+/* A string of printable ASCII without escapes; returns the closing quote or NULL. */
+static inline const char *scan_plain_string(const char *p, const char *e) {
+    while (e - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if (special_bytes(x)) break;
+        p += 8;
+    }
+    while (p < e) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') return p;
+        if (c < 0x20 || c > 0x7e || c == '\\') return NULL;
+        p++;
+    }
+    return NULL;
+}
+
+/* JSON number grammar; returns the end or NULL. */
+static inline const char *scan_number(const char *p, const char *e, int *is_int) {
+    *is_int = 1;
+    if (p < e && *p == '-') p++;
+    if (p >= e) return NULL;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    } else {
+        return NULL;
+    }
+    if (p < e && *p == '.') {
+        *is_int = 0;
+        p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        *is_int = 0;
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    }
+    return p;
+}
+
+/* Splits one line into key/value entries; -1 when it is not a flat object of plain
+   values, 0 for a blank line, else the entry count. */
+static int split_object(const char *p, const char *e, Entry *out) {
+    p = skip_ws(p, e);
+    if (p == e) return 0;
+    if (*p != '{') return -1;
+    p = skip_ws(p + 1, e);
+    int n = 0;
+    if (p < e && *p == '}') return -1; /* {} has no kind: the Python path says so */
+    for (;;) {
+        if (n == MAX_ENTRIES || p >= e || *p != '"') return -1;
+        const char *k = p + 1, *q = scan_plain_string(k, e);
+        if (!q) return -1;
+        Entry *en = &out[n++];
+        en->key = k;
+        en->key_len = q - k;
+        p = skip_ws(q + 1, e);
+        if (p >= e || *p != ':') return -1;
+        p = skip_ws(p + 1, e);
+        if (p >= e) return -1;
+        en->v = p;
+        en->is_int = 0;
+        switch (*p) {
+            case '"': {
+                const char *s = p + 1, *end = scan_plain_string(s, e);
+                if (!end) return -1;
+                en->vkind = V_STR;
+                en->v = s;
+                en->v_len = end - s;
+                p = end + 1;
+                break;
+            }
+            case 't':
+                if (e - p < 4 || memcmp(p, "true", 4) != 0) return -1;
+                en->vkind = V_TRUE;
+                p += 4;
+                break;
+            case 'f':
+                if (e - p < 5 || memcmp(p, "false", 5) != 0) return -1;
+                en->vkind = V_FALSE;
+                p += 5;
+                break;
+            case 'n':
+                if (e - p < 4 || memcmp(p, "null", 4) != 0) return -1;
+                en->vkind = V_NULL;
+                p += 4;
+                break;
+            default: {
+                const char *end = scan_number(p, e, &en->is_int);
+                if (!end) return -1;
+                en->vkind = V_NUM;
+                en->v_len = end - p;
+                p = end;
+            }
+        }
+        p = skip_ws(p, e);
+        if (p >= e) return -1;
+        if (*p == ',') {
+            p = skip_ws(p + 1, e);
+            continue;
+        }
+        if (*p != '}') return -1;
+        p = skip_ws(p + 1, e);
+        return p == e ? n : -1;
+    }
+}
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A JSON number (already scanned) as the correctly rounded double: exactly, in one IEEE
+   operation, when the digits fit 2^53 and the power of ten is exact (Clinger's fast
+   path); otherwise by strtod, which rounds correctly too. 0 when out of range. */
+static int number_to_double(const char *s, Py_ssize_t n, double *out) {
+    const char *p = s, *e = s + n;
+    int neg = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    uint64_t w = 0;
+    int digits = 0, frac = 0, exp = 0, fast = 1;
+    for (; p < e && *p >= '0' && *p <= '9'; p++) {
+        if (digits || *p != '0') digits++;
+        if (digits > 15) fast = 0; else w = w * 10 + (uint64_t)(*p - '0');
+    }
+    if (p < e && *p == '.') {
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++) {
+            if (digits || *p != '0') digits++;
+            if (digits > 15) fast = 0; else { w = w * 10 + (uint64_t)(*p - '0'); frac++; }
+        }
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        int eneg = 0;
+        if (*p == '+' || *p == '-') eneg = *p++ == '-';
+        int x = 0;
+        for (; p < e && *p >= '0' && *p <= '9'; p++) {
+            if (x < 100000) x = x * 10 + (*p - '0');
+        }
+        exp = eneg ? -x : x;
+    }
+    int e10 = exp - frac;
+    if (fast && e10 >= -22 && e10 <= 22) {
+        double d = (double)w;
+        d = e10 < 0 ? d / POW10[-e10] : d * POW10[e10];
+        *out = neg ? -d : d;
+        return 1;
+    }
+    char buf[128];
+    if (n >= (Py_ssize_t)sizeof buf) return 0;
+    memcpy(buf, s, (size_t)n);
+    buf[n] = '\0';
+    double d = strtod(buf, NULL);
+    if (!isfinite(d)) return 0;
+    *out = d;
+    return 1;
+}
+
+static int check_range(const FieldSpec *f, double d) {
+    return (!f->has_ge || d >= f->ge) && (!f->has_le || d <= f->le);
+}
+
+/* Fills vals[] for one line of kind k; 1 if the line is certainly valid, else 0. */
+static int validate(KindSpec *ks, const Entry *en, int n, int kind_entry, Value *vals) {
+    unsigned int seen = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == kind_entry) continue;
+        const Entry *x = &en[i];
+        int fi = ks->hint[i];
+        if (fi < 0 || ks->fields[fi].name_len != x->key_len ||
+            memcmp(ks->fields[fi].name, x->key, (size_t)x->key_len) != 0) {
+            fi = -1;
+            for (int j = 0; j < ks->n_fields; j++) {
+                const FieldSpec *f = &ks->fields[j];
+                if (f->name_len == x->key_len && f->name[0] == x->key[0] &&
+                    memcmp(f->name, x->key, (size_t)x->key_len) == 0) {
+                    fi = j;
+                    break;
+                }
+            }
+            ks->hint[i] = (signed char)fi;
+        }
+        if (fi < 0 || (seen & (1u << fi))) return 0; /* unknown or duplicate key */
+        seen |= 1u << fi;
+        const FieldSpec *f = &ks->fields[fi];
+        Value *v = &vals[fi];
+        v->present = 1;
+        v->is_null = 0;
+        if (x->vkind == V_NULL) {
+            if (!f->nullable) return 0;
+            v->is_null = 1;
+            v->obj = Py_None;
+            continue;
+        }
+        switch (f->type) {
+            case F_STR:
+                if (x->vkind != V_STR || x->v_len > MAX_STR || x->v_len < f->min_len ||
+                    x->v_len > f->max_len)
+                    return 0;
+                v->s = x->v;
+                v->n = x->v_len;
+                v->obj = NULL;
+                break;
+            case F_ENUM: {
+                if (x->vkind != V_STR) return 0;
+                int found = -1;
+                for (int j = 0; j < f->n_enum; j++) {
+                    if (f->enum_lens[j] == x->v_len &&
+                        memcmp(f->enum_bytes[j], x->v, (size_t)x->v_len) == 0) {
+                        found = j;
+                        break;
+                    }
+                }
+                if (found < 0) return 0;
+                v->obj = f->enum_objs[found];
+                break;
+            }
+            case F_INT: {
+                if (x->vkind != V_NUM || !x->is_int) return 0;
+                const char *p = x->v, *e = x->v + x->v_len;
+                int neg = *p == '-';
+                if (neg) p++;
+                if (e - p > 15) return 0;
+                long long i = 0;
+                for (; p < e; p++) i = i * 10 + (*p - '0');
+                if (neg) i = -i;
+                if (!check_range(f, (double)i)) return 0;
+                v->i = i;
+                break;
+            }
+            case F_FLOAT: {
+                double d;
+                if (x->vkind != V_NUM || !number_to_double(x->v, x->v_len, &d) ||
+                    !check_range(f, d))
+                    return 0;
+                v->f = d;
+                break;
+            }
+            case F_BOOL:
+                if (x->vkind != V_TRUE && x->vkind != V_FALSE) return 0;
+                v->b = x->vkind == V_TRUE;
+                break;
+        }
+    }
+    for (int j = 0; j < ks->n_fields; j++) {
+        if (seen & (1u << j)) continue;
+        const FieldSpec *f = &ks->fields[j];
+        if (f->required) return 0;
+        Value *v = &vals[j];
+        v->present = 0;
+        v->is_null = f->default_obj == Py_None;
+        v->obj = f->default_obj;
+        v->i = f->default_int;
+        v->f = f->default_float;
+        v->b = f->default_obj == Py_True;
+    }
+    return 1;
+}
+
+/* ---- the stores: the same operations as CounterStore.inc and HistogramStore.observe - */
+static int counter_inc(Store *st, PyObject *key, double amount) {
+    PyObject *old = PyDict_GetItemWithError(st->values, key);
+    if (old) {
+        double d = PyFloat_AsDouble(old);
+        if (d == -1.0 && PyErr_Occurred()) return -1;
+        PyObject *now = PyFloat_FromDouble(d + amount);
+        if (!now) return -1;
+        int rc = PyDict_SetItem(st->values, key, now);
+        Py_DECREF(now);
+        return rc;
+    }
+    if (PyErr_Occurred()) return -1;
+    PyObject *amt = PyFloat_FromDouble(amount);
+    if (!amt) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(st->slow, key, amt, NULL);
+    Py_DECREF(amt);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int add_to_item(PyObject *row, Py_ssize_t i, double amount) {
+    double d = PyFloat_AsDouble(PyList_GET_ITEM(row, i));
+    if (d == -1.0 && PyErr_Occurred()) return -1;
+    PyObject *now = PyFloat_FromDouble(d + amount);
+    if (!now) return -1;
+    return PyList_SetItem(row, i, now); /* steals `now` */
+}
+
+static int hist_observe(Store *st, PyObject *key, double value) {
+    PyObject *row = PyDict_GetItemWithError(st->values, key);
+    if (row && PyList_CheckExact(row) && PyList_GET_SIZE(row) == st->n_bounds + 2) {
+        Py_INCREF(row);
+    } else {
+        if (PyErr_Occurred()) return -1;
+        row = PyObject_CallOneArg(st->slow, key);
+        if (!row) return -1;
+        if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) != st->n_bounds + 2) {
+            Py_DECREF(row);
+            PyErr_SetString(PyExc_TypeError, "histogram row of the wrong shape");
+            return -1;
+        }
+    }
+    /* bisect_left: the first bound >= value */
+    Py_ssize_t lo = 0, hi = st->n_bounds;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (st->bounds[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    int rc = add_to_item(row, lo, 1.0);
+    if (rc == 0) rc = add_to_item(row, st->n_bounds + 1, value);
+    Py_DECREF(row);
+    return rc;
+}
+
+/* ---- the shadows ------------------------------------------------------------------ */
+static int is_histogram(const Store *st) { return st->bounds != NULL; }
+
+/* Writes every loaded shadow back into its store and starts a new epoch (so the next use
+   of any cell loads it afresh). On error the rest are still written. */
+static int flush(Lines *self) {
+    int rc = 0;
+    while (self->dirty) {
+        Cell *c = self->dirty;
+        self->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->dirty = 0;
+        Store *st = &self->stores[c->store];
+        if (!is_histogram(st)) {
+            PyObject *v = PyFloat_FromDouble(c->vals[0]);
+            if (!v || PyDict_SetItem(st->values, c->key, v) < 0) rc = -1;
+            Py_XDECREF(v);
+        } else {
+            for (Py_ssize_t i = 0; i < st->n_bounds + 2; i++) {
+                if (!(c->touched & ((uint64_t)1 << i))) continue;
+                PyObject *v = PyFloat_FromDouble(c->vals[i]);
+                if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
+            }
+            Py_CLEAR(c->row);
+        }
+        c->touched = 0;
+    }
+    self->epoch++;
+    return rc;
+}
+
+static void free_cell(Cell *c) {
+    for (int i = 0; i < c->n; i++) Py_XDECREF(c->items[i]);
+    Py_XDECREF(c->key);
+    Py_XDECREF(c->row);
+    PyMem_Free(c);
+}
+
+static void drop_cells(Lines *self) {
+    for (int b = 0; b < CELL_BUCKETS; b++) {
+        Cell *c = self->cells[b];
+        while (c) {
+            Cell *next = c->next;
+            free_cell(c);
+            c = next;
+        }
+        self->cells[b] = NULL;
+    }
+    self->n_cells = 0;
+    self->dirty = NULL;
+}
+
+static int same_str(PyObject *a, PyObject *b) {
+    if (a == b) return 1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)(n * PyUnicode_KIND(a))) == 0;
+}
+
+/* The cell of (store, items), made on first sight; borrowed, NULL on error. */
+static Cell *cell_of(Lines *self, int store, int n, PyObject **items) {
+    Py_uhash_t h = 0x345678u + (Py_uhash_t)store;
+    for (int i = 0; i < n; i++) {
+        Py_hash_t x = PyObject_Hash(items[i]); /* cached in the str */
+        if (x == -1) return NULL;
+        h = (h ^ (Py_uhash_t)x) * 1000003u;
+    }
+    Cell **chain = &self->cells[(h ^ (h >> 17)) & (CELL_BUCKETS - 1)];
+    for (Cell *c = *chain; c; c = c->next) {
+        if (c->hash != (Py_hash_t)h || c->store != store || c->n != n) continue;
+        int i = 0;
+        while (i < n && same_str(c->items[i], items[i])) i++;
+        if (i == n) return c;
+    }
+    if (self->n_cells >= MAX_CELLS) {
+        if (flush(self) < 0) return NULL;
+        drop_cells(self);
+        chain = &self->cells[(h ^ (h >> 17)) & (CELL_BUCKETS - 1)];
+    }
+    Store *st = &self->stores[store];
+    Py_ssize_t width = is_histogram(st) ? st->n_bounds + 2 : 1;
+    Cell *c = PyMem_Calloc(1, sizeof(Cell) + (size_t)width * sizeof(double));
+    if (!c) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    c->key = PyTuple_New(n);
+    if (!c->key) {
+        PyMem_Free(c);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        Py_INCREF(items[i]);
+        c->items[i] = items[i];
+        Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(c->key, i, items[i]);
+    }
+    c->hash = (Py_hash_t)h;
+    c->store = store;
+    c->n = n;
+    c->epoch = self->epoch - 1;
+    c->next = *chain;
+    *chain = c;
+    self->n_cells++;
+    return c;
+}
+
+static Cell *cell_args(Lines *self, int store, int n, va_list ap) {
+    PyObject *items[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < n; i++) items[i] = va_arg(ap, PyObject *);
+    return cell_of(self, store, n, items);
+}
+
+static void mark_loaded(Lines *self, Cell *c) {
+    c->epoch = self->epoch;
+    c->dirty = 1;
+    c->next_dirty = self->dirty;
+    self->dirty = c;
+}
+
+/* CounterStore.inc(key, amount) for key = the n labels that follow. */
+static int inc(Lines *self, int store, double amount, int n, ...) {
+    va_list ap;
+    va_start(ap, n);
+    Cell *c = cell_args(self, store, n, ap);
+    va_end(ap);
+    if (!c) return -1;
+    Store *st = &self->stores[store];
+    if (c->epoch != self->epoch) {
+        PyObject *v = PyDict_GetItemWithError(st->values, c->key);
+        if (!v || !PyFloat_CheckExact(v)) {
+            /* not stored yet (admitted or folded by Python), or not a float */
+            if (PyErr_Occurred() || flush(self) < 0) return -1;
+            return counter_inc(st, c->key, amount);
+        }
+        c->vals[0] = PyFloat_AS_DOUBLE(v);
+        mark_loaded(self, c);
+    }
+    c->vals[0] += amount;
+    return 0;
+}
+
+/* HistogramStore.observe(key, value) for key = the n labels that follow. */
+static int observe(Lines *self, int store, double value, int n, ...) {
+    va_list ap;
+    va_start(ap, n);
+    Cell *c = cell_args(self, store, n, ap);
+    va_end(ap);
+    if (!c) return -1;
+    Store *st = &self->stores[store];
+    Py_ssize_t width = st->n_bounds + 2;
+    if (c->epoch != self->epoch) {
+        PyObject *row = PyDict_GetItemWithError(st->values, c->key);
+        int ok = row && PyList_CheckExact(row) && PyList_GET_SIZE(row) == width;
+        for (Py_ssize_t i = 0; ok && i < width; i++) {
+            PyObject *x = PyList_GET_ITEM(row, i);
+            if (PyFloat_CheckExact(x)) c->vals[i] = PyFloat_AS_DOUBLE(x); else ok = 0;
+        }
+        if (!ok) {
+            if (PyErr_Occurred() || flush(self) < 0) return -1;
+            return hist_observe(st, c->key, value);
+        }
+        Py_INCREF(row);
+        c->row = row;
+        mark_loaded(self, c);
+    }
+    Py_ssize_t lo = 0, hi = st->n_bounds; /* bisect_left: the first bound >= value */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (st->bounds[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    c->vals[lo] += 1.0;
+    c->vals[width - 1] += value;
+    c->touched |= ((uint64_t)1 << lo) | ((uint64_t)1 << (width - 1));
+    return 0;
+}
+
+/* ---- the handlers: Aggregator._llm_call, _task, ... operation for operation -------- */
+static PyObject *str_of(Lines *self, int kind, int field, Value *v) {
+    /* New reference to the str value of a string field (present or default). */
+    if (v->obj) {
+        Py_INCREF(v->obj);
+        return v->obj;
+    }
+    return make_str(self, v->s, v->n, !is_id_field(kind, field));
+}
+
+#define STR(kind, field, name) \
+    if (!(name = str_of(self, kind, field, &vals[field]))) goto done;
+
+/* New reference to the tuple of n str (borrowed). Label values come from the string
+   cache, so the same labels are the same objects and their tuple is found by identity:
+   no allocation (nor the garbage collections it triggers) per event. */
+static PyObject *key_of(Lines *self, int n, ...) {
+    PyObject *items[4] = {NULL, NULL, NULL, NULL};
+    va_list ap;
+    va_start(ap, n);
+    uintptr_t h = (uintptr_t)n;
+    for (int i = 0; i < n; i++) {
+        items[i] = va_arg(ap, PyObject *);
+        h = (h ^ ((uintptr_t)items[i] >> 4)) * 0x9E3779B97F4A7C15u;
+    }
+    va_end(ap);
+    KeyEntry *e = &self->keys[(h >> 20) & (KEY_CACHE_SIZE - 1)];
+    if (e->tuple && e->n == n && e->items[0] == items[0] && e->items[1] == items[1] &&
+        e->items[2] == items[2] && e->items[3] == items[3]) {
+        Py_INCREF(e->tuple);
+        return e->tuple;
+    }
+    PyObject *t = PyTuple_New(n);
+    if (!t) return NULL;
+    for (int i = 0; i < n; i++) {
+        Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(t, i, items[i]);
+    }
+    Py_XSETREF(e->tuple, t); /* the tuple holds its items: the pointers stay valid */
+    Py_INCREF(t);
+    e->n = n;
+    memcpy(e->items, items, sizeof items);
+    return t;
+}
+
+static int dict_add(PyObject *d, PyObject *key, double amount) {
+    PyObject *old = PyDict_GetItemWithError(d, key);
+    double base = 0.0;
+    if (old) {
+        base = PyFloat_AsDouble(old);
+        if (base == -1.0 && PyErr_Occurred()) return -1;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *now = PyFloat_FromDouble(base + amount);
+    if (!now) return -1;
+    int rc = PyDict_SetItem(d, key, now);
+    Py_DECREF(now);
+    return rc;
+}
+
+static int handle_llm(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *op = NULL, *provider = NULL, *model = NULL, *error = NULL;
+    STR(K_LLM, L_OPERATION, op);
+    STR(K_LLM, L_PROVIDER, provider);
+    STR(K_LLM, L_MODEL, model);
+    STR(K_LLM, L_ERROR, error);
+    if (!vals[L_DURATION].is_null &&
+        observe(self, S_LLM_DURATION, vals[L_DURATION].f, 4, op, provider, model, error) < 0)
+        goto done;
+    if (!vals[L_TTFT].is_null &&
+        observe(self, S_LLM_TTFT, vals[L_TTFT].f, 3, op, provider, model) < 0)
+        goto done;
+    long long count = vals[L_IN].i;
+    if (count) {
+        if (observe(self, S_LLM_TOKEN_USAGE, (double)count, 4, op, provider, model, self->s_input) < 0 ||
+            inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_input) < 0)
+            goto done;
+    }
+    count = vals[L_OUT].i;
+    if (count) {
+        if (observe(self, S_LLM_TOKEN_USAGE, (double)count, 4, op, provider, model, self->s_output) < 0 ||
+            inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_output) < 0)
+            goto done;
+    }
+    count = vals[L_CACHED].i;
+    if (count && inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_cached_input) < 0)
+        goto done;
+    PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
+    if (inc(self, S_LLM_REQUESTS, 1.0, 4, provider, model, status, error) < 0)
+        goto done;
+    double cost = vals[L_COST].f;
+    if (cost != 0.0) {
+        if (inc(self, S_LLM_COST, cost, 2, provider, model) < 0) goto done;
+        if (!self->spend) {
+            PyObject *now = PyFloat_FromDouble(self->now);
+            if (!now) goto done;
+            PyObject *pair = PyObject_CallOneArg(self->spend_for, now);
+            Py_DECREF(now);
+            if (!pair) goto done;
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyDict_Check(PyTuple_GET_ITEM(pair, 0)) ||
+                !PyDict_Check(PyTuple_GET_ITEM(pair, 1))) {
+                Py_DECREF(pair);
+                PyErr_SetString(PyExc_TypeError, "spend_for must return two dicts");
+                goto done;
+            }
+            self->spend = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+            self->budgets = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+            Py_DECREF(pair);
+        }
+        if (dict_add(self->spend, self->s_total, cost) < 0) goto done;
+        int budgeted = PyDict_Contains(self->budgets, provider);
+        if (budgeted < 0 || (budgeted && dict_add(self->spend, provider, cost) < 0)) goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(op);
+    Py_XDECREF(provider);
+    Py_XDECREF(model);
+    Py_XDECREF(error);
+    return rc;
+}
+
+/* _Tracked.close: forget ``item``; *since set (and 1 returned) when it was open. */
+static int tracked_close(Tracked *t, PyObject *item, double *since) {
+    PyObject *key = PyDict_GetItemWithError(t->where, item);
+    if (!key) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(key);
+    int rc = -1;
+    if (PyDict_DelItem(t->where, item) < 0) goto done;
+    PyObject *group = PyDict_GetItemWithError(t->by_key, key);
+    PyObject *at = group ? PyDict_GetItemWithError(group, item) : NULL;
+    if (!at) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "tracked item without its group");
+        goto done;
+    }
+    double d = PyFloat_AsDouble(at);
+    if ((d == -1.0 && PyErr_Occurred()) || PyDict_DelItem(group, item) < 0) goto done;
+    if (since) *since = d;
+    rc = 1;
+done:
+    Py_DECREF(key);
+    return rc;
+}
+
+/* _Tracked.open: here when its key is known and the id cap is not reached, else the
+   Python method (which admits or folds the key, and evicts the oldest id). */
+static int tracked_open(Lines *self, Tracked *t, PyObject *item, PyObject *key) {
+    if (tracked_close(t, item, NULL) < 0) return -1;
+    PyObject *now = PyFloat_FromDouble(self->now);
+    if (!now) return -1;
+    int rc = -1;
+    PyObject *group = PyDict_GetItemWithError(t->by_key, key);
+    if (group && PyDict_CheckExact(group) && PyDict_GET_SIZE(t->where) < t->limit) {
+        if (PyDict_SetItem(t->where, item, key) == 0 && PyDict_SetItem(group, item, now) == 0)
+            rc = 0;
+    } else if (!PyErr_Occurred()) {
+        PyObject *r = PyObject_CallFunctionObjArgs(t->open, item, key, now, NULL);
+        if (r) {
+            Py_DECREF(r);
+            rc = 0;
+        }
+    }
+    Py_DECREF(now);
+    return rc;
+}
+
+static int handle_task(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *key = NULL, *component = NULL, *queue = NULL, *tid = NULL;
+    STR(K_TASK, T_COMPONENT, component);
+    STR(K_TASK, T_QUEUE, queue);
+    PyObject *status = vals[T_STATUS].obj;
+    STR(K_TASK, T_ID, tid);
+    Tracked *Q = &self->tracked[TR_QUEUED], *R = &self->tracked[TR_RUNNING];
+    int has_id = PyUnicode_GET_LENGTH(tid) > 0;
+    if (inc(self, S_TASKS, 1.0, 3, component, queue, status) < 0) goto done;
+    if (status == self->s_queued || status == self->s_retried) {
+        if (has_id) {
+            if (tracked_close(R, tid, NULL) < 0 || !(key = key_of(self, 2, component, queue)) ||
+                tracked_open(self, Q, tid, key) < 0)
+                goto done;
+        }
+    } else if (status == self->s_started) {
+        if (has_id) {
+            if (tracked_close(Q, tid, NULL) < 0 || !(key = key_of(self, 2, component, queue)) ||
+                tracked_open(self, R, tid, key) < 0)
+                goto done;
+        }
+    } else {
+        int have_started = 0;
+        double started = 0.0;
+        if (has_id) {
+            if (tracked_close(Q, tid, NULL) < 0) goto done;
+            if ((have_started = tracked_close(R, tid, &started)) < 0) goto done;
+        }
+        int have = !vals[T_DURATION].is_null;
+        double duration = vals[T_DURATION].f;
+        if (!have && have_started) {
+            duration = self->now - started;
+            if (duration < 0.0) duration = 0.0;
+            have = 1;
+        }
+        if (have && observe(self, S_TASK_DURATION, duration, 3, component, queue, status) < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(component);
+    Py_XDECREF(queue);
+    Py_XDECREF(tid);
+    return rc;
+}
+
+static int handle_tool(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *tool = NULL, *agent = NULL, *error = NULL;
+    STR(K_TOOL, O_TOOL, tool);
+    STR(K_TOOL, O_AGENT, agent);
+    STR(K_TOOL, O_ERROR, error);
+    if (!vals[O_DURATION].is_null &&
+        observe(self, S_TOOL_DURATION, vals[O_DURATION].f, 3, tool, agent, error) < 0)
+        goto done;
+    PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
+    if (inc(self, S_TOOL_CALLS, 1.0, 3, tool, agent, status) < 0) goto done;
+    rc = 0;
+done:
+    Py_XDECREF(tool);
+    Py_XDECREF(agent);
+    Py_XDECREF(error);
+    return rc;
+}
+
+static int handle_gate(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *gate = NULL;
+    STR(K_GATE, G_GATE, gate);
+    if (inc(self, S_GATE_DECISIONS, 1.0, 2, gate, vals[G_DECISION].obj) < 0) goto done;
+    if (!vals[G_SCORE].is_null &&
+        observe(self, S_GATE_SCORE, vals[G_SCORE].f, 1, gate) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(gate);
+    return rc;
+}
+
+static int handle_resolution(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *key = NULL, *component = NULL, *loop = NULL, *outcome = NULL;
+    STR(K_RES, R_COMPONENT, component);
+    STR(K_RES, R_LOOP, loop);
+    STR(K_RES, R_OUTCOME, outcome);
+    PyObject *action = vals[R_ACTION].obj;
+    Tracked *L = &self->tracked[TR_LOOPS];
+    if (action == self->s_closed) {
+        PyObject *how = PyUnicode_GET_LENGTH(outcome) ? outcome : self->s_resolved;
+        if (tracked_close(L, loop, NULL) < 0 ||
+            inc(self, S_RES_CLOSURES, 1.0, 2, component, how) < 0)
+            goto done;
+        rc = 0;
+        goto done;
+    }
+    if (!(key = key_of(self, 1, component))) goto done;
+    int open = PyDict_Contains(L->where, loop);
+    if (open < 0 || (!open && tracked_open(self, L, loop, key) < 0)) goto done;
+    if (inc(self, action == self->s_attempt ? S_RES_ATTEMPTS : S_RES_INCIDENTS, 1.0, 1,
+            component) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(component);
+    Py_XDECREF(loop);
+    Py_XDECREF(outcome);
+    return rc;
+}
+
+static int handle_guardian(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *guardian = NULL, *gtype = NULL;
+    STR(K_GUARD, D_GUARDIAN, guardian);
+    STR(K_GUARD, D_TYPE, gtype);
+    if (inc(self, S_GUARDIAN_DECISIONS, 1.0, 3, guardian, gtype, vals[D_VERDICT].obj) < 0)
+        goto done;
+    if (!vals[D_DURATION].is_null &&
+        observe(self, S_GUARDIAN_DURATION, vals[D_DURATION].f, 2, guardian, gtype) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(guardian);
+    Py_XDECREF(gtype);
+    return rc;
+}
+
+static int handle_error(Lines *self, Value *vals) {
+    int rc = -1;
+    PyObject *component = NULL;
+    STR(K_ERROR, E_COMPONENT, component);
+    rc = inc(self, S_ERRORS, 1.0, 2, component, vals[E_CATEGORY].obj);
+done:
+    Py_XDECREF(component);
+    return rc;
+}
+
+typedef int (*Handler)(Lines *, Value *);
+static const Handler HANDLERS[NKINDS] = {handle_llm, handle_task, handle_tool, handle_gate,
+                                         handle_resolution, handle_guardian, handle_error};
+
+/* ---- run --------------------------------------------------------------------------- */
+PyDoc_STRVAR(run_doc,
+"run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped)\n\n"
+"Apply the lines of ``body`` (complete lines, without the last newline) from offset\n"
+"``pos``, with the aggregator's lock held by the caller. Stops at the first line this\n"
+"path does not take (``stopped`` is then True and ``pos`` is where that line starts),\n"
+"else ``pos`` is len(body) + 1. ``lines`` counts the lines applied or blank, ``counts``\n"
+"the events per kind (in KINDS order), ``failures`` (kind, exception) for the events\n"
+"whose handler failed (a bug, never expected; the first 16 of a run).");
+
+static PyObject *Lines_run(Lines *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, max_line;
+    double now;
+    if (!PyArg_ParseTuple(args, "y*ndn", &buf, &pos, &now, &max_line)) return NULL;
+    const char *base = buf.buf;
+    Py_ssize_t size = buf.len;
+    long long counts[NKINDS] = {0};
+    Py_ssize_t lines = 0;
+    PyObject *failures = PyList_New(0);
+    if (!failures) return NULL;
+    int stopped = 0;
+    Entry entries[MAX_ENTRIES];
+    Value vals[MAX_FIELDS];
+    self->now = now;
+    self->epoch++; /* Python may have changed the stores since the last run */
+    Py_CLEAR(self->spend);
+    Py_CLEAR(self->budgets);
+    if (pos < 0) pos = 0;
+    while (pos <= size) {
+        const char *p = base + pos;
+        const char *nl = memchr(p, '\n', (size_t)(size - pos));
+        const char *e = nl ? nl : base + size;
+        if (e - p > max_line) {
+            stopped = 1;
+            break;
+        }
+        int n = split_object(p, e, entries);
+        if (n == 0) { /* blank */
+            lines++;
+            pos = e - base + 1;
+            continue;
+        }
+        int kind = -1, kind_entry = -1;
+        for (int i = 0; i < n && n > 0; i++) {
+            if (entries[i].key_len == 4 && memcmp(entries[i].key, "kind", 4) == 0) {
+                if (kind_entry >= 0 || entries[i].vkind != V_STR) {
+                    kind_entry = -2;
+                    break;
+                }
+                kind_entry = i;
+            }
+        }
+        if (kind_entry >= 0) {
+            const Entry *k = &entries[kind_entry];
+            for (int j = 0; j < NKINDS; j++) {
+                if (self->kinds[j].enabled && KIND_LENS[j] == k->v_len &&
+                    memcmp(KIND_NAMES[j], k->v, (size_t)k->v_len) == 0) {
+                    kind = j;
+                    break;
+                }
+            }
+        }
+        if (kind < 0 || !validate(&self->kinds[kind], entries, n, kind_entry, vals)) {
+            stopped = 1;
+            break;
+        }
+        if (HANDLERS[kind](self, vals) < 0) {
+            PyObject *type, *exc, *tb;
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+            if (PyList_GET_SIZE(failures) < 16) {
+                PyObject *pair = Py_BuildValue("sO", KIND_NAMES[kind], exc ? exc : Py_None);
+                if (!pair || PyList_Append(failures, pair) < 0) PyErr_Clear();
+                Py_XDECREF(pair);
+            }
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+        }
+        counts[kind]++;
+        lines++;
+        pos = e - base + 1;
+    }
+    Py_CLEAR(self->spend);
+    Py_CLEAR(self->budgets);
+    PyBuffer_Release(&buf);
+    if (flush(self) < 0) {
+        Py_DECREF(failures);
+        return NULL;
+    }
+    PyObject *tuple = PyTuple_New(NKINDS);
+    if (!tuple) {
+        Py_DECREF(failures);
+        return NULL;
+    }
+    for (int i = 0; i < NKINDS; i++) {
+        PyObject *c = PyLong_FromLongLong(counts[i]);
+        if (!c) {
+            Py_DECREF(tuple);
+            Py_DECREF(failures);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, c);
+    }
+    return Py_BuildValue("nnNNO", pos, lines, tuple, failures, stopped ? Py_True : Py_False);
+}
+
+/* ---- construction ------------------------------------------------------------------ */
+static int keep(Lines *self, PyObject *obj) { return PyList_Append(self->keep, obj); }
+
+static int load_field(Lines *self, FieldSpec *f, const char *name, PyObject *desc) {
+    /* desc: (type, nullable, required, min_len, max_len, ge, le, enum values, default) */
+    const char *type;
+    int nullable, required;
+    PyObject *min_len, *max_len, *ge, *le, *values, *dflt;
+    if (!PyArg_ParseTuple(desc, "sppOOOOOO", &type, &nullable, &required, &min_len,
+                          &max_len, &ge, &le, &values, &dflt))
+        return -1;
+    f->name = name;
+    f->name_len = (Py_ssize_t)strlen(name);
+    f->nullable = nullable;
+    f->required = required;
+    f->min_len = min_len == Py_None ? 0 : PyLong_AsSsize_t(min_len);
+    f->max_len = max_len == Py_None ? PY_SSIZE_T_MAX : PyLong_AsSsize_t(max_len);
+    f->has_ge = ge != Py_None;
+    f->has_le = le != Py_None;
+    f->ge = f->has_ge ? PyFloat_AsDouble(ge) : 0.0;
+    f->le = f->has_le ? PyFloat_AsDouble(le) : 0.0;
+    if (PyErr_Occurred()) return -1;
+    if (strcmp(type, "str") == 0) f->type = F_STR;
+    else if (strcmp(type, "enum") == 0) f->type = F_ENUM;
+    else if (strcmp(type, "int") == 0) f->type = F_INT;
+    else if (strcmp(type, "float") == 0) f->type = F_FLOAT;
+    else if (strcmp(type, "bool") == 0) f->type = F_BOOL;
+    else {
+        PyErr_Format(PyExc_ValueError, "field %s: unknown type %s", name, type);
+        return -1;
+    }
+    if (f->type == F_ENUM) {
+        if (!PyTuple_Check(values) || PyTuple_GET_SIZE(values) > MAX_ENUM) {
+            PyErr_Format(PyExc_ValueError, "field %s: enum values must be a short tuple", name);
+            return -1;
+        }
+        f->n_enum = (int)PyTuple_GET_SIZE(values);
+        for (int i = 0; i < f->n_enum; i++) {
+            PyObject *v = PyTuple_GET_ITEM(values, i);
+            if (!PyUnicode_Check(v)) {
+                PyErr_Format(PyExc_ValueError, "field %s: enum values must be str", name);
+                return -1;
+            }
+            Py_INCREF(v);
+            PyUnicode_InternInPlace(&v);
+            if (keep(self, v) < 0) {
+                Py_DECREF(v);
+                return -1;
+            }
+            Py_DECREF(v); /* kept alive by self->keep */
+            Py_ssize_t len;
+            const char *bytes = PyUnicode_AsUTF8AndSize(v, &len);
+            if (!bytes) return -1;
+            f->enum_objs[i] = v;
+            f->enum_bytes[i] = bytes;
+            f->enum_lens[i] = len;
+        }
+    }
+    if (dflt != Py_None && PyUnicode_Check(dflt) && f->type == F_ENUM) {
+        /* the default as the very enum object, so identity checks hold for it too */
+        for (int i = 0; i < f->n_enum; i++) {
+            if (PyUnicode_Compare(f->enum_objs[i], dflt) == 0) dflt = f->enum_objs[i];
+        }
+    }
+    if (keep(self, dflt) < 0) return -1;
+    f->default_obj = dflt;
+    f->default_int = 0;
+    f->default_float = 0.0;
+    if (f->type == F_INT && PyLong_Check(dflt)) f->default_int = PyLong_AsLongLong(dflt);
+    if (f->type == F_FLOAT && (PyFloat_Check(dflt) || PyLong_Check(dflt)))
+        f->default_float = PyFloat_AsDouble(dflt);
+    if (PyErr_Occurred()) return -1;
+    if ((f->type == F_STR || f->type == F_ENUM) && dflt != Py_None && !PyUnicode_Check(dflt)) {
+        PyErr_Format(PyExc_ValueError, "field %s: a string field needs a str default", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Kind k from spec[kind name] = {field: desc}; disabled unless its fields are exactly the
+   ones the handler knows (a model change then falls back to Python, never misreads). */
+static int load_kind(Lines *self, int k, PyObject *spec) {
+    KindSpec *ks = &self->kinds[k];
+    ks->enabled = 0;
+    PyObject *fields = PyDict_GetItemString(spec, KIND_NAMES[k]);
+    if (!fields) return 0;
+    if (!PyDict_Check(fields)) {
+        PyErr_Format(PyExc_TypeError, "spec[%s] must be a dict", KIND_NAMES[k]);
+        return -1;
+    }
+    int n = 0;
+    while (FIELD_NAMES[k][n]) n++;
+    if (PyDict_Size(fields) != n) return 0;
+    for (int i = 0; i < n; i++) {
+        PyObject *desc = PyDict_GetItemString(fields, FIELD_NAMES[k][i]);
+        if (!desc) return 0;
+        if (load_field(self, &ks->fields[i], FIELD_NAMES[k][i], desc) < 0) return -1;
+        if (ks->fields[i].type == F_STR && ks->fields[i].required == 0 &&
+            ks->fields[i].default_obj == Py_None)
+            return 0; /* an optional string without a default: not what handlers expect */
+        ks->fields[i].cached = !is_id_field(k, i);
+    }
+    ks->n_fields = n;
+    memset(ks->hint, -1, sizeof ks->hint);
+    ks->enabled = 1;
+    return 0;
+}
+
+static int load_store(Lines *self, Store *st, const char *name, PyObject *stores) {
+    /* stores[name] = (values dict, slow-path callable, bounds tuple or None) */
+    PyObject *desc = PyDict_GetItemString(stores, name);
+    PyObject *values, *slow, *bounds;
+    if (!desc) {
+        PyErr_Format(PyExc_KeyError, "stores[%s] is missing", name);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(desc, "O!OO", &PyDict_Type, &values, &slow, &bounds)) return -1;
+    if (keep(self, desc) < 0) return -1;
+    st->values = values;
+    st->slow = slow;
+    st->n_bounds = 0;
+    st->bounds = NULL;
+    if (bounds != Py_None) {
+        PyObject *seq = PySequence_Fast(bounds, "bounds must be a sequence");
+        if (!seq) return -1;
+        st->n_bounds = PySequence_Fast_GET_SIZE(seq);
+        if (st->n_bounds + 2 > 64) { /* the shadows track changed entries in 64 bits */
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "stores[%s]: over 62 buckets", name);
+            return -1;
+        }
+        st->bounds = PyMem_Calloc((size_t)st->n_bounds + 1, sizeof(double));
+        if (!st->bounds) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < st->n_bounds; i++) {
+            st->bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        }
+        Py_DECREF(seq);
+        if (PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"spec", "stores", "tracked", "spend_for", NULL};
+    PyObject *spec, *stores, *tracked, *spend_for;
+    if (self->keep) {
+        PyErr_SetString(PyExc_RuntimeError, "Lines is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O", kwlist, &PyDict_Type, &spec,
+                                     &PyDict_Type, &stores, &PyDict_Type, &tracked,
+                                     &spend_for))
+        return -1;
+    if (!(self->keep = PyList_New(0))) return -1;
+    self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
+    self->keys = PyMem_Calloc(KEY_CACHE_SIZE, sizeof(KeyEntry));
+    self->cells = PyMem_Calloc(CELL_BUCKETS, sizeof(Cell *));
+    self->epoch = 1;
+    if (!self->cache || !self->keys || !self->cells) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int k = 0; k < NKINDS; k++) {
+        if (load_kind(self, k, spec) < 0) return -1;
+    }
+    for (int s = 0; s < NSTORES; s++) {
+        if (load_store(self, &self->stores[s], STORE_NAMES[s], stores) < 0) return -1;
+    }
+    for (int t = 0; t < NTRACKED; t++) {
+        PyObject *desc = PyDict_GetItemString(tracked, TRACKED_NAMES[t]);
+        Tracked *tr = &self->tracked[t];
+        if (!desc) {
+            PyErr_Format(PyExc_KeyError, "tracked[%s] is missing", TRACKED_NAMES[t]);
+            return -1;
+        }
+        if (!PyArg_ParseTuple(desc, "OO!O!n", &tr->open, &PyDict_Type, &tr->where,
+                              &PyDict_Type, &tr->by_key, &tr->limit))
+            return -1;
+        if (keep(self, desc) < 0) return -1;
+    }
+    self->spend_for = spend_for;
+    if (keep(self, spend_for) < 0) return -1;
+    struct { PyObject **slot; const char *text; } consts[] = {
+        {&self->s_error, "error"}, {&self->s_success, "success"},
+        {&self->s_input, "input"}, {&self->s_output, "output"},
+        {&self->s_cached_input, "cached_input"}, {&self->s_resolved, "resolved"},
+        {&self->s_total, "total"}, {NULL, NULL}};
+    for (int i = 0; consts[i].slot; i++) {
+        if (!(*consts[i].slot = PyUnicode_InternFromString(consts[i].text))) return -1;
+    }
+    /* Enum values compared by identity: the objects the validator hands out. */
+    struct { PyObject **slot; int kind, field; const char *text; } enums[] = {
+        {&self->s_queued, K_TASK, T_STATUS, "queued"},
+        {&self->s_retried, K_TASK, T_STATUS, "retried"},
+        {&self->s_started, K_TASK, T_STATUS, "started"},
+        {&self->s_closed, K_RES, R_ACTION, "closed"},
+        {&self->s_attempt, K_RES, R_ACTION, "attempt"}, {NULL, 0, 0, NULL}};
+    for (int i = 0; enums[i].slot; i++) {
+        *enums[i].slot = Py_None; /* matches nothing when the kind is disabled */
+        FieldSpec *f = &self->kinds[enums[i].kind].fields[enums[i].field];
+        if (!self->kinds[enums[i].kind].enabled) continue;
+        for (int j = 0; j < f->n_enum; j++) {
+            if (strcmp(f->enum_bytes[j], enums[i].text) == 0) *enums[i].slot = f->enum_objs[j];
+        }
+        if (*enums[i].slot == Py_None) self->kinds[enums[i].kind].enabled = 0;
+    }
+    return 0;
+}
+
+static void Lines_dealloc(Lines *self) {
+    for (int s = 0; s < NSTORES; s++) PyMem_Free(self->stores[s].bounds);
+    if (self->cache) {
+        for (int i = 0; i < CACHE_SIZE; i++) Py_XDECREF(self->cache[i].obj);
+        PyMem_Free(self->cache);
+    }
+    if (self->cells) {
+        drop_cells(self);
+        PyMem_Free(self->cells);
+    }
+    if (self->keys) {
+        for (int i = 0; i < KEY_CACHE_SIZE; i++) Py_XDECREF(self->keys[i].tuple);
+        PyMem_Free(self->keys);
+    }
+    Py_XDECREF(self->keep);
+    Py_XDECREF(self->spend);
+    Py_XDECREF(self->budgets);
+    PyObject **consts[] = {&self->s_error, &self->s_success, &self->s_input, &self->s_output,
+                           &self->s_cached_input, &self->s_resolved, &self->s_total};
+    for (size_t i = 0; i < sizeof consts / sizeof *consts; i++) Py_XDECREF(*consts[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Lines_enabled(Lines *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out, *list = PyList_New(0);
+    if (!list) return NULL;
+    for (int k = 0; k < NKINDS; k++) {
+        if (!self->kinds[k].enabled) continue;
+        PyObject *name = PyUnicode_FromString(KIND_NAMES[k]);
+        if (!name || PyList_Append(list, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    out = PyList_AsTuple(list);
+    Py_DECREF(list);
+    return out;
+}
+
+static PyMethodDef Lines_methods[] = {
+    {"run", (PyCFunction)Lines_run, METH_VARARGS, run_doc},
+    {"enabled", (PyCFunction)Lines_enabled, METH_NOARGS,
+     "The kinds this path applies (the rest go to the Python path)."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject LinesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter._lines.Lines",
+    .tp_basicsize = sizeof(Lines),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The native JSONL line path bound to one aggregator's containers.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lines_init,
+    .tp_dealloc = (destructor)Lines_dealloc,
+    .tp_methods = Lines_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "exporter._lines",
+    .m_doc = "The native JSONL line path of the AI aggregator.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__lines(void) {
+    if (PyType_Ready(&LinesType) < 0) return NULL;
+    for (int k = 0; k < NKINDS; k++) KIND_LENS[k] = (Py_ssize_t)strlen(KIND_NAMES[k]);
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *kinds = PyTuple_New(NKINDS);
+    if (!kinds) goto fail;
+    for (int k = 0; k < NKINDS; k++) {
+        PyObject *s = PyUnicode_FromString(KIND_NAMES[k]);
+        if (!s) {
+            Py_DECREF(kinds);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(kinds, k, s);
+    }
+    if (PyModule_AddObject(m, "KINDS", kinds) < 0) {
+        Py_DECREF(kinds);
+        goto fail;
+    }
+    Py_INCREF(&LinesType);
+    if (PyModule_AddObject(m, "Lines", (PyObject *)&LinesType) < 0) {
+        Py_DECREF(&LinesType);
+        goto fail;
+    }
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

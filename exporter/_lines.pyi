@@ -1,0 +1,15 @@
+"""Types of the native line path (exporter/_lines.c)."""
+
+from collections.abc import Callable
+from typing import Any
+
+KINDS: tuple[str, ...]
+
+class Lines:
+    def __init__(self, *, spec: dict[str, dict[str, tuple[Any, ...]]],
+                 stores: dict[str, tuple[Any, ...]], tracked: dict[str, tuple[Any, ...]],
+                 spend_for: Callable[[float], tuple[dict[str, float], dict[str, float]]]
+                 ) -> None: ...
+    def run(self, body: bytes, pos: int, now: float, max_line: int, /
+            ) -> tuple[int, int, tuple[int, ...], list[tuple[str, BaseException]], bool]: ...
+    def enabled(self) -> tuple[str, ...]: ...
