@@ -40,7 +40,6 @@ enum { K_LLM, K_TASK, K_TOOL, K_GATE, K_RES, K_GUARD, K_ERROR, NKINDS };
 static const char *const KIND_NAMES[NKINDS] = {"llm_call", "task", "tool_call",
                                                "quality_gate", "resolution", "guardian",
                                                "error"};
-static Py_ssize_t KIND_LENS[NKINDS]; /* strlen of each, set at import */
 enum { L_TS, L_PROVIDER, L_MODEL, L_OPERATION, L_IN, L_OUT, L_CACHED, L_DURATION, L_TTFT,
        L_COST, L_ERROR, L_COMPONENT };
 enum { T_TS, T_COMPONENT, T_STATUS, T_QUEUE, T_ID, T_DURATION };
@@ -60,10 +59,7 @@ static const char *const FIELD_NAMES[NKINDS][MAX_FIELDS] = {
     {"ts", "guardian", "verdict", "guardian_type", "duration_seconds", NULL},
     {"ts", "component", "category", NULL},
 };
-/* Fields whose values are ids (unbounded cardinality): never put in the string cache. */
-static int is_id_field(int kind, int field) {
-    return (kind == K_TASK && field == T_ID) || (kind == K_RES && field == R_LOOP);
-}
+#define MAX_KINDS 16 /* the native kinds, then the delegated ones */
 
 typedef enum { F_STR, F_ENUM, F_INT, F_FLOAT, F_BOOL } FieldType;
 
@@ -83,8 +79,15 @@ typedef struct {
     double default_float;
 } FieldSpec;
 
+/* A kind: native (its handler is here) or delegated (validated here, then built as the
+   event struct and given to the aggregator's Python handler: the kinds too rare to be
+   worth a second implementation, which still skip the Python decode). */
 typedef struct {
     int enabled, n_fields;
+    const char *name;
+    Py_ssize_t name_len;
+    PyObject *cls, *handler; /* delegated: the struct type and Aggregator handler */
+    PyObject *field_keys[MAX_FIELDS]; /* delegated: field names as str, for the kwargs */
     FieldSpec fields[MAX_FIELDS];
     signed char hint[MAX_ENTRIES]; /* the field the key at each position was last time */
 } KindSpec;
@@ -153,6 +156,20 @@ typedef struct Cell {
 #define CELL_BUCKETS 16384 /* chains, a power of two */
 #define MAX_CELLS 65536    /* past this, the cells are written back and dropped */
 
+/* What one label combination of one kind resolves to: its label strings and the cells of
+   the store entries it feeds, so that an event whose labels were seen before costs one
+   hash instead of a string and a cell lookup per label and per store. */
+#define SLOT_CACHE 4096 /* direct-mapped, a power of two */
+#define SLOT_CONTENT 256
+typedef struct {
+    uint64_t hash;
+    int kind;
+    Py_ssize_t len;
+    PyObject *strs[MAX_FIELDS];   /* owned, filled on first use */
+    Cell *cells[NSTORES * 3];     /* borrowed from the cell table; by store and variant */
+    char content[SLOT_CONTENT];   /* the label fields, each as length + bytes */
+} Slot;
+
 /* A label tuple, found again by the identity of its (interned) items. */
 typedef struct {
     int n;
@@ -162,7 +179,9 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    KindSpec kinds[NKINDS];
+    KindSpec kinds[MAX_KINDS];
+    int n_kinds;
+    PyObject *no_args;
     Store stores[NSTORES];
     Tracked tracked[NTRACKED];
     PyObject *spend_for; /* callable(now) -> (spend dict, budgets dict) */
@@ -174,6 +193,8 @@ typedef struct {
     KeyEntry *keys;
     Cell **cells;
     Py_ssize_t n_cells;
+    Slot **slots;
+    Slot *slot; /* the current event's, or NULL */
     Cell *dirty;
     uint64_t epoch;
     /* per run */
@@ -182,10 +203,22 @@ typedef struct {
 } Lines;
 
 /* ---- the string cache: label values repeat, so each is made (and hashed) once ------ */
-static uint32_t hash_bytes(const char *s, Py_ssize_t n) {
-    uint32_t h = 2166136261u;
-    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+/* A fast hash of short byte strings, 8 bytes a step (FxHash's mixing). */
+static uint64_t hash_bytes(const char *s, Py_ssize_t n) {
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15u;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (((h << 5) | (h >> 59)) ^ w) * 0x517CC1B727220A95u;
+        s += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, s, (size_t)n);
+        h = (((h << 5) | (h >> 59)) ^ w) * 0x517CC1B727220A95u;
+    }
+    return h ^ (h >> 29);
 }
 
 static PyObject *make_str(Lines *self, const char *s, Py_ssize_t n, int cached) {
@@ -566,6 +599,7 @@ static int is_histogram(const Store *st) { return st->bounds != NULL; }
    of any cell loads it afresh). On error the rest are still written. */
 static int flush(Lines *self) {
     int rc = 0;
+    if (!self->dirty) return 0; /* no cell is loaded in this epoch */
     while (self->dirty) {
         Cell *c = self->dirty;
         self->dirty = c->next_dirty;
@@ -597,7 +631,20 @@ static void free_cell(Cell *c) {
     PyMem_Free(c);
 }
 
+static void free_slot(Slot *sl) {
+    for (int i = 0; i < MAX_FIELDS; i++) Py_XDECREF(sl->strs[i]);
+    PyMem_Free(sl);
+}
+
+/* Drops every cell, and the slots that point at them. */
 static void drop_cells(Lines *self) {
+    if (self->slots) {
+        for (int i = 0; i < SLOT_CACHE; i++) {
+            if (self->slots[i]) free_slot(self->slots[i]);
+            self->slots[i] = NULL;
+        }
+    }
+    self->slot = NULL;
     for (int b = 0; b < CELL_BUCKETS; b++) {
         Cell *c = self->cells[b];
         while (c) {
@@ -666,10 +713,22 @@ static Cell *cell_of(Lines *self, int store, int n, PyObject **items) {
     return c;
 }
 
+/* The cell of (store, the n labels in ap): the current slot's when it has it. A store
+   fed twice by one event (token usage and tokens, by token type) has one cell per
+   variant, told apart by the last label. */
 static Cell *cell_args(Lines *self, int store, int n, va_list ap) {
     PyObject *items[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < n; i++) items[i] = va_arg(ap, PyObject *);
-    return cell_of(self, store, n, items);
+    Cell **at = NULL;
+    if (self->slot) {
+        PyObject *last = items[n - 1];
+        int variant = last == self->s_output ? 1 : last == self->s_cached_input ? 2 : 0;
+        at = &self->slot->cells[store * 3 + variant];
+        if (*at) return *at;
+    }
+    Cell *c = cell_of(self, store, n, items);
+    if (at && c && self->slot) *at = c; /* (cell_of may have dropped the slots) */
+    return c;
 }
 
 static void mark_loaded(Lines *self, Cell *c) {
@@ -743,7 +802,57 @@ static PyObject *str_of(Lines *self, int kind, int field, Value *v) {
         Py_INCREF(v->obj);
         return v->obj;
     }
-    return make_str(self, v->s, v->n, !is_id_field(kind, field));
+    const FieldSpec *f = &self->kinds[kind].fields[field];
+    PyObject **at = self->slot && f->cached ? &self->slot->strs[field] : NULL;
+    if (at && *at) {
+        Py_INCREF(*at);
+        return *at;
+    }
+    PyObject *o = make_str(self, v->s, v->n, f->cached);
+    if (at && o) *at = Py_NewRef(o);
+    return o;
+}
+
+/* The slot of this event's label combination (made on first sight), or NULL when its
+   labels are too long to key one (the event is then applied without). */
+static Slot *slot_of(Lines *self, int kind, const Value *vals) {
+    const KindSpec *ks = &self->kinds[kind];
+    char content[SLOT_CONTENT];
+    Py_ssize_t len = 0;
+    for (int j = 0; j < ks->n_fields; j++) {
+        const FieldSpec *f = &ks->fields[j];
+        const Value *v = &vals[j];
+        if (f->type == F_ENUM) {
+            /* the value object, by its index among the allowed values */
+            int index = 0;
+            while (index < f->n_enum && f->enum_objs[index] != v->obj) index++;
+            content[len++] = (char)index;
+        } else if (f->type == F_STR && f->cached) {
+            if (!v->present) {
+                content[len++] = (char)0xFF; /* the default */
+                continue;
+            }
+            if (len + 1 + v->n > SLOT_CONTENT) return NULL;
+            content[len++] = (char)v->n;
+            memcpy(content + len, v->s, (size_t)v->n);
+            len += v->n;
+        }
+        if (len >= SLOT_CONTENT - 1) return NULL;
+    }
+    uint64_t h = hash_bytes(content, len) ^ (uint64_t)kind;
+    Slot **at = &self->slots[(h >> 7) & (SLOT_CACHE - 1)];
+    Slot *sl = *at;
+    if (sl && sl->hash == h && sl->kind == kind && sl->len == len &&
+        memcmp(sl->content, content, (size_t)len) == 0)
+        return sl;
+    if (sl) free_slot(sl);
+    *at = sl = PyMem_Calloc(1, sizeof(Slot));
+    if (!sl) return NULL; /* no slot: slower, not wrong */
+    sl->hash = h;
+    sl->kind = kind;
+    sl->len = len;
+    memcpy(sl->content, content, (size_t)len);
+    return sl;
 }
 
 #define STR(kind, field, name) \
@@ -1044,16 +1153,57 @@ done:
     return rc;
 }
 
+/* A delegated kind: the event struct from the validated values (absent fields take the
+   struct's defaults, as in a decode), then the aggregator's handler for it. */
+static int delegate(Lines *self, KindSpec *ks, Value *vals) {
+    if (flush(self) < 0) return -1; /* the Python handler sees the stores as they are */
+    int rc = -1;
+    PyObject *kw = PyDict_New(), *event = NULL, *now = NULL, *r = NULL;
+    if (!kw) return -1;
+    for (int j = 0; j < ks->n_fields; j++) {
+        Value *v = &vals[j];
+        const FieldSpec *f = &ks->fields[j];
+        if (!v->present) continue;
+        PyObject *o;
+        if (v->is_null) {
+            o = Py_NewRef(Py_None);
+        } else {
+            switch (f->type) {
+                case F_STR: o = make_str(self, v->s, v->n, f->cached); break;
+                case F_ENUM: o = Py_NewRef(v->obj); break;
+                case F_INT: o = PyLong_FromLongLong(v->i); break;
+                case F_FLOAT: o = PyFloat_FromDouble(v->f); break;
+                default: o = PyBool_FromLong(v->b); break;
+            }
+        }
+        if (!o) goto done;
+        int set = PyDict_SetItem(kw, ks->field_keys[j], o);
+        Py_DECREF(o);
+        if (set < 0) goto done;
+    }
+    if (!(event = PyObject_Call(ks->cls, self->no_args, kw))) goto done;
+    if (!(now = PyFloat_FromDouble(self->now))) goto done;
+    if (!(r = PyObject_CallFunctionObjArgs(ks->handler, event, now, NULL))) goto done;
+    rc = 0;
+done:
+    Py_XDECREF(r);
+    Py_XDECREF(now);
+    Py_XDECREF(event);
+    Py_DECREF(kw);
+    return rc;
+}
+
 typedef int (*Handler)(Lines *, Value *);
 static const Handler HANDLERS[NKINDS] = {handle_llm, handle_task, handle_tool, handle_gate,
                                          handle_resolution, handle_guardian, handle_error};
 
 /* ---- run --------------------------------------------------------------------------- */
 PyDoc_STRVAR(run_doc,
-"run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped)\n\n"
+"run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped, end)\n\n"
 "Apply the lines of ``body`` (complete lines, without the last newline) from offset\n"
 "``pos``, with the aggregator's lock held by the caller. Stops at the first line this\n"
-"path does not take (``stopped`` is then True and ``pos`` is where that line starts),\n"
+"path does not take (``stopped`` is then True, ``pos`` is where that line starts and\n"
+"``end`` where it ends, at its newline or the end of ``body``),\n"
 "else ``pos`` is len(body) + 1. ``lines`` counts the lines applied or blank, ``counts``\n"
 "the events per kind (in KINDS order), ``failures`` (kind, exception) for the events\n"
 "whose handler failed (a bug, never expected; the first 16 of a run).");
@@ -1065,11 +1215,12 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*ndn", &buf, &pos, &now, &max_line)) return NULL;
     const char *base = buf.buf;
     Py_ssize_t size = buf.len;
-    long long counts[NKINDS] = {0};
+    long long counts[MAX_KINDS] = {0};
     Py_ssize_t lines = 0;
     PyObject *failures = PyList_New(0);
     if (!failures) return NULL;
     int stopped = 0;
+    Py_ssize_t stop_end = size;
     Entry entries[MAX_ENTRIES];
     Value vals[MAX_FIELDS];
     self->now = now;
@@ -1083,6 +1234,7 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         const char *e = nl ? nl : base + size;
         if (e - p > max_line) {
             stopped = 1;
+            stop_end = e - base;
             break;
         }
         int n = split_object(p, e, entries);
@@ -1103,9 +1255,10 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         }
         if (kind_entry >= 0) {
             const Entry *k = &entries[kind_entry];
-            for (int j = 0; j < NKINDS; j++) {
-                if (self->kinds[j].enabled && KIND_LENS[j] == k->v_len &&
-                    memcmp(KIND_NAMES[j], k->v, (size_t)k->v_len) == 0) {
+            for (int j = 0; j < self->n_kinds; j++) {
+                const KindSpec *ks = &self->kinds[j];
+                if (ks->enabled && ks->name_len == k->v_len &&
+                    memcmp(ks->name, k->v, (size_t)k->v_len) == 0) {
                     kind = j;
                     break;
                 }
@@ -1113,14 +1266,24 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         }
         if (kind < 0 || !validate(&self->kinds[kind], entries, n, kind_entry, vals)) {
             stopped = 1;
+            stop_end = e - base;
             break;
         }
-        if (HANDLERS[kind](self, vals) < 0) {
+        int rc;
+        if (kind < NKINDS) {
+            self->slot = slot_of(self, kind, vals);
+            rc = HANDLERS[kind](self, vals);
+            self->slot = NULL;
+        } else {
+            rc = delegate(self, &self->kinds[kind], vals);
+        }
+        if (rc < 0) {
             PyObject *type, *exc, *tb;
             PyErr_Fetch(&type, &exc, &tb);
             PyErr_NormalizeException(&type, &exc, &tb);
             if (PyList_GET_SIZE(failures) < 16) {
-                PyObject *pair = Py_BuildValue("sO", KIND_NAMES[kind], exc ? exc : Py_None);
+                PyObject *pair = Py_BuildValue("sO", self->kinds[kind].name,
+                                               exc ? exc : Py_None);
                 if (!pair || PyList_Append(failures, pair) < 0) PyErr_Clear();
                 Py_XDECREF(pair);
             }
@@ -1139,12 +1302,12 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         Py_DECREF(failures);
         return NULL;
     }
-    PyObject *tuple = PyTuple_New(NKINDS);
+    PyObject *tuple = PyTuple_New(self->n_kinds);
     if (!tuple) {
         Py_DECREF(failures);
         return NULL;
     }
-    for (int i = 0; i < NKINDS; i++) {
+    for (int i = 0; i < self->n_kinds; i++) {
         PyObject *c = PyLong_FromLongLong(counts[i]);
         if (!c) {
             Py_DECREF(tuple);
@@ -1153,7 +1316,8 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         }
         PyTuple_SET_ITEM(tuple, i, c);
     }
-    return Py_BuildValue("nnNNO", pos, lines, tuple, failures, stopped ? Py_True : Py_False);
+    return Py_BuildValue("nnNNOn", pos, lines, tuple, failures, stopped ? Py_True : Py_False,
+                         stop_end);
 }
 
 /* ---- construction ------------------------------------------------------------------ */
@@ -1169,6 +1333,8 @@ static int load_field(Lines *self, FieldSpec *f, const char *name, PyObject *des
         return -1;
     f->name = name;
     f->name_len = (Py_ssize_t)strlen(name);
+    /* ids (task_id, loop_id, ...) are unbounded: kept out of the string cache */
+    f->cached = !(f->name_len >= 3 && strcmp(name + f->name_len - 3, "_id") == 0);
     f->nullable = nullable;
     f->required = required;
     f->min_len = min_len == Py_None ? 0 : PyLong_AsSsize_t(min_len);
@@ -1240,6 +1406,8 @@ static int load_field(Lines *self, FieldSpec *f, const char *name, PyObject *des
 static int load_kind(Lines *self, int k, PyObject *spec) {
     KindSpec *ks = &self->kinds[k];
     ks->enabled = 0;
+    ks->name = KIND_NAMES[k];
+    ks->name_len = (Py_ssize_t)strlen(ks->name);
     PyObject *fields = PyDict_GetItemString(spec, KIND_NAMES[k]);
     if (!fields) return 0;
     if (!PyDict_Check(fields)) {
@@ -1256,11 +1424,55 @@ static int load_kind(Lines *self, int k, PyObject *spec) {
         if (ks->fields[i].type == F_STR && ks->fields[i].required == 0 &&
             ks->fields[i].default_obj == Py_None)
             return 0; /* an optional string without a default: not what handlers expect */
-        ks->fields[i].cached = !is_id_field(k, i);
     }
     ks->n_fields = n;
     memset(ks->hint, -1, sizeof ks->hint);
     ks->enabled = 1;
+    return 0;
+}
+
+/* The delegated kinds: delegate[name] = (struct type, handler), fields from spec[name]. */
+static int load_delegated(Lines *self, PyObject *spec, PyObject *delegate) {
+    Py_ssize_t pos = 0;
+    PyObject *name, *pair;
+    while (PyDict_Next(delegate, &pos, &name, &pair)) {
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "delegate keys must be kind names");
+            return -1;
+        }
+        Py_ssize_t len;
+        const char *text = PyUnicode_AsUTF8AndSize(name, &len);
+        if (!text) return -1;
+        int native = 0;
+        for (int k = 0; k < NKINDS; k++) native |= strcmp(KIND_NAMES[k], text) == 0;
+        PyObject *fields = PyDict_GetItem(spec, name);
+        if (native || !fields || !PyDict_Check(fields)) continue;
+        if (self->n_kinds == MAX_KINDS || PyDict_Size(fields) > MAX_FIELDS) continue;
+        KindSpec *ks = &self->kinds[self->n_kinds];
+        memset(ks, 0, sizeof *ks);
+        if (!PyArg_ParseTuple(pair, "OO", &ks->cls, &ks->handler) || keep(self, pair) < 0 ||
+            keep(self, name) < 0)
+            return -1;
+        ks->name = text;
+        ks->name_len = len;
+        Py_ssize_t fpos = 0;
+        PyObject *fname, *desc;
+        int n = 0;
+        while (PyDict_Next(fields, &fpos, &fname, &desc)) {
+            const char *ftext = PyUnicode_Check(fname) ? PyUnicode_AsUTF8(fname) : NULL;
+            if (!ftext) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "field names are str");
+                return -1;
+            }
+            if (keep(self, fname) < 0 || load_field(self, &ks->fields[n], ftext, desc) < 0)
+                return -1;
+            ks->field_keys[n++] = fname;
+        }
+        ks->n_fields = n;
+        memset(ks->hint, -1, sizeof ks->hint);
+        ks->enabled = 1;
+        self->n_kinds++;
+    }
     return 0;
 }
 
@@ -1303,28 +1515,32 @@ static int load_store(Lines *self, Store *st, const char *name, PyObject *stores
 }
 
 static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"spec", "stores", "tracked", "spend_for", NULL};
-    PyObject *spec, *stores, *tracked, *spend_for;
+    static char *kwlist[] = {"spec", "stores", "tracked", "spend_for", "delegate", NULL};
+    PyObject *spec, *stores, *tracked, *spend_for, *delegate;
     if (self->keep) {
         PyErr_SetString(PyExc_RuntimeError, "Lines is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O", kwlist, &PyDict_Type, &spec,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OO!", kwlist, &PyDict_Type, &spec,
                                      &PyDict_Type, &stores, &PyDict_Type, &tracked,
-                                     &spend_for))
+                                     &spend_for, &PyDict_Type, &delegate))
         return -1;
     if (!(self->keep = PyList_New(0))) return -1;
     self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
     self->keys = PyMem_Calloc(KEY_CACHE_SIZE, sizeof(KeyEntry));
     self->cells = PyMem_Calloc(CELL_BUCKETS, sizeof(Cell *));
+    self->slots = PyMem_Calloc(SLOT_CACHE, sizeof(Slot *));
     self->epoch = 1;
-    if (!self->cache || !self->keys || !self->cells) {
+    if (!self->cache || !self->keys || !self->cells || !self->slots) {
         PyErr_NoMemory();
         return -1;
     }
+    if (!(self->no_args = PyTuple_New(0))) return -1;
     for (int k = 0; k < NKINDS; k++) {
         if (load_kind(self, k, spec) < 0) return -1;
     }
+    self->n_kinds = NKINDS;
+    if (load_delegated(self, spec, delegate) < 0) return -1;
     for (int s = 0; s < NSTORES; s++) {
         if (load_store(self, &self->stores[s], STORE_NAMES[s], stores) < 0) return -1;
     }
@@ -1379,11 +1595,13 @@ static void Lines_dealloc(Lines *self) {
         drop_cells(self);
         PyMem_Free(self->cells);
     }
+    PyMem_Free(self->slots);
     if (self->keys) {
         for (int i = 0; i < KEY_CACHE_SIZE; i++) Py_XDECREF(self->keys[i].tuple);
         PyMem_Free(self->keys);
     }
     Py_XDECREF(self->keep);
+    Py_XDECREF(self->no_args);
     Py_XDECREF(self->spend);
     Py_XDECREF(self->budgets);
     PyObject **consts[] = {&self->s_error, &self->s_success, &self->s_input, &self->s_output,
@@ -1395,9 +1613,9 @@ static void Lines_dealloc(Lines *self) {
 static PyObject *Lines_enabled(Lines *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out, *list = PyList_New(0);
     if (!list) return NULL;
-    for (int k = 0; k < NKINDS; k++) {
+    for (int k = 0; k < self->n_kinds; k++) {
         if (!self->kinds[k].enabled) continue;
-        PyObject *name = PyUnicode_FromString(KIND_NAMES[k]);
+        PyObject *name = PyUnicode_FromString(self->kinds[k].name);
         if (!name || PyList_Append(list, name) < 0) {
             Py_XDECREF(name);
             Py_DECREF(list);
@@ -1410,10 +1628,25 @@ static PyObject *Lines_enabled(Lines *self, PyObject *Py_UNUSED(ignored)) {
     return out;
 }
 
+static PyObject *Lines_kinds(Lines *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyTuple_New(self->n_kinds);
+    for (int k = 0; out && k < self->n_kinds; k++) {
+        PyObject *name = PyUnicode_FromString(self->kinds[k].name);
+        if (!name) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, k, name);
+    }
+    return out;
+}
+
 static PyMethodDef Lines_methods[] = {
     {"run", (PyCFunction)Lines_run, METH_VARARGS, run_doc},
     {"enabled", (PyCFunction)Lines_enabled, METH_NOARGS,
-     "The kinds this path applies (the rest go to the Python path)."},
+     "The kinds this path takes (the rest go to the Python path)."},
+    {"kinds", (PyCFunction)Lines_kinds, METH_NOARGS,
+     "Every kind known here, in the order of run()'s counts."},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject LinesType = {
@@ -1436,7 +1669,6 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__lines(void) {
     if (PyType_Ready(&LinesType) < 0) return NULL;
-    for (int k = 0; k < NKINDS; k++) KIND_LENS[k] = (Py_ssize_t)strlen(KIND_NAMES[k]);
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     PyObject *kinds = PyTuple_New(NKINDS);

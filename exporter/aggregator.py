@@ -337,6 +337,11 @@ class Aggregator:
             ProviderLimit: self._provider_limit, ComponentStatus: self._component_status,
         }
 
+    def handler(self, cls: type) -> Callable[[Any, float], None]:
+        """The handler of an event type: ``handler(event, now)``, called with the lock
+        held (the native line path calls it for the kinds it validates but delegates)."""
+        return self._handlers[cls]
+
     def _add(self, store: _S) -> _S:
         self.stores[store.spec.name] = store
         return store

@@ -64,7 +64,7 @@ class Ingestor:
             self._native = binder(self.aggregator)
         return self._native
 
-    def ingest_lines(self, source: str, body: bytes, max_line: int
+    def ingest_lines(self, source: str, body: bytes | memoryview, max_line: int
                      ) -> tuple[int, int, list[tuple[int, Rejection]]]:
         """Decode and apply JSON lines (``body``: complete lines without the last newline;
         blank lines are skipped, a line over ``max_line`` bytes is refused as too large).
@@ -80,7 +80,7 @@ class Ingestor:
             lines, rejects = lines_path.apply_lines(body, max_line, self.decoder, counts)
             self._count(source, counts)
             return lines, sum(counts.values()), rejects
-        return self._ingest_lines_python(source, body, max_line)
+        return self._ingest_lines_python(source, bytes(body), max_line)
 
     def _ingest_lines_python(self, source: str, body: bytes, max_line: int
                              ) -> tuple[int, int, list[tuple[int, Rejection]]]:

@@ -115,11 +115,12 @@ class NativeLines:
             spec=model_spec(),
             stores={name: _store(getattr(aggregator, name)) for name in self.STORES},
             tracked={name: _tracked(getattr(aggregator, name)) for name in self.TRACKED},
-            spend_for=aggregator.spend_for)
-        self.kinds: tuple[str, ...] = _lines.KINDS
+            spend_for=aggregator.spend_for,
+            delegate={KIND_OF[cls]: (cls, aggregator.handler(cls)) for cls in EVENT_TYPES})
+        self.kinds: tuple[str, ...] = self._lines.kinds()
         self.enabled: tuple[str, ...] = self._lines.enabled()
 
-    def apply_lines(self, body: bytes, max_line: int, decoder: EventDecoder,
+    def apply_lines(self, body: bytes | memoryview, max_line: int, decoder: EventDecoder,
                     counts: dict[str, int]) -> tuple[int, list[tuple[int, Rejection]]]:
         """Apply ``body`` (complete lines without the last newline), line by line in
         order: the native run until a line it does not take, that line through
@@ -132,7 +133,7 @@ class NativeLines:
         limit = min(max_line, decoder.max_event_bytes)
         with self.aggregator.batch() as (now, apply):
             while pos <= size:
-                pos, done, per_kind, failures, stopped = run(body, pos, now, limit)
+                pos, done, per_kind, failures, stopped, end = run(body, pos, now, limit)
                 lines += done
                 for kind, n in zip(kinds, per_kind, strict=True):
                     if n:
@@ -141,9 +142,7 @@ class NativeLines:
                     self.aggregator.failed(kind, exc)
                 if not stopped:
                     break
-                end = body.find(b"\n", pos)
-                end = size if end < 0 else end
-                result = _decode_line(body[pos:end], max_line, decoder)
+                result = _decode_line(bytes(body[pos:end]), max_line, decoder)
                 if isinstance(result, Rejection):
                     rejects.append((lines, result))
                 elif result is not None:

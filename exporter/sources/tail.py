@@ -460,20 +460,21 @@ class TailSource(Source):
             rejects.append((first, Rejection("too_large", f"line over {max_line} bytes")))
             start, lines, tailed.skipping = data.find(b"\n") + 1, 1, False
         slice_bytes = self.ingestor.slice_bytes(SLICE_BYTES)
+        view = memoryview(data)  # slices of it are not copies
         while start <= end:
             stop = end
             if end - start > slice_bytes:
                 stop = data.rfind(b"\n", start, start + slice_bytes)
                 if stop < 0:
                     stop = data.find(b"\n", start + slice_bytes)
-            counted = self._lines(data[start:stop], first + lines, rejects)
+            counted = self._lines(view[start:stop], first + lines, rejects)
             lines += counted[0]
             events += counted[1]
             start = stop + 1
         self._advance(tailed, data[end + 1:], lines)
         self._record(tailed, len(chunk), lines, events, rejects)
 
-    def _lines(self, body: bytes, first: int, rejects: list[tuple[int, Rejection]]
+    def _lines(self, body: memoryview, first: int, rejects: list[tuple[int, Rejection]]
                ) -> tuple[int, int]:
         """Decode and apply complete lines (``body`` without its last newline, line
         ``first`` first); returns (lines, events), adds the rejected lines to ``rejects``."""
