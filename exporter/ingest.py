@@ -16,7 +16,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from exporter import catalog, native
+from exporter import catalog
+from exporter import native as exporter_native
 from exporter.aggregator import Aggregator
 from exporter.events import KIND_OF, AnyEvent, EventDecoder, Rejection
 from exporter.logutil import RateLimitedLogger
@@ -29,7 +30,7 @@ class Ingestor:
     """Decodes raw events for the aggregator and keeps the per-source self metrics."""
 
     def __init__(self, aggregator: Aggregator, max_event_bytes: int = 1024 * 1024,
-                 log_interval: float = 10.0) -> None:
+                 log_interval: float = 10.0, native: bool = True) -> None:
         self.aggregator = aggregator
         self.decoder = EventDecoder(max_event_bytes)
         self._lock = threading.Lock()
@@ -37,7 +38,8 @@ class Ingestor:
         self.rejected: dict[tuple[str, str], float] = {}
         self.last_event: dict[str, float] = {}
         self._log = RateLimitedLogger(_log, log_interval)
-        self._native: native.NativeLines | None = None
+        self._native: exporter_native.NativeLines | None = None
+        self._use_native = native and exporter_native.available()
 
     def decode(self, raws: Iterable[bytes | memoryview]
                ) -> tuple[list[AnyEvent], list[tuple[int, Rejection]]]:
@@ -59,9 +61,9 @@ class Ingestor:
         which builds no events (the aggregator's lock is held for ~4 ms for that)."""
         return NATIVE_SLICE_BYTES if self._bind_native() is not None else python_path
 
-    def _bind_native(self) -> native.NativeLines | None:
-        if self._native is None and (binder := native.binder()) is not None:
-            self._native = binder(self.aggregator)
+    def _bind_native(self) -> exporter_native.NativeLines | None:
+        if self._native is None and self._use_native:
+            self._native = exporter_native.NativeLines(self.aggregator)
         return self._native
 
     def ingest_lines(self, source: str, body: bytes | memoryview, max_line: int
@@ -71,9 +73,10 @@ class Ingestor:
         Returns (lines, events, (line index, rejection) pairs); the caller reports each
         rejection through ``reject`` (with its file and line number).
 
-        The native path (``exporter.native``) when it is built. Otherwise the common case
-        is one array decoded in two msgspec passes and applied as one batch, and a slice
-        holding a bad line is decoded line by line, which finds each bad line's reason.
+        The native path (``exporter.native``) when it is built and not switched off
+        (``ai.native_lines``). Otherwise the common case is one array decoded in two msgspec
+        passes and applied as one batch, and a slice holding a bad line is decoded line by
+        line, which finds each bad line's reason.
         """
         if (lines_path := self._bind_native()) is not None:
             counts: dict[str, int] = {}

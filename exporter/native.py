@@ -7,7 +7,8 @@ and applies them to the aggregator's own containers with the same operations as 
 Python handlers; every other line goes through ``EventDecoder`` and the Python handler,
 in order. The outcome (state, counts, rejections) is the Python path's exactly; only the
 speed differs. Without a compiler at install time the extension is absent and
-``available()`` is False: everything still works, at the Python path's speed.
+``available()`` is False: everything still works, at the Python path's speed
+(``ai.native_lines: false`` chooses that too).
 
 The field constraints come from the event model (``msgspec.inspect``), never from a copy:
 a kind whose fields no longer match what the C handler knows is left to Python.
@@ -15,8 +16,6 @@ a kind whose fields no longer match what the C handler knows is left to Python.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -31,13 +30,10 @@ try:
 except ImportError:  # built without a C compiler: the Python path does everything
     _lines = None
 
-# Set to 0 to use the Python path only (for comparisons, and as an escape hatch).
-ENV_SWITCH = "AI_EXPORTER_NATIVE"
-
 
 def available() -> bool:
-    """Whether the extension is built and not switched off."""
-    return _lines is not None and os.environ.get(ENV_SWITCH, "1") != "0"
+    """Whether the extension is built (it is optional: see setup.py)."""
+    return _lines is not None
 
 
 def _field(info: msgspec.inspect.Field) -> tuple[Any, ...]:
@@ -162,8 +158,3 @@ def _decode_line(line: bytes, max_line: int, decoder: EventDecoder
     if not line.strip():
         return None
     return decoder.decode_one(line)
-
-
-def binder() -> Callable[[Aggregator], NativeLines] | None:
-    """How to bind an aggregator to the native path, or None when it is not available."""
-    return NativeLines if available() else None

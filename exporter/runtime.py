@@ -86,7 +86,7 @@ class Runtime:
             max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
             extra_labels=extra, **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
-                                 cfg.ai.log_interval_seconds)
+                                 cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)
         self.security = Security(cfg)
         self.services: dict[str, Any] = {"ingestor": self.ingestor, "runtime": self,
                                          "security": self.security}
