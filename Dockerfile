@@ -17,10 +17,16 @@ FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# A C compiler in the build stage only: it builds the native JSONL line path
+# (exporter/_lines.c), which the runtime stage gets inside the venv.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY exporter ./exporter
 RUN python -m venv /opt/ai-metrics-exporter \
  && /opt/ai-metrics-exporter/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" \
+ && /opt/ai-metrics-exporter/bin/python -c "from exporter import native; assert native.available()" \
  && /opt/ai-metrics-exporter/bin/ai-metrics-exporter --version
 
 FROM ${PYTHON_IMAGE}
