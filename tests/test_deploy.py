@@ -248,6 +248,9 @@ def test_image_build_context_builds_the_package(tmp_path: Path) -> None:
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "ai-metrics-exporter = exporter.cli:main" in archive.read(entry_points).decode()
     assert "exporter/cli.py" in names and "exporter/py.typed" in names
+    # the native line path, compiled from exporter/_lines.c, with its type stub
+    assert any(n.startswith("exporter/_lines.") and n.endswith(".so") for n in names), names
+    assert "exporter/_lines.pyi" in names
 
 
 def _healthcheck_argv(command: list[str]) -> list[str]:
