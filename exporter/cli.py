@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from exporter import config
 from exporter.collectors import COLLECTORS
 from exporter.config import ConfigError
-from exporter.version import build_info
+from exporter.version import build_info, prefetch
 
 EXIT_CONFIG = 2
 
@@ -57,20 +57,62 @@ def _add_common(parser: argparse.ArgumentParser, demo: bool = False) -> None:
                             help=argparse.SUPPRESS)
 
 
+class _VersionAction(argparse._VersionAction):
+    """``--version``, with the version looked up when the flag is given: building the parser
+    on every start does not wait for the build identity (``git`` runs)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        self.version = f"ai-metrics-exporter {build_info().version}"
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser that adds its flags the first time it parses or prints help.
+
+    Each subcommand repeats the ~40 common flags; only the one on the command line (if
+    any) needs them, so the others cost nothing at start-up. ``flags`` is set right after
+    ``add_parser``.
+    """
+
+    flags: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def _complete(self) -> None:
+        flags, self.flags = self.flags, None
+        if flags is not None:
+            flags(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None,
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ai-metrics-exporter",
         description="Prometheus and OTLP exporter for host and AI-agent-platform activity.")
-    parser.add_argument("--version", action="version",
-                        version=f"ai-metrics-exporter {build_info().version}")
+    parser.add_argument("--version", action=_VersionAction)
     _add_common(parser)
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="serve metrics (the default)")
-    _add_common(serve)
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    _add_common(check)
-    demo = sub.add_parser("demo", help="serve metrics fed by the built-in demo AI workload")
-    _add_common(demo, demo=True)
+    sub = parser.add_subparsers(dest="command", parser_class=_Subcommand)
+    commands: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+        ("serve", "serve metrics (the default)", _add_common),
+        ("check-config", "validate the configuration and exit", _add_common),
+        ("demo", "serve metrics fed by the built-in demo AI workload",
+         lambda p: _add_common(p, demo=True)),
+    )
+    for name, help_text, flags in commands:
+        command = sub.add_parser(name, help=help_text)
+        command.flags = flags
     return parser
 
 
@@ -91,6 +133,8 @@ def flags_layer(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "check-config":
+        prefetch()  # /metrics serves the build identity: resolve it while start-up goes on
     flags = flags_layer(args)
     config_file: str | None = getattr(args, "config_file", None)
     try:

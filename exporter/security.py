@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-
 from exporter import catalog
 from exporter.config import Config, ConfigError
 from exporter.webconfig import WebConfigWatcher, WebSettings
@@ -51,6 +49,8 @@ REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", 
 @functools.cache
 def _dummy_hash() -> bytes:
     """A hash to check unknown users against, so they take as long as known ones."""
+    import bcrypt  # only where basic auth or bcrypt tokens are configured
+
     return bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=10))
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$", b"$2x$", b"$2$")
 _SHA256_HEX = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
@@ -372,6 +372,8 @@ class Security:
         user, sep, password = decoded.partition(":")
         if not sep:
             return "malformed"
+        import bcrypt  # only where basic auth is configured
+
         users = settings.basic_auth_users if settings is not None else {}
         hashed = users.get(user)
         if hashed is None:
@@ -416,6 +418,8 @@ class Security:
             return Identity(f"token:{cached[0]}", cached[1], "token")
         for entry in policy.static_tokens:
             if entry.bcrypt_hash:
+                import bcrypt  # only where bcrypt tokens are configured
+
                 try:
                     ok = bcrypt.checkpw(raw, entry.bcrypt_hash)
                 except ValueError:

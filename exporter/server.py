@@ -2,6 +2,11 @@
 
 SIGTERM and SIGINT stop accepting connections, let requests in flight finish, then stop
 the sources; SIGHUP reloads the configuration.
+
+At start-up the listener is bound and cheroot's worker threads are started on a helper
+thread while this one imports Flask and builds the application: starting a thread is
+mostly waiting for it to be scheduled, the import is CPU, so the two overlap instead of
+adding up. Nothing is accepted before ``serve()`` runs, with the application in place.
 """
 
 from __future__ import annotations
@@ -10,19 +15,19 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from cheroot import wsgi
 
 from exporter.runtime import Runtime
-from exporter.web import create_app
 from exporter.web.tls import adapter_for
 
 log = logging.getLogger(__name__)
 
 
-def build_server(runtime: Runtime) -> wsgi.Server:
+def _server(runtime: Runtime, app: Any) -> wsgi.Server:
     host, port = runtime.config.listen_host_port()
-    server = wsgi.Server((host, port), create_app(runtime),
+    server = wsgi.Server((host, port), app,
                          numthreads=runtime.config.web.threads, server_name="ai-metrics-exporter",
                          shutdown_timeout=5)
     server.stats["Enabled"] = False
@@ -30,13 +35,52 @@ def build_server(runtime: Runtime) -> wsgi.Server:
     return server
 
 
+def build_server(runtime: Runtime) -> wsgi.Server:
+    from exporter.web import create_app
+
+    return _server(runtime, create_app(runtime))
+
+
+def _prepare_while_building(runtime: Runtime) -> tuple[wsgi.Server, OSError | None]:
+    """The server with its application, and why it cannot listen (None when it listens).
+
+    ``prepare()`` (bind, listen, start the worker threads) runs on a helper thread while
+    this one builds the application; anything but ``OSError`` is raised as ``prepare()``
+    would raise it."""
+    server = _server(runtime, None)  # the application is set before anything is accepted
+    failure: list[BaseException] = []
+
+    def prepare() -> None:
+        try:
+            server.prepare()
+        except BaseException as exc:  # handed to the serving thread
+            failure.append(exc)
+
+    # Not a daemon: cheroot's worker threads inherit that, as when started from here.
+    preparing = threading.Thread(target=prepare, name="listen")
+    preparing.start()
+    try:
+        from exporter.web import create_app
+
+        server.wsgi_app = create_app(runtime)
+    except BaseException:
+        preparing.join()
+        if not failure:
+            server.stop()
+        raise
+    preparing.join()
+    if not failure:
+        return server, None
+    if isinstance(failure[0], OSError):
+        return server, failure[0]
+    raise failure[0]
+
+
 def serve(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    server = build_server(runtime)
-    try:
-        server.prepare()
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", runtime.config.web.listen_address, exc)
+    server, failure = _prepare_while_building(runtime)
+    if failure is not None:
+        log.error("cannot listen on %s: %s", runtime.config.web.listen_address, failure)
         return 1
 
     def stop(signum: int, _frame: FrameType | None) -> None:

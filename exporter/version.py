@@ -1,7 +1,11 @@
-"""Build identity: version, git revision and build date, resolved once at start-up.
+"""Build identity: version, git revision and build date, resolved once per process.
 
 A checkout is asked through ``git``; an installed image passes ``AI_EXPORTER_REVISION``
 and ``AI_EXPORTER_BUILD_DATE`` (the Dockerfile sets them). Nothing here reveals paths.
+
+Resolving costs two ``git`` runs and a package-metadata scan, so the command line starts it
+on a background thread (``prefetch``) once it knows it will serve: the git processes then
+run while the exporter imports and builds instead of delaying the first scrape.
 """
 
 from __future__ import annotations
@@ -9,9 +13,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
 
@@ -35,13 +38,40 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-@lru_cache(maxsize=1)
-def build_info() -> BuildInfo:
+def _package_version() -> str:
+    # importlib.metadata and its imports (zipfile, csv, email parsing) are only needed here.
+    from importlib import metadata
+
     try:
-        version = metadata.version("ai-metrics-exporter")
+        return metadata.version("ai-metrics-exporter")
     except metadata.PackageNotFoundError:
-        version = "0.0.0"
+        return "0.0.0"
+
+
+def _resolve() -> BuildInfo:
     revision = os.environ.get("AI_EXPORTER_REVISION") or _git("rev-parse", "HEAD") or "unknown"
     date = (os.environ.get("AI_EXPORTER_BUILD_DATE") or _git("log", "-1", "--format=%cI")
             or "unknown")
-    return BuildInfo(version, revision, date, platform.python_version())
+    return BuildInfo(_package_version(), revision, date, platform.python_version())
+
+
+_lock = threading.Lock()
+_info: BuildInfo | None = None
+
+
+def build_info() -> BuildInfo:
+    """The build identity; the first caller resolves it, a concurrent caller waits for it."""
+    global _info  # noqa: PLW0603 - resolved once per process, by whichever thread is first
+    info = _info
+    if info is None:
+        with _lock:
+            if _info is None:
+                _info = _resolve()
+            info = _info
+    return info
+
+
+def prefetch() -> None:
+    """Resolve the build identity on a daemon thread, so that ``git`` runs in parallel with
+    the rest of start-up; ``build_info()`` then returns it, or waits for it to finish."""
+    threading.Thread(target=build_info, name="build-info", daemon=True).start()

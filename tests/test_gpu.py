@@ -94,6 +94,38 @@ def test_missing_library_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "nvidia-ml-py" in collector.unavailable
 
 
+def _driver_library_loads() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(gpu.NVML_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_driver_library_loads(), reason="this host has the NVIDIA driver")
+def test_missing_driver_is_found_without_importing_pynvml(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No driver: the collector says what pynvml would say, without paying its import."""
+    pytest.importorskip("pynvml")
+    monkeypatch.delitem(sys.modules, "pynvml")
+    module, reason = gpu.load_nvml()
+    assert module is None and "pynvml" not in sys.modules
+    import pynvml
+
+    with pytest.raises(pynvml.NVMLError) as failure:
+        pynvml.nvmlInit()
+    assert reason == f"NVML cannot be initialised: {failure.value}" == gpu.LIBRARY_NOT_FOUND
+
+
+def test_driver_check_asks_the_dynamic_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "NVML_LIBRARY", "libc.so.6")
+    assert not gpu._driver_library_missing()
+    monkeypatch.setattr(gpu, "NVML_LIBRARY", "libno-such-library-here.so.1")
+    assert gpu._driver_library_missing()
+
+
 def test_exporter_scrape_unaffected_without_gpu(tmp_path: Path) -> None:
     exp = Exporter(tmp_path)
     try:
