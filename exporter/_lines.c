@@ -20,9 +20,13 @@
  * Kinds that are rare in real traffic (intervention, security_event, provider_limit,
  * component_status) are not handled here: their lines go to the Python path.
  */
+#define _GNU_SOURCE /* strtod_l */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,10 +91,14 @@ typedef struct {
     const char *name;
     Py_ssize_t name_len;
     PyObject *cls, *handler; /* delegated: the struct type and Aggregator handler */
+    int flushes; /* delegated: its handler may touch a store shadowed here */
     PyObject *field_keys[MAX_FIELDS]; /* delegated: field names as str, for the kwargs */
     FieldSpec fields[MAX_FIELDS];
-    signed char hint[MAX_ENTRIES]; /* the field the key at each position was last time */
 } KindSpec;
+
+/* Per parse (so that a parse shares nothing mutable): for each kind, the field the key
+   at each position was on the last line of that kind. Key order rarely changes. */
+typedef signed char Hints[MAX_KINDS][MAX_ENTRIES];
 
 /* A parsed value, after defaults are filled in. */
 typedef struct {
@@ -255,6 +263,7 @@ typedef struct {
 } Entry;
 
 static inline const char *skip_ws(const char *p, const char *e) {
+    if (p < e && (unsigned char)*p > ' ') return p; /* compact JSON: nothing to skip */
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
     return p;
 }
@@ -270,12 +279,20 @@ static inline uint64_t special_bytes(uint64_t x) {
     return (below | above | quote | slash) & high;
 }
 
-/* A string of printable ASCII without escapes; returns the closing quote or NULL. */
-static inline const char *scan_plain_string(const char *p, const char *e) {
-    while (e - p >= 8) {
+/* A string of printable ASCII without escapes; returns the closing quote or NULL.
+   Eight bytes a step while ``limit`` (the end of the body, not of the line) allows: the
+   first flagged byte of a word is exact (the SWAR tests only over-flag above a true
+   hit), and it must be the closing quote. The newline ending the line is a flagged byte
+   too, so a string never runs past its line. */
+static inline const char *scan_plain_string(const char *p, const char *e, const char *limit) {
+    while (limit - p >= 8) {
         uint64_t x;
         memcpy(&x, p, 8);
-        if (special_bytes(x)) break;
+        uint64_t m = special_bytes(x);
+        if (m) {
+            p += __builtin_ctzll(m) >> 3;
+            return p < e && *p == '"' ? p : NULL;
+        }
         p += 8;
     }
     while (p < e) {
@@ -317,7 +334,7 @@ static inline const char *scan_number(const char *p, const char *e, int *is_int)
 
 /* Splits one line into key/value entries; -1 when it is not a flat object of plain
    values, 0 for a blank line, else the entry count. */
-static int split_object(const char *p, const char *e, Entry *out) {
+static int split_object(const char *p, const char *e, const char *limit, Entry *out) {
     p = skip_ws(p, e);
     if (p == e) return 0;
     if (*p != '{') return -1;
@@ -326,7 +343,7 @@ static int split_object(const char *p, const char *e, Entry *out) {
     if (p < e && *p == '}') return -1; /* {} has no kind: the Python path says so */
     for (;;) {
         if (n == MAX_ENTRIES || p >= e || *p != '"') return -1;
-        const char *k = p + 1, *q = scan_plain_string(k, e);
+        const char *k = p + 1, *q = scan_plain_string(k, e, limit);
         if (!q) return -1;
         Entry *en = &out[n++];
         en->key = k;
@@ -339,7 +356,7 @@ static int split_object(const char *p, const char *e, Entry *out) {
         en->is_int = 0;
         switch (*p) {
             case '"': {
-                const char *s = p + 1, *end = scan_plain_string(s, e);
+                const char *s = p + 1, *end = scan_plain_string(s, e, limit);
                 if (!end) return -1;
                 en->vkind = V_STR;
                 en->v = s;
@@ -381,6 +398,10 @@ static int split_object(const char *p, const char *e, Entry *out) {
         return p == e ? n : -1;
     }
 }
+
+/* strtod in the C locale whatever the process's is (a comma-decimal locale would misread
+   JSON numbers); made once at import. */
+static locale_t c_locale;
 
 static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -429,7 +450,7 @@ static int number_to_double(const char *s, Py_ssize_t n, double *out) {
     if (n >= (Py_ssize_t)sizeof buf) return 0;
     memcpy(buf, s, (size_t)n);
     buf[n] = '\0';
-    double d = strtod(buf, NULL);
+    double d = strtod_l(buf, NULL, c_locale);
     if (!isfinite(d)) return 0;
     *out = d;
     return 1;
@@ -439,25 +460,42 @@ static int check_range(const FieldSpec *f, double d) {
     return (!f->has_ge || d >= f->ge) && (!f->has_le || d <= f->le);
 }
 
+/* a[0:n] == b[0:n] for short keys, without a call (both readable for n bytes). */
+static inline int same_bytes(const char *a, const char *b, Py_ssize_t n) {
+    if (n >= 8) {
+        uint64_t x, y, u, v;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        memcpy(&u, a + n - 8, 8);
+        memcpy(&v, b + n - 8, 8);
+        return x == y && u == v && (n <= 16 || memcmp(a + 8, b + 8, (size_t)(n - 16)) == 0);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) return 0;
+    }
+    return 1;
+}
+
 /* Fills vals[] for one line of kind k; 1 if the line is certainly valid, else 0. */
-static int validate(KindSpec *ks, const Entry *en, int n, int kind_entry, Value *vals) {
+static int validate(const KindSpec *ks, signed char *hint, const Entry *en, int n,
+                    int kind_entry, Value *vals) {
     unsigned int seen = 0;
     for (int i = 0; i < n; i++) {
         if (i == kind_entry) continue;
         const Entry *x = &en[i];
-        int fi = ks->hint[i];
+        int fi = hint[i];
         if (fi < 0 || ks->fields[fi].name_len != x->key_len ||
-            memcmp(ks->fields[fi].name, x->key, (size_t)x->key_len) != 0) {
+            !same_bytes(ks->fields[fi].name, x->key, x->key_len)) {
             fi = -1;
             for (int j = 0; j < ks->n_fields; j++) {
                 const FieldSpec *f = &ks->fields[j];
                 if (f->name_len == x->key_len && f->name[0] == x->key[0] &&
-                    memcmp(f->name, x->key, (size_t)x->key_len) == 0) {
+                    same_bytes(f->name, x->key, x->key_len)) {
                     fi = j;
                     break;
                 }
             }
-            ks->hint[i] = (signed char)fi;
+            hint[i] = (signed char)fi;
         }
         if (fi < 0 || (seen & (1u << fi))) return 0; /* unknown or duplicate key */
         seen |= 1u << fi;
@@ -512,7 +550,8 @@ static int validate(KindSpec *ks, const Entry *en, int n, int kind_entry, Value 
                 if (x->vkind != V_NUM || !number_to_double(x->v, x->v_len, &d) ||
                     !check_range(f, d))
                     return 0;
-                v->f = d;
+                /* an integer literal is an int to msgspec, converted: -0 is 0.0 */
+                v->f = x->is_int && d == 0.0 ? 0.0 : d;
                 break;
             }
             case F_BOOL:
@@ -621,6 +660,40 @@ static int flush(Lines *self) {
         c->touched = 0;
     }
     self->epoch++;
+    return rc;
+}
+
+/* Writes back the loaded cells of one store only, before Python code that touches just
+   that store (admitting a new label set, or folding it into "other"); the other stores'
+   cells stay loaded. */
+static int flush_store(Lines *self, int store) {
+    int rc = 0;
+    Store *st = &self->stores[store];
+    Cell **link = &self->dirty;
+    while (*link) {
+        Cell *c = *link;
+        if (c->store != store) {
+            link = &c->next_dirty;
+            continue;
+        }
+        *link = c->next_dirty;
+        c->next_dirty = NULL;
+        c->dirty = 0;
+        c->epoch = 0; /* stale: loaded again on its next use */
+        if (!is_histogram(st)) {
+            PyObject *v = PyFloat_FromDouble(c->vals[0]);
+            if (!v || PyDict_SetItem(st->values, c->key, v) < 0) rc = -1;
+            Py_XDECREF(v);
+        } else {
+            for (Py_ssize_t i = 0; i < st->n_bounds + 2; i++) {
+                if (!(c->touched & ((uint64_t)1 << i))) continue;
+                PyObject *v = PyFloat_FromDouble(c->vals[i]);
+                if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
+            }
+            Py_CLEAR(c->row);
+        }
+        c->touched = 0;
+    }
     return rc;
 }
 
@@ -750,7 +823,7 @@ static int inc(Lines *self, int store, double amount, int n, ...) {
         PyObject *v = PyDict_GetItemWithError(st->values, c->key);
         if (!v || !PyFloat_CheckExact(v)) {
             /* not stored yet (admitted or folded by Python), or not a float */
-            if (PyErr_Occurred() || flush(self) < 0) return -1;
+            if (PyErr_Occurred() || flush_store(self, store) < 0) return -1;
             return counter_inc(st, c->key, amount);
         }
         c->vals[0] = PyFloat_AS_DOUBLE(v);
@@ -777,7 +850,7 @@ static int observe(Lines *self, int store, double value, int n, ...) {
             if (PyFloat_CheckExact(x)) c->vals[i] = PyFloat_AS_DOUBLE(x); else ok = 0;
         }
         if (!ok) {
-            if (PyErr_Occurred() || flush(self) < 0) return -1;
+            if (PyErr_Occurred() || flush_store(self, store) < 0) return -1;
             return hist_observe(st, c->key, value);
         }
         Py_INCREF(row);
@@ -958,7 +1031,8 @@ static int handle_llm(Lines *self, Value *vals) {
             Py_DECREF(pair);
         }
         if (dict_add(self->spend, self->s_total, cost) < 0) goto done;
-        int budgeted = PyDict_Contains(self->budgets, provider);
+        int budgeted = PyDict_GET_SIZE(self->budgets) ? PyDict_Contains(self->budgets, provider)
+                                                      : 0;
         if (budgeted < 0 || (budgeted && dict_add(self->spend, provider, cost) < 0)) goto done;
     }
     rc = 0;
@@ -1156,7 +1230,8 @@ done:
 /* A delegated kind: the event struct from the validated values (absent fields take the
    struct's defaults, as in a decode), then the aggregator's handler for it. */
 static int delegate(Lines *self, KindSpec *ks, Value *vals) {
-    if (flush(self) < 0) return -1; /* the Python handler sees the stores as they are */
+    /* the Python handler must see the stores it touches as they are */
+    if (ks->flushes && flush(self) < 0) return -1;
     int rc = -1;
     PyObject *kw = PyDict_New(), *event = NULL, *now = NULL, *r = NULL;
     if (!kw) return -1;
@@ -1198,53 +1273,125 @@ static const Handler HANDLERS[NKINDS] = {handle_llm, handle_task, handle_tool, h
                                          handle_resolution, handle_guardian, handle_error};
 
 /* ---- run --------------------------------------------------------------------------- */
-PyDoc_STRVAR(run_doc,
-"run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped, end)\n\n"
-"Apply the lines of ``body`` (complete lines, without the last newline) from offset\n"
-"``pos``, with the aggregator's lock held by the caller. Stops at the first line this\n"
-"path does not take (``stopped`` is then True, ``pos`` is where that line starts and\n"
-"``end`` where it ends, at its newline or the end of ``body``),\n"
-"else ``pos`` is len(body) + 1. ``lines`` counts the lines applied or blank, ``counts``\n"
-"the events per kind (in KINDS order), ``failures`` (kind, exception) for the events\n"
-"whose handler failed (a bug, never expected; the first 16 of a run).");
-
-static PyObject *Lines_run(Lines *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t pos, max_line;
-    double now;
-    if (!PyArg_ParseTuple(args, "y*ndn", &buf, &pos, &now, &max_line)) return NULL;
-    const char *base = buf.buf;
-    Py_ssize_t size = buf.len;
-    long long counts[MAX_KINDS] = {0};
-    Py_ssize_t lines = 0;
-    PyObject *failures = PyList_New(0);
-    if (!failures) return NULL;
-    int stopped = 0;
-    Py_ssize_t stop_end = size;
-    Entry entries[MAX_ENTRIES];
+/* One line, parsed: its kind (or BLANK, or STOP: a line for the Python path), where it
+   is in the body, and its validated values. */
+enum { R_BLANK = -1, R_STOP = -2 };
+#define PART_LINES 4096
+typedef struct {
+    int kind;
+    Py_ssize_t start, end;
     Value vals[MAX_FIELDS];
-    self->now = now;
-    self->epoch++; /* Python may have changed the stores since the last run */
-    Py_CLEAR(self->spend);
-    Py_CLEAR(self->budgets);
-    if (pos < 0) pos = 0;
-    while (pos <= size) {
+} Record;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner; /* the Lines whose specs the values point into */
+    Py_buffer view;  /* the body: the values point into it */
+    Py_ssize_t n;
+    Py_ssize_t next; /* where the next parse starts (past the body: all parsed) */
+    Py_ssize_t events; /* records of events (set by the parse) */
+    Record *recs;
+    /* a parse in a thread of its own: no Python object is touched there */
+    int running;
+    pthread_t thread;
+    Py_ssize_t start, cut, max_line;
+} Parsed;
+
+static void parse_lines(const Lines *self, const char *base, Py_ssize_t size,
+                        Py_ssize_t start, Py_ssize_t cut, Py_ssize_t max_line, Record *recs);
+
+static void *parse_thread(void *arg) {
+    Parsed *p = arg;
+    parse_lines((const Lines *)p->owner, p->view.buf, p->view.len, p->start, p->cut,
+                p->max_line, p->recs);
+    return NULL;
+}
+
+static Py_ssize_t count_events(const Parsed *p) {
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < p->n; i++) n += p->recs[i].kind >= 0;
+    return n;
+}
+
+/* Waits for a background parse (the GIL released meanwhile). */
+static void parsed_join(Parsed *p, int release_gil) {
+    if (!p->running) return;
+    if (release_gil) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(p->thread, NULL);
+        Py_END_ALLOW_THREADS
+    } else {
+        pthread_join(p->thread, NULL);
+    }
+    p->running = 0;
+}
+
+static void Parsed_dealloc(Parsed *self) {
+    parsed_join(self, 0); /* the thread needs no GIL: waiting with it held is safe */
+    if (self->owner) PyBuffer_Release(&self->view);
+    Py_XDECREF(self->owner);
+    PyMem_RawFree(self->recs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Parsed_len(Parsed *self, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromSsize_t(self->n);
+}
+
+static PyObject *Parsed_events(Parsed *self, PyObject *Py_UNUSED(ignored)) {
+    parsed_join(self, 1);
+    if (self->events < 0) self->events = count_events(self);
+    return PyLong_FromSsize_t(self->events);
+}
+
+static PyMethodDef Parsed_methods[] = {
+    {"lines", (PyCFunction)Parsed_len, METH_NOARGS, "How many lines were parsed."},
+    {"events", (PyCFunction)Parsed_events, METH_NOARGS,
+     "How many of them are events this path applies (waits for a background parse)."},
+    {NULL, NULL, 0, NULL}};
+
+static PyMemberDef Parsed_members[] = {
+    {"next", T_PYSSIZET, offsetof(Parsed, next), READONLY,
+     "Where the next parse of the body starts (past its end: nothing is left)."},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyTypeObject ParsedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter._lines.Parsed",
+    .tp_basicsize = sizeof(Parsed),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lines parsed by Lines.parse, for Lines.apply.",
+    .tp_dealloc = (destructor)Parsed_dealloc,
+    .tp_methods = Parsed_methods,
+    .tp_members = Parsed_members,
+};
+
+/* Parses the lines of base[start:cut] (the last one ends at cut; base[0:size] is the
+   body); touches no Python object, so it runs without the GIL. */
+static void parse_lines(const Lines *self, const char *base, Py_ssize_t size,
+                        Py_ssize_t start, Py_ssize_t cut, Py_ssize_t max_line, Record *recs) {
+    Entry entries[MAX_ENTRIES];
+    Hints hints;
+    memset(hints, -1, sizeof hints);
+    Py_ssize_t pos = start, r = 0;
+    while (pos <= cut) {
         const char *p = base + pos;
-        const char *nl = memchr(p, '\n', (size_t)(size - pos));
-        const char *e = nl ? nl : base + size;
+        const char *nl = memchr(p, '\n', (size_t)(cut - pos));
+        const char *e = nl ? nl : base + cut;
+        Record *rec = &recs[r++];
+        rec->start = pos;
+        rec->end = e - base;
+        pos = e - base + 1;
         if (e - p > max_line) {
-            stopped = 1;
-            stop_end = e - base;
-            break;
+            rec->kind = R_STOP;
+            continue;
         }
-        int n = split_object(p, e, entries);
-        if (n == 0) { /* blank */
-            lines++;
-            pos = e - base + 1;
+        int n = split_object(p, e, base + size, entries);
+        if (n == 0) {
+            rec->kind = R_BLANK;
             continue;
         }
         int kind = -1, kind_entry = -1;
-        for (int i = 0; i < n && n > 0; i++) {
+        for (int i = 0; i < n; i++) {
             if (entries[i].key_len == 4 && memcmp(entries[i].key, "kind", 4) == 0) {
                 if (kind_entry >= 0 || entries[i].vkind != V_STR) {
                     kind_entry = -2;
@@ -1264,18 +1411,132 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
                 }
             }
         }
-        if (kind < 0 || !validate(&self->kinds[kind], entries, n, kind_entry, vals)) {
+        rec->kind = kind >= 0 && validate(&self->kinds[kind], hints[kind], entries, n,
+                                          kind_entry, rec->vals)
+                        ? kind
+                        : R_STOP;
+    }
+}
+
+PyDoc_STRVAR(parse_doc,
+"parse(body, max_line, start, budget, background) -> Parsed\n\n"
+"Split ``body`` (complete lines, without the last newline) into lines from offset\n"
+"``start``, up to the line that ends past ``start + budget`` or the 4096th line\n"
+"(``Parsed.next`` is where the next parse starts), and validate each:\n"
+"the lines this path takes, blank lines, and the lines for the Python path (longer than\n"
+"``max_line``, or anything not certainly valid). With ``background`` the parse runs in\n"
+"a thread of its own, which needs no GIL, while the caller goes on (``apply`` waits for\n"
+"it); otherwise here, with the GIL released.");
+
+static PyObject *Lines_parse(Lines *self, PyObject *args) {
+    Py_ssize_t max_line, start, budget;
+    int background;
+    Parsed *out = PyObject_New(Parsed, &ParsedType);
+    if (!out) return NULL;
+    out->owner = NULL;
+    out->recs = NULL;
+    out->n = 0;
+    out->events = -1;
+    out->running = 0;
+    if (!PyArg_ParseTuple(args, "y*nnnp", &out->view, &max_line, &start, &budget,
+                          &background)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    out->owner = Py_NewRef((PyObject *)self);
+    const char *base = out->view.buf;
+    Py_ssize_t size = out->view.len;
+    if (start < 0 || start > size || budget < 1) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "start must be in the body and budget positive");
+        return NULL;
+    }
+    /* the part ends at the line that ends past start + budget, or at its PART_LINES-th
+       line (records are ~1 KiB each: a body of tiny lines must not make many) */
+    Py_ssize_t cut = size, n = 1;
+    const char *p = base + start, *e = base + size;
+    while ((p = memchr(p, '\n', (size_t)(e - p)))) {
+        if (p - base >= start + budget || n == PART_LINES) {
+            cut = p - base;
+            break;
+        }
+        n++;
+        p++;
+    }
+    out->recs = PyMem_RawMalloc((size_t)n * sizeof(Record));
+    if (!out->recs) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    out->n = n;
+    out->next = cut + 1;
+    out->start = start;
+    out->cut = cut;
+    out->max_line = max_line;
+    if (background && pthread_create(&out->thread, NULL, parse_thread, out) == 0) {
+        out->running = 1;
+        return (PyObject *)out;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    parse_lines(self, base, size, start, cut, max_line, out->recs);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+/* Writes the shadows back and forgets what a run fetched: before the caller's Python
+   code runs (a line for the Python path, the end of the batch). */
+static int finish_run(Lines *self) {
+    Py_CLEAR(self->spend);
+    Py_CLEAR(self->budgets);
+    return flush(self);
+}
+
+PyDoc_STRVAR(apply_doc,
+"apply(parsed, index, now) -> (index, lines, counts, failures, stopped, start, end)\n\n"
+"Apply the parsed lines from record ``index``, with the aggregator's lock held by the\n"
+"caller. Stops at the first line for the Python path (``stopped`` is then True, ``index``\n"
+"is its record and ``start``/``end`` where it is in the body; the shadows are written\n"
+"back first), else ``index`` is the number of records. ``lines`` counts the lines\n"
+"applied or blank, ``counts`` the events per kind (in ``kinds()`` order), ``failures``\n"
+"(kind, exception) for the events whose handler failed (a bug, never expected; the first\n"
+"16). Call ``finish()`` when the batch is over.");
+
+static PyObject *Lines_apply(Lines *self, PyObject *args) {
+    Parsed *parsed;
+    Py_ssize_t index;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!nd", &ParsedType, &parsed, &index, &now)) return NULL;
+    if (parsed->owner != (PyObject *)self) {
+        PyErr_SetString(PyExc_ValueError, "parsed by another Lines");
+        return NULL;
+    }
+    parsed_join(parsed, 1);
+    long long counts[MAX_KINDS] = {0};
+    Py_ssize_t lines = 0, start = 0, end = 0;
+    int stopped = 0;
+    PyObject *failures = PyList_New(0);
+    if (!failures) return NULL;
+    self->now = now;
+    for (; index < parsed->n; index++) {
+        Record *rec = &parsed->recs[index];
+        int kind = rec->kind;
+        if (kind == R_BLANK) {
+            lines++;
+            continue;
+        }
+        if (kind == R_STOP) {
             stopped = 1;
-            stop_end = e - base;
+            start = rec->start;
+            end = rec->end;
             break;
         }
         int rc;
         if (kind < NKINDS) {
-            self->slot = slot_of(self, kind, vals);
-            rc = HANDLERS[kind](self, vals);
+            self->slot = slot_of(self, kind, rec->vals);
+            rc = HANDLERS[kind](self, rec->vals);
             self->slot = NULL;
         } else {
-            rc = delegate(self, &self->kinds[kind], vals);
+            rc = delegate(self, &self->kinds[kind], rec->vals);
         }
         if (rc < 0) {
             PyObject *type, *exc, *tb;
@@ -1293,12 +1554,8 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         }
         counts[kind]++;
         lines++;
-        pos = e - base + 1;
     }
-    Py_CLEAR(self->spend);
-    Py_CLEAR(self->budgets);
-    PyBuffer_Release(&buf);
-    if (flush(self) < 0) {
+    if (stopped && finish_run(self) < 0) {
         Py_DECREF(failures);
         return NULL;
     }
@@ -1316,8 +1573,13 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         }
         PyTuple_SET_ITEM(tuple, i, c);
     }
-    return Py_BuildValue("nnNNOn", pos, lines, tuple, failures, stopped ? Py_True : Py_False,
-                         stop_end);
+    return Py_BuildValue("nnNNOnn", index, lines, tuple, failures,
+                         stopped ? Py_True : Py_False, start, end);
+}
+
+static PyObject *Lines_finish(Lines *self, PyObject *Py_UNUSED(ignored)) {
+    if (finish_run(self) < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* ---- construction ------------------------------------------------------------------ */
@@ -1426,7 +1688,6 @@ static int load_kind(Lines *self, int k, PyObject *spec) {
             return 0; /* an optional string without a default: not what handlers expect */
     }
     ks->n_fields = n;
-    memset(ks->hint, -1, sizeof ks->hint);
     ks->enabled = 1;
     return 0;
 }
@@ -1450,7 +1711,8 @@ static int load_delegated(Lines *self, PyObject *spec, PyObject *delegate) {
         if (self->n_kinds == MAX_KINDS || PyDict_Size(fields) > MAX_FIELDS) continue;
         KindSpec *ks = &self->kinds[self->n_kinds];
         memset(ks, 0, sizeof *ks);
-        if (!PyArg_ParseTuple(pair, "OO", &ks->cls, &ks->handler) || keep(self, pair) < 0 ||
+        if (!PyArg_ParseTuple(pair, "OOp", &ks->cls, &ks->handler, &ks->flushes) ||
+            keep(self, pair) < 0 ||
             keep(self, name) < 0)
             return -1;
         ks->name = text;
@@ -1469,7 +1731,6 @@ static int load_delegated(Lines *self, PyObject *spec, PyObject *delegate) {
             ks->field_keys[n++] = fname;
         }
         ks->n_fields = n;
-        memset(ks->hint, -1, sizeof ks->hint);
         ks->enabled = 1;
         self->n_kinds++;
     }
@@ -1642,7 +1903,10 @@ static PyObject *Lines_kinds(Lines *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyMethodDef Lines_methods[] = {
-    {"run", (PyCFunction)Lines_run, METH_VARARGS, run_doc},
+    {"parse", (PyCFunction)Lines_parse, METH_VARARGS, parse_doc},
+    {"apply", (PyCFunction)Lines_apply, METH_VARARGS, apply_doc},
+    {"finish", (PyCFunction)Lines_finish, METH_NOARGS,
+     "Write the shadows back into the stores: the end of a batch."},
     {"enabled", (PyCFunction)Lines_enabled, METH_NOARGS,
      "The kinds this path takes (the rest go to the Python path)."},
     {"kinds", (PyCFunction)Lines_kinds, METH_NOARGS,
@@ -1668,7 +1932,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__lines(void) {
-    if (PyType_Ready(&LinesType) < 0) return NULL;
+    if (PyType_Ready(&LinesType) < 0 || PyType_Ready(&ParsedType) < 0) return NULL;
+    if (!c_locale && !(c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0))) {
+        return PyErr_NoMemory();
+    }
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     PyObject *kinds = PyTuple_New(NKINDS);

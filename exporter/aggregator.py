@@ -363,20 +363,27 @@ class Aggregator:
                     self.failed(type(event).__name__, exc)
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[tuple[float, Callable[[AnyEvent], None]]]:
+    def batch(self) -> Iterator[tuple[Callable[[], float], Callable[[AnyEvent], None]]]:
         """Hold the lock for a batch applied piece by piece (the native line path applies
-        most lines itself and the rest through ``apply``): yields ``now`` and ``apply``,
-        which has the failure handling of ``ingest``."""
+        most lines itself and the rest through ``apply``): yields ``now()``, the batch's
+        time, read from the clock at its first use only (as ``ingest`` reads it once, and
+        not at all for no event), and ``apply``, which has the failure handling of
+        ``ingest``."""
         handlers = self._handlers
+        read: list[float] = []
+
+        def now() -> float:
+            if not read:
+                read.append(self.clock())
+            return read[0]
+
+        def apply(event: AnyEvent) -> None:
+            try:
+                handlers[type(event)](event, now())
+            except Exception as exc:  # one event must not stop the batch
+                self.failed(type(event).__name__, exc)
+
         with self._lock:
-            now = self.clock()
-
-            def apply(event: AnyEvent) -> None:
-                try:
-                    handlers[type(event)](event, now)
-                except Exception as exc:  # one event must not stop the batch
-                    self.failed(type(event).__name__, exc)
-
             yield now, apply
 
     def failed(self, what: str, exc: BaseException) -> None:
