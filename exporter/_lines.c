@@ -23,10 +23,8 @@
 #define _GNU_SOURCE /* strtod_l */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <locale.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1273,121 +1271,57 @@ static const Handler HANDLERS[NKINDS] = {handle_llm, handle_task, handle_tool, h
                                          handle_resolution, handle_guardian, handle_error};
 
 /* ---- run --------------------------------------------------------------------------- */
-/* One line, parsed: its kind (or BLANK, or STOP: a line for the Python path), where it
-   is in the body, and its validated values. */
-enum { R_BLANK = -1, R_STOP = -2 };
-#define PART_LINES 4096
-typedef struct {
-    int kind;
-    Py_ssize_t start, end;
-    Value vals[MAX_FIELDS];
-} Record;
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *owner; /* the Lines whose specs the values point into */
-    Py_buffer view;  /* the body: the values point into it */
-    Py_ssize_t n;
-    Py_ssize_t next; /* where the next parse starts (past the body: all parsed) */
-    Py_ssize_t events; /* records of events (set by the parse) */
-    Record *recs;
-    /* a parse in a thread of its own: no Python object is touched there */
-    int running;
-    pthread_t thread;
-    Py_ssize_t start, cut, max_line;
-} Parsed;
-
-static void parse_lines(const Lines *self, const char *base, Py_ssize_t size,
-                        Py_ssize_t start, Py_ssize_t cut, Py_ssize_t max_line, Record *recs);
-
-static void *parse_thread(void *arg) {
-    Parsed *p = arg;
-    parse_lines((const Lines *)p->owner, p->view.buf, p->view.len, p->start, p->cut,
-                p->max_line, p->recs);
-    return NULL;
+/* Writes the shadows back and forgets what a run fetched: before the caller's Python
+   code runs (a line for the Python path, the end of the batch). */
+static int finish_run(Lines *self) {
+    Py_CLEAR(self->spend);
+    Py_CLEAR(self->budgets);
+    return flush(self);
 }
 
-static Py_ssize_t count_events(const Parsed *p) {
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < p->n; i++) n += p->recs[i].kind >= 0;
-    return n;
-}
+PyDoc_STRVAR(run_doc,
+"run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped, end)\n\n"
+"Apply the lines of ``body`` (complete lines, without the last newline) from offset\n"
+"``pos``, with the aggregator's lock held by the caller; ``now()`` gives the batch's\n"
+"time (called at the first event only). Stops at the first line this path does not\n"
+"take (``stopped`` is then True, ``pos`` is where that line starts and ``end`` where it\n"
+"ends; the shadows are written back first), else ``pos`` is len(body) + 1. ``lines``\n"
+"counts the lines applied or blank, ``counts`` the events per kind (in ``kinds()``\n"
+"order), ``failures`` (kind, exception) for the events whose handler failed (a bug,\n"
+"never expected; the first 16). Call ``finish()`` when the batch is over.");
 
-/* Waits for a background parse (the GIL released meanwhile). */
-static void parsed_join(Parsed *p, int release_gil) {
-    if (!p->running) return;
-    if (release_gil) {
-        Py_BEGIN_ALLOW_THREADS
-        pthread_join(p->thread, NULL);
-        Py_END_ALLOW_THREADS
-    } else {
-        pthread_join(p->thread, NULL);
-    }
-    p->running = 0;
-}
-
-static void Parsed_dealloc(Parsed *self) {
-    parsed_join(self, 0); /* the thread needs no GIL: waiting with it held is safe */
-    if (self->owner) PyBuffer_Release(&self->view);
-    Py_XDECREF(self->owner);
-    PyMem_RawFree(self->recs);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *Parsed_len(Parsed *self, PyObject *Py_UNUSED(ignored)) {
-    return PyLong_FromSsize_t(self->n);
-}
-
-static PyObject *Parsed_events(Parsed *self, PyObject *Py_UNUSED(ignored)) {
-    parsed_join(self, 1);
-    if (self->events < 0) self->events = count_events(self);
-    return PyLong_FromSsize_t(self->events);
-}
-
-static PyMethodDef Parsed_methods[] = {
-    {"lines", (PyCFunction)Parsed_len, METH_NOARGS, "How many lines were parsed."},
-    {"events", (PyCFunction)Parsed_events, METH_NOARGS,
-     "How many of them are events this path applies (waits for a background parse)."},
-    {NULL, NULL, 0, NULL}};
-
-static PyMemberDef Parsed_members[] = {
-    {"next", T_PYSSIZET, offsetof(Parsed, next), READONLY,
-     "Where the next parse of the body starts (past its end: nothing is left)."},
-    {NULL, 0, 0, 0, NULL}};
-
-static PyTypeObject ParsedType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter._lines.Parsed",
-    .tp_basicsize = sizeof(Parsed),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Lines parsed by Lines.parse, for Lines.apply.",
-    .tp_dealloc = (destructor)Parsed_dealloc,
-    .tp_methods = Parsed_methods,
-    .tp_members = Parsed_members,
-};
-
-/* Parses the lines of base[start:cut] (the last one ends at cut; base[0:size] is the
-   body); touches no Python object, so it runs without the GIL. */
-static void parse_lines(const Lines *self, const char *base, Py_ssize_t size,
-                        Py_ssize_t start, Py_ssize_t cut, Py_ssize_t max_line, Record *recs) {
+static PyObject *Lines_run(Lines *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, max_line;
+    PyObject *now_fn;
+    if (!PyArg_ParseTuple(args, "y*nOn", &buf, &pos, &now_fn, &max_line)) return NULL;
+    const char *base = buf.buf;
+    Py_ssize_t size = buf.len, lines = 0, stop_end = size;
+    long long counts[MAX_KINDS] = {0};
+    int stopped = 0, have_now = 0;
     Entry entries[MAX_ENTRIES];
+    Value vals[MAX_FIELDS];
     Hints hints;
     memset(hints, -1, sizeof hints);
-    Py_ssize_t pos = start, r = 0;
-    while (pos <= cut) {
+    PyObject *failures = PyList_New(0);
+    if (!failures) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (pos < 0) pos = 0;
+    while (pos <= size) {
         const char *p = base + pos;
-        const char *nl = memchr(p, '\n', (size_t)(cut - pos));
-        const char *e = nl ? nl : base + cut;
-        Record *rec = &recs[r++];
-        rec->start = pos;
-        rec->end = e - base;
-        pos = e - base + 1;
+        const char *nl = memchr(p, '\n', (size_t)(size - pos));
+        const char *e = nl ? nl : base + size;
         if (e - p > max_line) {
-            rec->kind = R_STOP;
-            continue;
+            stopped = 1;
+            stop_end = e - base;
+            break;
         }
         int n = split_object(p, e, base + size, entries);
-        if (n == 0) {
-            rec->kind = R_BLANK;
+        if (n == 0) { /* blank */
+            lines++;
+            pos = e - base + 1;
             continue;
         }
         int kind = -1, kind_entry = -1;
@@ -1411,132 +1345,32 @@ static void parse_lines(const Lines *self, const char *base, Py_ssize_t size,
                 }
             }
         }
-        rec->kind = kind >= 0 && validate(&self->kinds[kind], hints[kind], entries, n,
-                                          kind_entry, rec->vals)
-                        ? kind
-                        : R_STOP;
-    }
-}
-
-PyDoc_STRVAR(parse_doc,
-"parse(body, max_line, start, budget, background) -> Parsed\n\n"
-"Split ``body`` (complete lines, without the last newline) into lines from offset\n"
-"``start``, up to the line that ends past ``start + budget`` or the 4096th line\n"
-"(``Parsed.next`` is where the next parse starts), and validate each:\n"
-"the lines this path takes, blank lines, and the lines for the Python path (longer than\n"
-"``max_line``, or anything not certainly valid). With ``background`` the parse runs in\n"
-"a thread of its own, which needs no GIL, while the caller goes on (``apply`` waits for\n"
-"it); otherwise here, with the GIL released.");
-
-static PyObject *Lines_parse(Lines *self, PyObject *args) {
-    Py_ssize_t max_line, start, budget;
-    int background;
-    Parsed *out = PyObject_New(Parsed, &ParsedType);
-    if (!out) return NULL;
-    out->owner = NULL;
-    out->recs = NULL;
-    out->n = 0;
-    out->events = -1;
-    out->running = 0;
-    if (!PyArg_ParseTuple(args, "y*nnnp", &out->view, &max_line, &start, &budget,
-                          &background)) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    out->owner = Py_NewRef((PyObject *)self);
-    const char *base = out->view.buf;
-    Py_ssize_t size = out->view.len;
-    if (start < 0 || start > size || budget < 1) {
-        Py_DECREF(out);
-        PyErr_SetString(PyExc_ValueError, "start must be in the body and budget positive");
-        return NULL;
-    }
-    /* the part ends at the line that ends past start + budget, or at its PART_LINES-th
-       line (records are ~1 KiB each: a body of tiny lines must not make many) */
-    Py_ssize_t cut = size, n = 1;
-    const char *p = base + start, *e = base + size;
-    while ((p = memchr(p, '\n', (size_t)(e - p)))) {
-        if (p - base >= start + budget || n == PART_LINES) {
-            cut = p - base;
-            break;
-        }
-        n++;
-        p++;
-    }
-    out->recs = PyMem_RawMalloc((size_t)n * sizeof(Record));
-    if (!out->recs) {
-        Py_DECREF(out);
-        return PyErr_NoMemory();
-    }
-    out->n = n;
-    out->next = cut + 1;
-    out->start = start;
-    out->cut = cut;
-    out->max_line = max_line;
-    if (background && pthread_create(&out->thread, NULL, parse_thread, out) == 0) {
-        out->running = 1;
-        return (PyObject *)out;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    parse_lines(self, base, size, start, cut, max_line, out->recs);
-    Py_END_ALLOW_THREADS
-    return (PyObject *)out;
-}
-
-/* Writes the shadows back and forgets what a run fetched: before the caller's Python
-   code runs (a line for the Python path, the end of the batch). */
-static int finish_run(Lines *self) {
-    Py_CLEAR(self->spend);
-    Py_CLEAR(self->budgets);
-    return flush(self);
-}
-
-PyDoc_STRVAR(apply_doc,
-"apply(parsed, index, now) -> (index, lines, counts, failures, stopped, start, end)\n\n"
-"Apply the parsed lines from record ``index``, with the aggregator's lock held by the\n"
-"caller. Stops at the first line for the Python path (``stopped`` is then True, ``index``\n"
-"is its record and ``start``/``end`` where it is in the body; the shadows are written\n"
-"back first), else ``index`` is the number of records. ``lines`` counts the lines\n"
-"applied or blank, ``counts`` the events per kind (in ``kinds()`` order), ``failures``\n"
-"(kind, exception) for the events whose handler failed (a bug, never expected; the first\n"
-"16). Call ``finish()`` when the batch is over.");
-
-static PyObject *Lines_apply(Lines *self, PyObject *args) {
-    Parsed *parsed;
-    Py_ssize_t index;
-    double now;
-    if (!PyArg_ParseTuple(args, "O!nd", &ParsedType, &parsed, &index, &now)) return NULL;
-    if (parsed->owner != (PyObject *)self) {
-        PyErr_SetString(PyExc_ValueError, "parsed by another Lines");
-        return NULL;
-    }
-    parsed_join(parsed, 1);
-    long long counts[MAX_KINDS] = {0};
-    Py_ssize_t lines = 0, start = 0, end = 0;
-    int stopped = 0;
-    PyObject *failures = PyList_New(0);
-    if (!failures) return NULL;
-    self->now = now;
-    for (; index < parsed->n; index++) {
-        Record *rec = &parsed->recs[index];
-        int kind = rec->kind;
-        if (kind == R_BLANK) {
-            lines++;
-            continue;
-        }
-        if (kind == R_STOP) {
+        if (kind < 0 ||
+            !validate(&self->kinds[kind], hints[kind], entries, n, kind_entry, vals)) {
             stopped = 1;
-            start = rec->start;
-            end = rec->end;
+            stop_end = e - base;
             break;
+        }
+        if (!have_now) { /* the batch's time, read at its first event */
+            PyObject *t = PyObject_CallNoArgs(now_fn);
+            double d = t ? PyFloat_AsDouble(t) : -1.0;
+            Py_XDECREF(t);
+            if (d == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(failures);
+                PyBuffer_Release(&buf);
+                finish_run(self);
+                return NULL;
+            }
+            self->now = d;
+            have_now = 1;
         }
         int rc;
         if (kind < NKINDS) {
-            self->slot = slot_of(self, kind, rec->vals);
-            rc = HANDLERS[kind](self, rec->vals);
+            self->slot = slot_of(self, kind, vals);
+            rc = HANDLERS[kind](self, vals);
             self->slot = NULL;
         } else {
-            rc = delegate(self, &self->kinds[kind], rec->vals);
+            rc = delegate(self, &self->kinds[kind], vals);
         }
         if (rc < 0) {
             PyObject *type, *exc, *tb;
@@ -1554,7 +1388,9 @@ static PyObject *Lines_apply(Lines *self, PyObject *args) {
         }
         counts[kind]++;
         lines++;
+        pos = e - base + 1;
     }
+    PyBuffer_Release(&buf);
     if (stopped && finish_run(self) < 0) {
         Py_DECREF(failures);
         return NULL;
@@ -1573,8 +1409,8 @@ static PyObject *Lines_apply(Lines *self, PyObject *args) {
         }
         PyTuple_SET_ITEM(tuple, i, c);
     }
-    return Py_BuildValue("nnNNOnn", index, lines, tuple, failures,
-                         stopped ? Py_True : Py_False, start, end);
+    return Py_BuildValue("nnNNOn", pos, lines, tuple, failures, stopped ? Py_True : Py_False,
+                         stop_end);
 }
 
 static PyObject *Lines_finish(Lines *self, PyObject *Py_UNUSED(ignored)) {
@@ -1903,8 +1739,7 @@ static PyObject *Lines_kinds(Lines *self, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyMethodDef Lines_methods[] = {
-    {"parse", (PyCFunction)Lines_parse, METH_VARARGS, parse_doc},
-    {"apply", (PyCFunction)Lines_apply, METH_VARARGS, apply_doc},
+    {"run", (PyCFunction)Lines_run, METH_VARARGS, run_doc},
     {"finish", (PyCFunction)Lines_finish, METH_NOARGS,
      "Write the shadows back into the stores: the end of a batch."},
     {"enabled", (PyCFunction)Lines_enabled, METH_NOARGS,
@@ -1932,7 +1767,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__lines(void) {
-    if (PyType_Ready(&LinesType) < 0 || PyType_Ready(&ParsedType) < 0) return NULL;
+    if (PyType_Ready(&LinesType) < 0) return NULL;
     if (!c_locale && !(c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0))) {
         return PyErr_NoMemory();
     }

@@ -16,8 +16,6 @@ a kind whose fields no longer match what the C handler knows is left to Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -96,25 +94,6 @@ def _tracked(tracked: _Tracked) -> tuple[Any, ...]:
     return (tracked.open, tracked.where, tracked.by_key, tracked.limit)
 
 
-# Bodies are parsed in parts of about this size: a part's records (~1 KiB a line) stay in
-# the CPU cache, and the next part is parsed while this one is applied.
-PART_BYTES = 64 * 1024
-
-
-@dataclass
-class _Batch:
-    """What applying one body needs besides the parsed lines."""
-
-    body: bytes | memoryview
-    now: Callable[[], float]
-    apply: Callable[[AnyEvent], None]
-    max_line: int
-    decoder: EventDecoder
-    counts: dict[str, int]
-    rejects: list[tuple[int, Rejection]] = field(default_factory=list)
-    lines: int = 0
-
-
 def _touches(cls: type, aggregator: Aggregator) -> bool:
     """Whether the handler of ``cls`` feeds a store the native path shadows (its values
     must then be written back before that handler runs)."""
@@ -148,55 +127,42 @@ class NativeLines:
     def apply_lines(self, body: bytes | memoryview, max_line: int, decoder: EventDecoder,
                     counts: dict[str, int]) -> tuple[int, list[tuple[int, Rejection]]]:
         """Apply ``body`` (complete lines without the last newline), line by line in
-        order: the native path for the lines it takes; each other line through
-        ``decoder`` and the Python handler, at its place. Adds the events per kind to
-        ``counts``; returns the lines handled and (line index, rejection) pairs. Takes the
-        aggregator's lock for the whole body.
+        order: the native run until a line it does not take, that line through
+        ``decoder`` and the Python handler, and on. Adds the events per kind to
+        ``counts``; returns the lines handled and (line index, rejection) pairs. Takes
+        the aggregator's lock for the whole body.
 
-        A body of several parts is pipelined: the next part is parsed in a thread of its
-        own (C, no GIL needed) while this one is applied, so on a second core parsing
-        costs no wall time."""
-        size = len(body)
-        lines_path = self._lines
+        One thread: parsing the next slice in a second thread (without the GIL) while
+        this one is applied was measured slower on the 2-vCPU machine (records crossing
+        caches, both vCPUs slowing each other), see docs/files.md."""
+        rejects: list[tuple[int, Rejection]] = []
+        size, pos, lines = len(body), 0, 0
+        kinds, run = self.kinds, self._lines.run
         limit = min(max_line, decoder.max_event_bytes)
         with self.aggregator.batch() as (now, apply):
-            batch = _Batch(body, now, apply, max_line, decoder, counts)
             try:
-                parsed = lines_path.parse(body, limit, 0, PART_BYTES, False)
-                while parsed is not None:
-                    following = (lines_path.parse(body, limit, parsed.next, PART_BYTES, True)
-                                 if parsed.next <= size else None)
-                    self._apply_parsed(parsed, batch)
-                    parsed = following
+                while pos <= size:
+                    pos, done, per_kind, failures, stopped, end = run(body, pos, now, limit)
+                    lines += done
+                    for kind, n in zip(kinds, per_kind, strict=True):
+                        if n:
+                            counts[kind] = counts.get(kind, 0) + n
+                    for kind, exc in failures:
+                        self.aggregator.failed(kind, exc)
+                    if not stopped:
+                        break
+                    result = _decode_line(bytes(body[pos:end]), max_line, decoder)
+                    if isinstance(result, Rejection):
+                        rejects.append((lines, result))
+                    elif result is not None:
+                        apply(result)
+                        kind = KIND_OF[type(result)]
+                        counts[kind] = counts.get(kind, 0) + 1
+                    lines += 1
+                    pos = end + 1
             finally:
-                lines_path.finish()
-        return batch.lines, batch.rejects
-
-    def _apply_parsed(self, parsed: Any, batch: _Batch) -> None:
-        """Apply one parsed part, each line the native path leaves at its place."""
-        kinds, counts, index, total = self.kinds, batch.counts, 0, parsed.lines()
-        now = batch.now() if parsed.events() else 0.0  # no event: the clock is not read
-        while index < total:
-            index, done, per_kind, failures, stopped, start, end = self._lines.apply(
-                parsed, index, now)
-            batch.lines += done
-            for kind, n in zip(kinds, per_kind, strict=True):
-                if n:
-                    counts[kind] = counts.get(kind, 0) + n
-            for kind, exc in failures:
-                self.aggregator.failed(kind, exc)
-            if not stopped:
-                break
-            result = _decode_line(bytes(batch.body[start:end]), batch.max_line,
-                                  batch.decoder)
-            if isinstance(result, Rejection):
-                batch.rejects.append((batch.lines, result))
-            elif result is not None:
-                batch.apply(result)
-                kind = KIND_OF[type(result)]
-                counts[kind] = counts.get(kind, 0) + 1
-            batch.lines += 1
-            index += 1
+                self._lines.finish()
+        return lines, rejects
 
 
 def _decode_line(line: bytes, max_line: int, decoder: EventDecoder
