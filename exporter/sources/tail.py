@@ -4,9 +4,11 @@ Files matching the configured globs are polled: new files are picked up while ru
 deleted ones released, rotation by rename-and-create (a new inode at the path; the old
 inode is drained through its still-open descriptor first) and by copy-truncate (size below
 the offset, or the first bytes changed) are both followed, and a partial last line is held
-until its newline arrives. Reads are big chunks; their complete lines are decoded in slices,
-each one JSON array in two msgspec passes and one batch into the aggregator, with no Python
-work per line unless a slice holds a bad line (docs/files.md, "Performance").
+until its newline arrives. Reads are big chunks; their complete lines go to
+``Ingestor.ingest_lines``: the native line path (validated and aggregated in C) when it is
+built, else slices each decoded as one JSON array in two msgspec passes and applied as one
+batch; either way no Python work per line unless a line needs a look (docs/files.md,
+"Performance").
 
 Exactly once: a checkpoint holds, in one file written with write + fsync + rename, the
 offset of every file (the end of its last complete line) *and* the AI state those lines
