@@ -632,6 +632,29 @@ static int hist_observe(Store *st, PyObject *key, double value) {
 /* ---- the shadows ------------------------------------------------------------------ */
 static int is_histogram(const Store *st) { return st->bounds != NULL; }
 
+/* Writes one loaded cell (already off the dirty list) back into its store: the counter's
+   value, or the histogram entries it changed. */
+static int write_back(Lines *self, Cell *c) {
+    int rc = 0;
+    Store *st = &self->stores[c->store];
+    c->next_dirty = NULL;
+    c->dirty = 0;
+    if (!is_histogram(st)) {
+        PyObject *v = PyFloat_FromDouble(c->vals[0]);
+        if (!v || PyDict_SetItem(st->values, c->key, v) < 0) rc = -1;
+        Py_XDECREF(v);
+    } else {
+        for (Py_ssize_t i = 0; i < st->n_bounds + 2; i++) {
+            if (!(c->touched & ((uint64_t)1 << i))) continue;
+            PyObject *v = PyFloat_FromDouble(c->vals[i]);
+            if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
+        }
+        Py_CLEAR(c->row);
+    }
+    c->touched = 0;
+    return rc;
+}
+
 /* Writes every loaded shadow back into its store and starts a new epoch (so the next use
    of any cell loads it afresh). On error the rest are still written. */
 static int flush(Lines *self) {
@@ -640,22 +663,7 @@ static int flush(Lines *self) {
     while (self->dirty) {
         Cell *c = self->dirty;
         self->dirty = c->next_dirty;
-        c->next_dirty = NULL;
-        c->dirty = 0;
-        Store *st = &self->stores[c->store];
-        if (!is_histogram(st)) {
-            PyObject *v = PyFloat_FromDouble(c->vals[0]);
-            if (!v || PyDict_SetItem(st->values, c->key, v) < 0) rc = -1;
-            Py_XDECREF(v);
-        } else {
-            for (Py_ssize_t i = 0; i < st->n_bounds + 2; i++) {
-                if (!(c->touched & ((uint64_t)1 << i))) continue;
-                PyObject *v = PyFloat_FromDouble(c->vals[i]);
-                if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
-            }
-            Py_CLEAR(c->row);
-        }
-        c->touched = 0;
+        if (write_back(self, c) < 0) rc = -1;
     }
     self->epoch++;
     return rc;
@@ -666,7 +674,6 @@ static int flush(Lines *self) {
    cells stay loaded. */
 static int flush_store(Lines *self, int store) {
     int rc = 0;
-    Store *st = &self->stores[store];
     Cell **link = &self->dirty;
     while (*link) {
         Cell *c = *link;
@@ -675,22 +682,8 @@ static int flush_store(Lines *self, int store) {
             continue;
         }
         *link = c->next_dirty;
-        c->next_dirty = NULL;
-        c->dirty = 0;
         c->epoch = 0; /* stale: loaded again on its next use */
-        if (!is_histogram(st)) {
-            PyObject *v = PyFloat_FromDouble(c->vals[0]);
-            if (!v || PyDict_SetItem(st->values, c->key, v) < 0) rc = -1;
-            Py_XDECREF(v);
-        } else {
-            for (Py_ssize_t i = 0; i < st->n_bounds + 2; i++) {
-                if (!(c->touched & ((uint64_t)1 << i))) continue;
-                PyObject *v = PyFloat_FromDouble(c->vals[i]);
-                if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
-            }
-            Py_CLEAR(c->row);
-        }
-        c->touched = 0;
+        if (write_back(self, c) < 0) rc = -1;
     }
     return rc;
 }

@@ -83,8 +83,10 @@ def client(runtime: Runtime) -> FlaskClient:
 
 
 def token(claims: dict[str, Any], key: Any = HS_SECRET, algorithm: str = "HS256") -> str:
+    """A signed JWT. The role lists below are made at collection, well before their tests
+    run in a full suite, so tokens are valid for a day unless a test sets ``exp``."""
     now = int(time.time())
-    body = {"aud": AUDIENCE, "exp": now + 300, "iat": now, "sub": "svc", **claims}
+    body = {"aud": AUDIENCE, "exp": now + 86400, "iat": now, "sub": "svc", **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key,
                       algorithm=algorithm)
 
