@@ -190,6 +190,20 @@ def test_cpu_utilization_between_scrapes() -> None:
     assert count == os.cpu_count()
 
 
+def test_cpu_utilization_in_back_to_back_collections() -> None:
+    """Collections closer together than the CPU clock's tick (a scrape, then an OTLP
+    push's collection) see no time pass: each still serves the last utilization."""
+    collector = CpuCollector(_ctx())
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # bounded busy loop so some CPU time passes
+        pass
+    first = _families(collector)[catalog.SYSTEM_CPU_UTILIZATION.name].samples
+    assert first
+    for _ in range(20):  # most of these fall within one 10 ms tick of the one before
+        util = _families(collector)[catalog.SYSTEM_CPU_UTILIZATION.name].samples
+        assert sum(s.value for s in util) == pytest.approx(1.0)
+
+
 def test_collector_table() -> None:
     assert {"cpu", "loadavg", "memory", "filesystem", "diskstats", "network", "uptime",
             "battery", "ai"} <= set(COLLECTORS)

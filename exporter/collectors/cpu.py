@@ -38,6 +38,9 @@ class CpuCollector(Collector):
         super().__init__(ctx)
         self._lock = threading.Lock()
         self._previous: dict[str, float] = {}
+        # The last shares computed: served again when no CPU time has passed since (two
+        # collections within one clock tick, e.g. an OTLP push right after a scrape).
+        self._shares: dict[str, float] = {}
         with contextlib.suppress(OSError):  # procfs unreadable: first scrape is since boot
             self._previous = mode_times(psutil.cpu_times())
 
@@ -55,7 +58,9 @@ class CpuCollector(Collector):
         with self._lock:
             shares = utilization(self._previous, totals)
             if shares:
-                self._previous = totals
+                self._previous, self._shares = totals, shares
+            else:
+                shares = self._shares
         util = catalog.SYSTEM_CPU_UTILIZATION.family()
         for mode, share in shares.items():
             util.add_metric([mode], share)
