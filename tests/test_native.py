@@ -643,14 +643,13 @@ def test_one_body_agrees(body: bytes, max_line: int, view: bool) -> None:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(lines=st.lists(any_line(DEFAULT_POOLS), min_size=5, max_size=40), view=st.booleans(),
        max_line=max_lines())
-def test_bodies_of_several_parts_agree(lines: list[bytes], view: bool, max_line: int) -> None:
-    """A body of several native parts (parsed ahead in a thread while the previous part is
-    applied), with lines for the Python path anywhere, also across part boundaries: the
-    generated lines repeated to three times the part size, then once more shifted by a
-    few bytes so that the boundaries fall elsewhere."""
-    part = getattr(native, "PART_BYTES", 1 << 16)
+def test_large_bodies_agree(lines: list[bytes], view: bool, max_line: int) -> None:
+    """A body of about 192 KiB, as the tail source hands over whole reads: long native
+    runs whose shadows stay loaded across many lines, broken by lines for the Python path
+    anywhere (each one writes the shadows back first); then the same shifted by a few
+    bytes."""
     block = b"\n".join(lines)
-    body = b"\n".join([block] * (3 * part // (len(block) + 1) + 1))
+    body = b"\n".join([block] * (3 * (1 << 16) // (len(block) + 1) + 1))
     pair = Pair(budgets={"openai": 1.0})
     pair.ingest_lines(body, max_line, view)
     pair.ingest_lines(b"\n".join([b" " * (len(lines[0]) % 7), body]), max_line, view)
