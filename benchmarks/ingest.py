@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 from exporter import native  # noqa: E402
 from exporter.aggregator import Aggregator  # noqa: E402
 from exporter.events import AnyEvent, EventDecoder  # noqa: E402
-from exporter.ingest import Ingestor  # noqa: E402
+from exporter.ingest import PYTHON_SLICE_BYTES, Ingestor  # noqa: E402
 from exporter.sources.demo import DemoWorkload, Schedule  # noqa: E402
-from exporter.sources.tail import CHECKPOINT_FILE, SLICE_BYTES  # noqa: E402
+from exporter.sources.tail import CHECKPOINT_FILE  # noqa: E402
 from tests.procs import EXPORTER_BIN, free_port, sample_value, wait_until  # noqa: E402
 
 MTAIL = "/usr/bin/mtail"
@@ -233,13 +233,13 @@ def steady_state(base: Path, rate: int, seconds: float) -> tuple[float, float, f
 
 def breakdown(log: Path, lines: int, rounds: int = 5) -> dict[str, float]:
     """Microseconds per line of each stage of the tail path, in this process, on the file's
-    first lines cut into the source's 64 KiB slices; the best of ``rounds`` (the machine is
+    first lines cut into the Python path's 64 KiB slices; the best of ``rounds`` (the machine is
     shared, so the minimum is the cost and the rest is interference)."""
     with open(log, "rb") as handle:
         data = b"".join(next(handle) for _ in range(lines))
     slices, start = [], 0
     while start < len(data):
-        stop = data.rfind(b"\n", start, start + SLICE_BYTES)
+        stop = data.rfind(b"\n", start, start + PYTHON_SLICE_BYTES)
         slices.append(data[start:stop])
         start = stop + 1
     typed = msgspec.json.Decoder(list[AnyEvent]).decode
@@ -255,15 +255,8 @@ def breakdown(log: Path, lines: int, rounds: int = 5) -> dict[str, float]:
 
     whole = b"\n".join(slices)
 
-    def native_path() -> None:  # as the tail runs it: 1 MiB slices, fresh state each round
-        ingestor = Ingestor(Aggregator())
-        step = ingestor.slice_bytes(SLICE_BYTES)
-        view, start = memoryview(whole), 0
-        while start < len(whole):
-            stop = whole.rfind(b"\n", start, start + step)
-            stop = len(whole) if stop < 0 or len(whole) - start <= step else stop
-            ingestor.ingest_lines("bench", view[start:stop], 1 << 20)
-            start = stop + 1
+    def native_path() -> None:  # as the tail runs it: whole reads, fresh state each round
+        Ingestor(Aggregator()).ingest_lines("bench", whole, 1 << 20)
 
     stages: dict[str, Callable[[], object]] = {}
     if native.available():

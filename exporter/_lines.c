@@ -35,7 +35,6 @@
 #define MAX_STR 128
 #define MAX_ENUM 16
 #define CACHE_SIZE 4096     /* interned label strings, a power of two */
-#define KEY_CACHE_SIZE 8192 /* label tuples, a power of two */
 
 /* ---- what the handlers know: kinds and their fields, in handler order ------------- */
 enum { K_LLM, K_TASK, K_TOOL, K_GATE, K_RES, K_GUARD, K_ERROR, NKINDS };
@@ -104,6 +103,7 @@ typedef struct {
     const char *s; /* F_STR / F_ENUM bytes when present */
     Py_ssize_t n;
     PyObject *obj; /* borrowed: enum value or default str (F_STR present: made lazily) */
+    PyObject *owned; /* a str made for this line (released after its handler), or NULL */
     long long i;
     double f;
     int b;
@@ -172,16 +172,10 @@ typedef struct {
     int kind;
     Py_ssize_t len;
     PyObject *strs[MAX_FIELDS];   /* owned, filled on first use */
+    PyObject *tracked_key;        /* owned: the key of its tracked items, made on first use */
     Cell *cells[NSTORES * 3];     /* borrowed from the cell table; by store and variant */
     char content[SLOT_CONTENT];   /* the label fields, each as length + bytes */
 } Slot;
-
-/* A label tuple, found again by the identity of its (interned) items. */
-typedef struct {
-    int n;
-    PyObject *items[4];
-    PyObject *tuple;
-} KeyEntry;
 
 typedef struct {
     PyObject_HEAD
@@ -196,11 +190,11 @@ typedef struct {
         *s_total;
     PyObject *s_closed, *s_attempt, *s_queued, *s_retried, *s_started;
     CacheEntry *cache;
-    KeyEntry *keys;
     Cell **cells;
     Py_ssize_t n_cells;
     Slot **slots;
-    Slot *slot; /* the current event's, or NULL */
+    Slot *slot;   /* the current event's, or NULL */
+    Slot *orphan; /* the current event's, dropped from the table: freed after its handler */
     Cell *dirty;
     uint64_t epoch;
     /* per run */
@@ -500,6 +494,7 @@ static int validate(const KindSpec *ks, signed char *hint, const Entry *en, int 
         const FieldSpec *f = &ks->fields[fi];
         Value *v = &vals[fi];
         v->present = 1;
+        v->owned = NULL;
         v->is_null = 0;
         if (x->vkind == V_NULL) {
             if (!f->nullable) return 0;
@@ -564,6 +559,7 @@ static int validate(const KindSpec *ks, signed char *hint, const Entry *en, int 
         if (f->required) return 0;
         Value *v = &vals[j];
         v->present = 0;
+        v->owned = NULL;
         v->is_null = f->default_obj == Py_None;
         v->obj = f->default_obj;
         v->i = f->default_int;
@@ -574,6 +570,16 @@ static int validate(const KindSpec *ks, signed char *hint, const Entry *en, int 
 }
 
 /* ---- the stores: the same operations as CounterStore.inc and HistogramStore.observe - */
+/* bisect_left(bounds, value): the first bound >= value, the +Inf bucket past them. */
+static inline Py_ssize_t bucket_of(const Store *st, double value) {
+    Py_ssize_t lo = 0, hi = st->n_bounds;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (st->bounds[mid] < value) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
 static int counter_inc(Store *st, PyObject *key, double amount) {
     PyObject *old = PyDict_GetItemWithError(st->values, key);
     if (old) {
@@ -617,13 +623,7 @@ static int hist_observe(Store *st, PyObject *key, double value) {
             return -1;
         }
     }
-    /* bisect_left: the first bound >= value */
-    Py_ssize_t lo = 0, hi = st->n_bounds;
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (st->bounds[mid] < value) lo = mid + 1; else hi = mid;
-    }
-    int rc = add_to_item(row, lo, 1.0);
+    int rc = add_to_item(row, bucket_of(st, value), 1.0);
     if (rc == 0) rc = add_to_item(row, st->n_bounds + 1, value);
     Py_DECREF(row);
     return rc;
@@ -697,6 +697,7 @@ static void free_cell(Cell *c) {
 
 static void free_slot(Slot *sl) {
     for (int i = 0; i < MAX_FIELDS; i++) Py_XDECREF(sl->strs[i]);
+    Py_XDECREF(sl->tracked_key);
     PyMem_Free(sl);
 }
 
@@ -704,7 +705,9 @@ static void free_slot(Slot *sl) {
 static void drop_cells(Lines *self) {
     if (self->slots) {
         for (int i = 0; i < SLOT_CACHE; i++) {
-            if (self->slots[i]) free_slot(self->slots[i]);
+            Slot *sl = self->slots[i];
+            if (sl == self->slot) self->orphan = sl; /* its handler still borrows from it */
+            else if (sl) free_slot(sl);
             self->slots[i] = NULL;
         }
     }
@@ -848,11 +851,7 @@ static int observe(Lines *self, int store, double value, int n, ...) {
         c->row = row;
         mark_loaded(self, c);
     }
-    Py_ssize_t lo = 0, hi = st->n_bounds; /* bisect_left: the first bound >= value */
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (st->bounds[mid] < value) lo = mid + 1; else hi = mid;
-    }
+    Py_ssize_t lo = bucket_of(st, value);
     c->vals[lo] += 1.0;
     c->vals[width - 1] += value;
     c->touched |= ((uint64_t)1 << lo) | ((uint64_t)1 << (width - 1));
@@ -860,21 +859,17 @@ static int observe(Lines *self, int store, double value, int n, ...) {
 }
 
 /* ---- the handlers: Aggregator._llm_call, _task, ... operation for operation -------- */
+/* Borrowed reference to the str value of a string field, present or default. It lives
+   as long as the line's handler runs: held by the spec (defaults, enum values), the
+   current slot, or the line's Value (released after the handler). */
 static PyObject *str_of(Lines *self, int kind, int field, Value *v) {
-    /* New reference to the str value of a string field (present or default). */
-    if (v->obj) {
-        Py_INCREF(v->obj);
-        return v->obj;
-    }
+    if (v->obj) return v->obj;
     const FieldSpec *f = &self->kinds[kind].fields[field];
     PyObject **at = self->slot && f->cached ? &self->slot->strs[field] : NULL;
-    if (at && *at) {
-        Py_INCREF(*at);
-        return *at;
-    }
-    PyObject *o = make_str(self, v->s, v->n, f->cached);
-    if (at && o) *at = Py_NewRef(o);
-    return o;
+    if (at && *at) return *at;
+    if (!v->owned && !(v->owned = make_str(self, v->s, v->n, f->cached))) return NULL;
+    if (at) *at = Py_NewRef(v->owned);
+    return v->owned;
 }
 
 /* The slot of this event's label combination (made on first sight), or NULL when its
@@ -919,39 +914,17 @@ static Slot *slot_of(Lines *self, int kind, const Value *vals) {
     return sl;
 }
 
-#define STR(kind, field, name) \
-    if (!(name = str_of(self, kind, field, &vals[field]))) goto done;
+#define STR(kind, field, name)                                  \
+    PyObject *name = str_of(self, kind, field, &vals[field]); \
+    if (!name) return -1;
 
-/* New reference to the tuple of n str (borrowed). Label values come from the string
-   cache, so the same labels are the same objects and their tuple is found by identity:
-   no allocation (nor the garbage collections it triggers) per event. */
-static PyObject *key_of(Lines *self, int n, ...) {
-    PyObject *items[4] = {NULL, NULL, NULL, NULL};
-    va_list ap;
-    va_start(ap, n);
-    uintptr_t h = (uintptr_t)n;
-    for (int i = 0; i < n; i++) {
-        items[i] = va_arg(ap, PyObject *);
-        h = (h ^ ((uintptr_t)items[i] >> 4)) * 0x9E3779B97F4A7C15u;
-    }
-    va_end(ap);
-    KeyEntry *e = &self->keys[(h >> 20) & (KEY_CACHE_SIZE - 1)];
-    if (e->tuple && e->n == n && e->items[0] == items[0] && e->items[1] == items[1] &&
-        e->items[2] == items[2] && e->items[3] == items[3]) {
-        Py_INCREF(e->tuple);
-        return e->tuple;
-    }
-    PyObject *t = PyTuple_New(n);
-    if (!t) return NULL;
-    for (int i = 0; i < n; i++) {
-        Py_INCREF(items[i]);
-        PyTuple_SET_ITEM(t, i, items[i]);
-    }
-    Py_XSETREF(e->tuple, t); /* the tuple holds its items: the pointers stay valid */
-    Py_INCREF(t);
-    e->n = n;
-    memcpy(e->items, items, sizeof items);
-    return t;
+/* New reference to the key of a tracked item, (a) or (a, b): the slot's when there is
+   one, so an event whose labels were seen before makes no tuple. */
+static PyObject *tracked_key(Lines *self, int n, PyObject *a, PyObject *b) {
+    if (self->slot && self->slot->tracked_key) return Py_NewRef(self->slot->tracked_key);
+    PyObject *key = n == 1 ? PyTuple_Pack(1, a) : PyTuple_Pack(2, a, b);
+    if (key && self->slot) self->slot->tracked_key = Py_NewRef(key);
+    return key;
 }
 
 static int dict_add(PyObject *d, PyObject *key, double amount) {
@@ -970,69 +943,60 @@ static int dict_add(PyObject *d, PyObject *key, double amount) {
     return rc;
 }
 
+/* Today's spend and the budgets (Aggregator.spend_for), fetched once a run. */
+static int fetch_spend(Lines *self) {
+    if (self->spend) return 0;
+    PyObject *now = PyFloat_FromDouble(self->now);
+    if (!now) return -1;
+    PyObject *pair = PyObject_CallOneArg(self->spend_for, now);
+    Py_DECREF(now);
+    if (!pair) return -1;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+        !PyDict_Check(PyTuple_GET_ITEM(pair, 0)) || !PyDict_Check(PyTuple_GET_ITEM(pair, 1))) {
+        Py_DECREF(pair);
+        PyErr_SetString(PyExc_TypeError, "spend_for must return two dicts");
+        return -1;
+    }
+    self->spend = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+    self->budgets = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    Py_DECREF(pair);
+    return 0;
+}
+
 static int handle_llm(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *op = NULL, *provider = NULL, *model = NULL, *error = NULL;
     STR(K_LLM, L_OPERATION, op);
     STR(K_LLM, L_PROVIDER, provider);
     STR(K_LLM, L_MODEL, model);
     STR(K_LLM, L_ERROR, error);
     if (!vals[L_DURATION].is_null &&
         observe(self, S_LLM_DURATION, vals[L_DURATION].f, 4, op, provider, model, error) < 0)
-        goto done;
+        return -1;
     if (!vals[L_TTFT].is_null &&
         observe(self, S_LLM_TTFT, vals[L_TTFT].f, 3, op, provider, model) < 0)
-        goto done;
-    long long count = vals[L_IN].i;
-    if (count) {
-        if (observe(self, S_LLM_TOKEN_USAGE, (double)count, 4, op, provider, model, self->s_input) < 0 ||
-            inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_input) < 0)
-            goto done;
-    }
-    count = vals[L_OUT].i;
-    if (count) {
-        if (observe(self, S_LLM_TOKEN_USAGE, (double)count, 4, op, provider, model, self->s_output) < 0 ||
-            inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_output) < 0)
-            goto done;
-    }
-    count = vals[L_CACHED].i;
-    if (count && inc(self, S_LLM_TOKENS, (double)count, 3, provider, model, self->s_cached_input) < 0)
-        goto done;
+        return -1;
+    double count = (double)vals[L_IN].i;
+    if (count != 0.0 &&
+        (observe(self, S_LLM_TOKEN_USAGE, count, 4, op, provider, model, self->s_input) < 0 ||
+         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_input) < 0))
+        return -1;
+    count = (double)vals[L_OUT].i;
+    if (count != 0.0 &&
+        (observe(self, S_LLM_TOKEN_USAGE, count, 4, op, provider, model, self->s_output) < 0 ||
+         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_output) < 0))
+        return -1;
+    count = (double)vals[L_CACHED].i;
+    if (count != 0.0 &&
+        inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_cached_input) < 0)
+        return -1;
     PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
-    if (inc(self, S_LLM_REQUESTS, 1.0, 4, provider, model, status, error) < 0)
-        goto done;
+    if (inc(self, S_LLM_REQUESTS, 1.0, 4, provider, model, status, error) < 0) return -1;
     double cost = vals[L_COST].f;
-    if (cost != 0.0) {
-        if (inc(self, S_LLM_COST, cost, 2, provider, model) < 0) goto done;
-        if (!self->spend) {
-            PyObject *now = PyFloat_FromDouble(self->now);
-            if (!now) goto done;
-            PyObject *pair = PyObject_CallOneArg(self->spend_for, now);
-            Py_DECREF(now);
-            if (!pair) goto done;
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-                !PyDict_Check(PyTuple_GET_ITEM(pair, 0)) ||
-                !PyDict_Check(PyTuple_GET_ITEM(pair, 1))) {
-                Py_DECREF(pair);
-                PyErr_SetString(PyExc_TypeError, "spend_for must return two dicts");
-                goto done;
-            }
-            self->spend = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
-            self->budgets = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
-            Py_DECREF(pair);
-        }
-        if (dict_add(self->spend, self->s_total, cost) < 0) goto done;
-        int budgeted = PyDict_GET_SIZE(self->budgets) ? PyDict_Contains(self->budgets, provider)
-                                                      : 0;
-        if (budgeted < 0 || (budgeted && dict_add(self->spend, provider, cost) < 0)) goto done;
-    }
-    rc = 0;
-done:
-    Py_XDECREF(op);
-    Py_XDECREF(provider);
-    Py_XDECREF(model);
-    Py_XDECREF(error);
-    return rc;
+    if (cost == 0.0) return 0;
+    if (inc(self, S_LLM_COST, cost, 2, provider, model) < 0 || fetch_spend(self) < 0 ||
+        dict_add(self->spend, self->s_total, cost) < 0)
+        return -1;
+    int budgeted = PyDict_GET_SIZE(self->budgets) ? PyDict_Contains(self->budgets, provider) : 0;
+    return budgeted < 0 || (budgeted && dict_add(self->spend, provider, cost) < 0) ? -1 : 0;
 }
 
 /* _Tracked.close: forget ``item``; *since set (and 1 returned) when it was open. */
@@ -1079,90 +1043,62 @@ static int tracked_open(Lines *self, Tracked *t, PyObject *item, PyObject *key) 
     return rc;
 }
 
-static int handle_task(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *key = NULL, *component = NULL, *queue = NULL, *tid = NULL;
-    STR(K_TASK, T_COMPONENT, component);
-    STR(K_TASK, T_QUEUE, queue);
-    PyObject *status = vals[T_STATUS].obj;
-    STR(K_TASK, T_ID, tid);
-    Tracked *Q = &self->tracked[TR_QUEUED], *R = &self->tracked[TR_RUNNING];
-    int has_id = PyUnicode_GET_LENGTH(tid) > 0;
-    if (inc(self, S_TASKS, 1.0, 3, component, queue, status) < 0) goto done;
-    if (status == self->s_queued || status == self->s_retried) {
-        if (has_id) {
-            if (tracked_close(R, tid, NULL) < 0 || !(key = key_of(self, 2, component, queue)) ||
-                tracked_open(self, Q, tid, key) < 0)
-                goto done;
-        }
-    } else if (status == self->s_started) {
-        if (has_id) {
-            if (tracked_close(Q, tid, NULL) < 0 || !(key = key_of(self, 2, component, queue)) ||
-                tracked_open(self, R, tid, key) < 0)
-                goto done;
-        }
-    } else {
-        int have_started = 0;
-        double started = 0.0;
-        if (has_id) {
-            if (tracked_close(Q, tid, NULL) < 0) goto done;
-            if ((have_started = tracked_close(R, tid, &started)) < 0) goto done;
-        }
-        int have = !vals[T_DURATION].is_null;
-        double duration = vals[T_DURATION].f;
-        if (!have && have_started) {
-            duration = self->now - started;
-            if (duration < 0.0) duration = 0.0;
-            have = 1;
-        }
-        if (have && observe(self, S_TASK_DURATION, duration, 3, component, queue, status) < 0)
-            goto done;
-    }
-    rc = 0;
-done:
-    Py_XDECREF(key);
-    Py_XDECREF(component);
-    Py_XDECREF(queue);
-    Py_XDECREF(tid);
+/* The task moves from one tracked map to the other (or opens in it): closed in
+   ``from``, opened in ``to`` under (component, queue). */
+static int move_task(Lines *self, Tracked *from, Tracked *to, PyObject *tid,
+                     PyObject *component, PyObject *queue) {
+    if (tracked_close(from, tid, NULL) < 0) return -1;
+    PyObject *key = tracked_key(self, 2, component, queue);
+    if (!key) return -1;
+    int rc = tracked_open(self, to, tid, key);
+    Py_DECREF(key);
     return rc;
 }
 
+static int handle_task(Lines *self, Value *vals) {
+    STR(K_TASK, T_COMPONENT, component);
+    STR(K_TASK, T_QUEUE, queue);
+    STR(K_TASK, T_ID, tid);
+    PyObject *status = vals[T_STATUS].obj;
+    Tracked *Q = &self->tracked[TR_QUEUED], *R = &self->tracked[TR_RUNNING];
+    int has_id = PyUnicode_GET_LENGTH(tid) > 0;
+    if (inc(self, S_TASKS, 1.0, 3, component, queue, status) < 0) return -1;
+    if (status == self->s_queued || status == self->s_retried)
+        return has_id ? move_task(self, R, Q, tid, component, queue) : 0;
+    if (status == self->s_started)
+        return has_id ? move_task(self, Q, R, tid, component, queue) : 0;
+    int have_started = 0;
+    double started = 0.0;
+    if (has_id && (tracked_close(Q, tid, NULL) < 0 ||
+                   (have_started = tracked_close(R, tid, &started)) < 0))
+        return -1;
+    double duration = vals[T_DURATION].f;
+    if (vals[T_DURATION].is_null) {
+        if (!have_started) return 0;
+        duration = self->now - started;
+        if (duration < 0.0) duration = 0.0;
+    }
+    return observe(self, S_TASK_DURATION, duration, 3, component, queue, status);
+}
+
 static int handle_tool(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *tool = NULL, *agent = NULL, *error = NULL;
     STR(K_TOOL, O_TOOL, tool);
     STR(K_TOOL, O_AGENT, agent);
     STR(K_TOOL, O_ERROR, error);
     if (!vals[O_DURATION].is_null &&
         observe(self, S_TOOL_DURATION, vals[O_DURATION].f, 3, tool, agent, error) < 0)
-        goto done;
+        return -1;
     PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
-    if (inc(self, S_TOOL_CALLS, 1.0, 3, tool, agent, status) < 0) goto done;
-    rc = 0;
-done:
-    Py_XDECREF(tool);
-    Py_XDECREF(agent);
-    Py_XDECREF(error);
-    return rc;
+    return inc(self, S_TOOL_CALLS, 1.0, 3, tool, agent, status);
 }
 
 static int handle_gate(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *gate = NULL;
     STR(K_GATE, G_GATE, gate);
-    if (inc(self, S_GATE_DECISIONS, 1.0, 2, gate, vals[G_DECISION].obj) < 0) goto done;
-    if (!vals[G_SCORE].is_null &&
-        observe(self, S_GATE_SCORE, vals[G_SCORE].f, 1, gate) < 0)
-        goto done;
-    rc = 0;
-done:
-    Py_XDECREF(gate);
-    return rc;
+    if (inc(self, S_GATE_DECISIONS, 1.0, 2, gate, vals[G_DECISION].obj) < 0) return -1;
+    return vals[G_SCORE].is_null ? 0 : observe(self, S_GATE_SCORE, vals[G_SCORE].f, 1, gate);
 }
 
 static int handle_resolution(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *key = NULL, *component = NULL, *loop = NULL, *outcome = NULL;
     STR(K_RES, R_COMPONENT, component);
     STR(K_RES, R_LOOP, loop);
     STR(K_RES, R_OUTCOME, outcome);
@@ -1170,57 +1106,40 @@ static int handle_resolution(Lines *self, Value *vals) {
     Tracked *L = &self->tracked[TR_LOOPS];
     if (action == self->s_closed) {
         PyObject *how = PyUnicode_GET_LENGTH(outcome) ? outcome : self->s_resolved;
-        if (tracked_close(L, loop, NULL) < 0 ||
-            inc(self, S_RES_CLOSURES, 1.0, 2, component, how) < 0)
-            goto done;
-        rc = 0;
-        goto done;
+        return tracked_close(L, loop, NULL) < 0 ? -1
+               : inc(self, S_RES_CLOSURES, 1.0, 2, component, how);
     }
-    if (!(key = key_of(self, 1, component))) goto done;
     int open = PyDict_Contains(L->where, loop);
-    if (open < 0 || (!open && tracked_open(self, L, loop, key) < 0)) goto done;
-    if (inc(self, action == self->s_attempt ? S_RES_ATTEMPTS : S_RES_INCIDENTS, 1.0, 1,
-            component) < 0)
-        goto done;
-    rc = 0;
-done:
-    Py_XDECREF(key);
-    Py_XDECREF(component);
-    Py_XDECREF(loop);
-    Py_XDECREF(outcome);
-    return rc;
+    if (open < 0) return -1;
+    if (!open) {
+        PyObject *key = tracked_key(self, 1, component, NULL);
+        int rc = key ? tracked_open(self, L, loop, key) : -1;
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
+    }
+    return inc(self, action == self->s_attempt ? S_RES_ATTEMPTS : S_RES_INCIDENTS, 1.0, 1,
+               component);
 }
 
 static int handle_guardian(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *guardian = NULL, *gtype = NULL;
     STR(K_GUARD, D_GUARDIAN, guardian);
     STR(K_GUARD, D_TYPE, gtype);
     if (inc(self, S_GUARDIAN_DECISIONS, 1.0, 3, guardian, gtype, vals[D_VERDICT].obj) < 0)
-        goto done;
-    if (!vals[D_DURATION].is_null &&
-        observe(self, S_GUARDIAN_DURATION, vals[D_DURATION].f, 2, guardian, gtype) < 0)
-        goto done;
-    rc = 0;
-done:
-    Py_XDECREF(guardian);
-    Py_XDECREF(gtype);
-    return rc;
+        return -1;
+    return vals[D_DURATION].is_null
+               ? 0
+               : observe(self, S_GUARDIAN_DURATION, vals[D_DURATION].f, 2, guardian, gtype);
 }
 
 static int handle_error(Lines *self, Value *vals) {
-    int rc = -1;
-    PyObject *component = NULL;
     STR(K_ERROR, E_COMPONENT, component);
-    rc = inc(self, S_ERRORS, 1.0, 2, component, vals[E_CATEGORY].obj);
-done:
-    Py_XDECREF(component);
-    return rc;
+    return inc(self, S_ERRORS, 1.0, 2, component, vals[E_CATEGORY].obj);
 }
 
 /* A delegated kind: the event struct from the validated values (absent fields take the
    struct's defaults, as in a decode), then the aggregator's handler for it. */
-static int delegate(Lines *self, KindSpec *ks, Value *vals) {
+static int delegate(Lines *self, int kind, Value *vals) {
+    KindSpec *ks = &self->kinds[kind];
     /* the Python handler must see the stores it touches as they are */
     if (ks->flushes && flush(self) < 0) return -1;
     int rc = -1;
@@ -1235,7 +1154,7 @@ static int delegate(Lines *self, KindSpec *ks, Value *vals) {
             o = Py_NewRef(Py_None);
         } else {
             switch (f->type) {
-                case F_STR: o = make_str(self, v->s, v->n, f->cached); break;
+                case F_STR: o = Py_XNewRef(str_of(self, kind, j, v)); break;
                 case F_ENUM: o = Py_NewRef(v->obj); break;
                 case F_INT: o = PyLong_FromLongLong(v->i); break;
                 case F_FLOAT: o = PyFloat_FromDouble(v->f); break;
@@ -1363,7 +1282,7 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
             rc = HANDLERS[kind](self, vals);
             self->slot = NULL;
         } else {
-            rc = delegate(self, &self->kinds[kind], vals);
+            rc = delegate(self, kind, vals);
         }
         if (rc < 0) {
             PyObject *type, *exc, *tb;
@@ -1378,6 +1297,11 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
             Py_XDECREF(type);
             Py_XDECREF(exc);
             Py_XDECREF(tb);
+        }
+        for (int j = 0; j < self->kinds[kind].n_fields; j++) Py_CLEAR(vals[j].owned);
+        if (self->orphan) {
+            free_slot(self->orphan);
+            self->orphan = NULL;
         }
         counts[kind]++;
         lines++;
@@ -1409,6 +1333,20 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
 static PyObject *Lines_finish(Lines *self, PyObject *Py_UNUSED(ignored)) {
     if (finish_run(self) < 0) return NULL;
     Py_RETURN_NONE;
+}
+
+/* A tuple of str from C strings. */
+static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {
+    PyObject *out = PyTuple_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *name = PyUnicode_FromString(names[i]);
+        if (!name) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, name);
+    }
+    return out;
 }
 
 /* ---- construction ------------------------------------------------------------------ */
@@ -1617,11 +1555,10 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
         return -1;
     if (!(self->keep = PyList_New(0))) return -1;
     self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
-    self->keys = PyMem_Calloc(KEY_CACHE_SIZE, sizeof(KeyEntry));
     self->cells = PyMem_Calloc(CELL_BUCKETS, sizeof(Cell *));
     self->slots = PyMem_Calloc(SLOT_CACHE, sizeof(Slot *));
     self->epoch = 1;
-    if (!self->cache || !self->keys || !self->cells || !self->slots) {
+    if (!self->cache || !self->cells || !self->slots) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1686,10 +1623,7 @@ static void Lines_dealloc(Lines *self) {
         PyMem_Free(self->cells);
     }
     PyMem_Free(self->slots);
-    if (self->keys) {
-        for (int i = 0; i < KEY_CACHE_SIZE; i++) Py_XDECREF(self->keys[i].tuple);
-        PyMem_Free(self->keys);
-    }
+    if (self->orphan) free_slot(self->orphan);
     Py_XDECREF(self->keep);
     Py_XDECREF(self->no_args);
     Py_XDECREF(self->spend);
@@ -1700,35 +1634,22 @@ static void Lines_dealloc(Lines *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Lines_enabled(Lines *self, PyObject *Py_UNUSED(ignored)) {
-    PyObject *out, *list = PyList_New(0);
-    if (!list) return NULL;
+/* A tuple of the names of the kinds known here (only the enabled ones, or all). */
+static PyObject *kind_names(Lines *self, int only_enabled) {
+    const char *names[MAX_KINDS];
+    Py_ssize_t n = 0;
     for (int k = 0; k < self->n_kinds; k++) {
-        if (!self->kinds[k].enabled) continue;
-        PyObject *name = PyUnicode_FromString(self->kinds[k].name);
-        if (!name || PyList_Append(list, name) < 0) {
-            Py_XDECREF(name);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(name);
+        if (!only_enabled || self->kinds[k].enabled) names[n++] = self->kinds[k].name;
     }
-    out = PyList_AsTuple(list);
-    Py_DECREF(list);
-    return out;
+    return names_tuple(names, n);
+}
+
+static PyObject *Lines_enabled(Lines *self, PyObject *Py_UNUSED(ignored)) {
+    return kind_names(self, 1);
 }
 
 static PyObject *Lines_kinds(Lines *self, PyObject *Py_UNUSED(ignored)) {
-    PyObject *out = PyTuple_New(self->n_kinds);
-    for (int k = 0; out && k < self->n_kinds; k++) {
-        PyObject *name = PyUnicode_FromString(self->kinds[k].name);
-        if (!name) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyTuple_SET_ITEM(out, k, name);
-    }
-    return out;
+    return kind_names(self, 0);
 }
 
 static PyMethodDef Lines_methods[] = {
@@ -1766,19 +1687,15 @@ PyMODINIT_FUNC PyInit__lines(void) {
     }
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    PyObject *kinds = PyTuple_New(NKINDS);
-    if (!kinds) goto fail;
-    for (int k = 0; k < NKINDS; k++) {
-        PyObject *s = PyUnicode_FromString(KIND_NAMES[k]);
-        if (!s) {
-            Py_DECREF(kinds);
+    /* the aggregator attributes Lines() is given: named here, read by exporter.native */
+    struct { const char *name; const char *const *names; Py_ssize_t n; } lists[] = {
+        {"STORES", STORE_NAMES, NSTORES}, {"TRACKED", TRACKED_NAMES, NTRACKED}};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+        PyObject *names = names_tuple(lists[i].names, lists[i].n);
+        if (!names || PyModule_AddObject(m, lists[i].name, names) < 0) {
+            Py_XDECREF(names);
             goto fail;
         }
-        PyTuple_SET_ITEM(kinds, k, s);
-    }
-    if (PyModule_AddObject(m, "KINDS", kinds) < 0) {
-        Py_DECREF(kinds);
-        goto fail;
     }
     Py_INCREF(&LinesType);
     if (PyModule_AddObject(m, "Lines", (PyObject *)&LinesType) < 0) {

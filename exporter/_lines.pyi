@@ -3,7 +3,8 @@
 from collections.abc import Callable
 from typing import Any
 
-KINDS: tuple[str, ...]
+STORES: tuple[str, ...]
+TRACKED: tuple[str, ...]
 
 class Lines:
     def __init__(self, *, spec: dict[str, dict[str, tuple[Any, ...]]],

@@ -94,32 +94,23 @@ def _tracked(tracked: _Tracked) -> tuple[Any, ...]:
     return (tracked.open, tracked.where, tracked.by_key, tracked.limit)
 
 
-def _touches(cls: type, aggregator: Aggregator) -> bool:
-    """Whether the handler of ``cls`` feeds a store the native path shadows (its values
-    must then be written back before that handler runs)."""
-    shadowed = {getattr(aggregator, name).spec for name in NativeLines.STORES}
-    return bool(set(FEEDS[KIND_OF[cls]]) & shadowed)
-
-
 class NativeLines:
     """The extension bound to one aggregator, and the loop that hands it lines."""
-
-    STORES = ("llm_duration", "llm_ttft", "llm_token_usage", "llm_requests", "llm_tokens",
-              "llm_cost", "tool_duration", "tool_calls", "tasks", "task_duration",
-              "gate_decisions", "gate_score", "res_attempts", "res_incidents", "res_closures",
-              "guardian_decisions", "guardian_duration", "errors")
-    TRACKED = ("queued", "running", "loops")
 
     def __init__(self, aggregator: Aggregator) -> None:
         if _lines is None:
             raise RuntimeError("the native line path is not built")
         self.aggregator: Aggregator = aggregator
+        # A delegated kind whose handler feeds a store shadowed here must have that
+        # store's values written back before its handler runs.
+        shadowed = {getattr(aggregator, name).spec for name in _lines.STORES}
         self._lines: Any = _lines.Lines(
             spec=model_spec(),
-            stores={name: _store(getattr(aggregator, name)) for name in self.STORES},
-            tracked={name: _tracked(getattr(aggregator, name)) for name in self.TRACKED},
+            stores={name: _store(getattr(aggregator, name)) for name in _lines.STORES},
+            tracked={name: _tracked(getattr(aggregator, name)) for name in _lines.TRACKED},
             spend_for=aggregator.spend_for,
-            delegate={KIND_OF[cls]: (cls, aggregator.handler(cls), _touches(cls, aggregator))
+            delegate={KIND_OF[cls]: (cls, aggregator.handler(cls),
+                                     bool(set(FEEDS[KIND_OF[cls]]) & shadowed))
                       for cls in EVENT_TYPES})
         self.kinds: tuple[str, ...] = self._lines.kinds()
         self.enabled: tuple[str, ...] = self._lines.enabled()

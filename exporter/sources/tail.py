@@ -52,11 +52,6 @@ CHECKPOINT_FILE = "tail-checkpoint.json"
 LOCK_FILE = "tail.lock"
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 64  # first bytes of a file, kept to tell a rewritten file from the same one
-# Lines are decoded and applied in slices of about this size (``Ingestor.slice_bytes``):
-# in the Python path the events of a 64 KiB slice are still in the CPU cache when they are
-# aggregated (1 MiB slices are ~25 % slower per line); the native path has no such events
-# and takes a whole read chunk.
-SLICE_BYTES = 64 * 1024
 
 # Ingestors whose state has been restored from a checkpoint in this process: a reload
 # builds a new source over the same live state, which must not be restored twice.
@@ -457,33 +452,16 @@ class TailSource(Source):
             return
         first = tailed.line_no + 1
         rejects: list[tuple[int, Rejection]] = []
-        lines = events = start = 0
+        lines = start = 0
         if tailed.skipping:  # the end of a line already over max_line_bytes
             rejects.append((first, Rejection("too_large", f"line over {max_line} bytes")))
             start, lines, tailed.skipping = data.find(b"\n") + 1, 1, False
-        slice_bytes = self.ingestor.slice_bytes(SLICE_BYTES)
-        view = memoryview(data)  # slices of it are not copies
-        while start <= end:
-            stop = end
-            if end - start > slice_bytes:
-                stop = data.rfind(b"\n", start, start + slice_bytes)
-                if stop < 0:
-                    stop = data.find(b"\n", start + slice_bytes)
-            counted = self._lines(view[start:stop], first + lines, rejects)
-            lines += counted[0]
-            events += counted[1]
-            start = stop + 1
+        counted, events, rejected = self.ingestor.ingest_lines(
+            SOURCE, data, max_line, start, end)
+        rejects.extend((first + lines + index, rejection) for index, rejection in rejected)
+        lines += counted
         self._advance(tailed, data[end + 1:], lines)
         self._record(tailed, len(chunk), lines, events, rejects)
-
-    def _lines(self, body: memoryview, first: int, rejects: list[tuple[int, Rejection]]
-               ) -> tuple[int, int]:
-        """Decode and apply complete lines (``body`` without its last newline, line
-        ``first`` first); returns (lines, events), adds the rejected lines to ``rejects``."""
-        lines, events, rejected = self.ingestor.ingest_lines(SOURCE, body,
-                                                             self.cfg.max_line_bytes)
-        rejects.extend((first + index, rejection) for index, rejection in rejected)
-        return lines, events
 
     def _advance(self, tailed: Tailed, rest: bytes, lines: int) -> None:
         """``lines`` complete lines handled; ``rest`` (after the last newline) is held."""
