@@ -22,11 +22,21 @@ WORKDIR /src
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
+# The tested versions only: every wheel of requirements/run.lock is downloaded with its
+# hash checked, then the project and the extras asked for are installed from those wheels
+# alone (no index), so an extra that is not asked for is not installed. The checks run
+# with -I: /src/exporter (the sources, without the built extension) must not shadow the
+# installed package.
+COPY requirements/run.lock ./requirements/
+RUN pip download -q --require-hashes --no-deps -r requirements/run.lock -d /wheels
 COPY pyproject.toml setup.py README.md ./
 COPY exporter ./exporter
 RUN python -m venv /opt/ai-metrics-exporter \
- && /opt/ai-metrics-exporter/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" \
- && /opt/ai-metrics-exporter/bin/python -c "from exporter import native; assert native.available()" \
+ && /opt/ai-metrics-exporter/bin/pip install --no-index --find-links /wheels setuptools wheel \
+ && /opt/ai-metrics-exporter/bin/pip install --no-index --find-links /wheels \
+      --no-build-isolation ".${EXTRAS:+[${EXTRAS}]}" \
+ && /opt/ai-metrics-exporter/bin/pip check \
+ && /opt/ai-metrics-exporter/bin/python -I -c "from exporter import native; assert native.available()" \
  && /opt/ai-metrics-exporter/bin/ai-metrics-exporter --version
 
 FROM ${PYTHON_IMAGE}

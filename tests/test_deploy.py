@@ -236,6 +236,7 @@ def test_image_build_context_builds_the_package(tmp_path: Path) -> None:
             shutil.copytree(source, context / name,
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, context / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                              "--disable-pip-version-check", "-w", str(tmp_path / "dist"),

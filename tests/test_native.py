@@ -617,6 +617,65 @@ def test_native_path_hands_over_what_it_is_not_sure_of(line: bytes,
     pair.assert_same(line)
 
 
+BAD_LINES = [
+    # invalid UTF-8 wherever it sits: msgspec <= 0.19 raised UnicodeDecodeError, 0.23 a
+    # DecodeError, and a schema error may come first; every one is invalid_utf8
+    pytest.param(b'{"kind":"error","component":"\xff\xfe","category":"client"}',
+                 "invalid_utf8", id="utf8-ff"),
+    pytest.param(b'{"kind":"error","component":"a\xc3","category":"client"}', "invalid_utf8",
+                 id="utf8-truncated"),
+    pytest.param(b'{"kind":"error","component":"\xed\xa0\x80","category":"client"}',
+                 "invalid_utf8", id="utf8-surrogate"),
+    pytest.param(b'{"kind":"error","component":"\xf4\x90\x80\x80","category":"client"}',
+                 "invalid_utf8", id="utf8-over-max"),
+    pytest.param(b'{"kind":"error","component":"a","category":"client","x\x80":1}',
+                 "invalid_utf8", id="utf8-in-unknown-key"),
+    pytest.param(b'{"kind":"nope","component":"\xff"}', "invalid_utf8",
+                 id="utf8-with-unknown-kind"),
+    pytest.param(b'\xff{"kind":"error","component":"a","category":"client"}', "invalid_utf8",
+                 id="utf8-before-object"),
+    pytest.param(b'{"kind":"error","component":"a","category":"client"\xff', "invalid_utf8",
+                 id="utf8-malformed"),
+    pytest.param(b'{"kind":"llm_call","provider":"p","model":"m","cost_usd":NaN}',
+                 "non_finite_number", id="nan"),
+    pytest.param(b'{"kind":"llm_call","provider":"p","model":"m","cost_usd":-Infinity}',
+                 "non_finite_number", id="minus-infinity"),
+    pytest.param(b'{"kind":"llm_call","provider":"p","model":"m","cost_usd":1e999}',
+                 "non_finite_number", id="out-of-range"),
+    pytest.param(b'{"kind":"error","component":"a"', "malformed_json", id="truncated"),
+    pytest.param(b'{"kind":"error","component":"a","category":"client"} {}', "malformed_json",
+                 id="trailing"),
+    pytest.param(b'{"kind":"error","component":"a","category":"client","component":"b"}',
+                 "duplicate_key", id="duplicate-key"),
+    pytest.param(b'{"kind":"error","component":"a","\\u0063omponent":"b","category":"client"}',
+                 "duplicate_key", id="duplicate-escaped-key"),
+    pytest.param(b'[{"kind":"error","component":"a","category":"client"}]', "not_an_object",
+                 id="array"),
+    pytest.param(b'{"kind":"llm_cal","provider":"p","model":"m"}', "unknown_kind",
+                 id="unknown-kind"),
+    pytest.param(b'{"kind":"llm_call","provider":"p"}', "missing_field", id="missing"),
+    pytest.param(b'{"kind":"llm_call","provider":"p","model":"m","tokens":3}', "unknown_field",
+                 id="unknown-field"),
+    pytest.param(b'{"kind":"llm_call","provider":3,"model":"m"}', "wrong_type", id="wrong-type"),
+    pytest.param(b'{"kind":"llm_call","provider":"p","model":"m","input_tokens":-1}',
+                 "invalid_value", id="negative"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_LINES)
+def test_bad_lines_get_the_same_reason_on_both_paths(line: bytes, reason: str) -> None:
+    """Each bad line, between two valid ones, is refused with its reason by the Python
+    path and the native line path alike, and the valid lines around it count once; the
+    same reason as the push source's decoder gives for the line alone."""
+    pair = Pair()
+    lines, events, rejects = pair.ingest_lines(b"\n".join([PLAIN_LINES[2], line,
+                                                            PLAIN_LINES[3]]))
+    assert (lines, events) == (3, 2)
+    assert [(index, got) for index, got, _ in rejects] == [(1, reason)]
+    assert EventDecoder().decode_one(line) == Rejection(reason, rejects[0][2])
+    pair.assert_same(line)
+
+
 def test_over_long_lines_are_refused_alike() -> None:
     """A line one byte over max_line is refused as too large, one of exactly max_line
     bytes is applied, on both paths."""

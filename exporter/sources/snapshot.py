@@ -36,6 +36,7 @@ from exporter.config import (
     SnapshotFileConfig,
     SnapshotMetricConfig,
 )
+from exporter.events import is_utf8
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
 from exporter.sources.base import Source, path_label, resolve
@@ -312,13 +313,12 @@ class SnapshotSource(Source):
             return
         try:
             document = msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             state.signature = signature
-            self._fail(state, "malformed_json", f"not valid JSON: {exc}")
-            return
-        except UnicodeDecodeError:
-            state.signature = signature
-            self._fail(state, "invalid_utf8", "not valid UTF-8")
+            if is_utf8(data) and not isinstance(exc, UnicodeDecodeError):
+                self._fail(state, "malformed_json", f"not valid JSON: {exc}")
+            else:
+                self._fail(state, "invalid_utf8", "not valid UTF-8")
             return
         file = Path(path).name.rsplit(".", 1)[0]
         values: list[tuple[Mapping, tuple[str, ...], float]] = []
