@@ -25,6 +25,7 @@ _VALUE_FLAGS: dict[str, tuple[str, type]] = {
     "--web.listen-address": ("web.listen_address", str),
     "--web.telemetry-path": ("web.telemetry_path", str),
     "--web.max-request-bytes": ("web.max_request_bytes", int),
+    "--web.max-header-bytes": ("web.max_header_bytes", int),
     "--web.cors-origin": ("web.cors_origin", str),
     "--web.config.file": ("web.security.web_config_file", str),
     "--log.level": ("log_level", str),
