@@ -20,6 +20,7 @@ from typing import Any
 from cheroot import wsgi
 
 from exporter.runtime import Runtime
+from exporter.web.http import BoundedServer
 from exporter.web.tls import adapter_for
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,11 @@ log = logging.getLogger(__name__)
 
 def _server(runtime: Runtime, app: Any) -> wsgi.Server:
     host, port = runtime.config.listen_host_port()
-    server = wsgi.Server((host, port), app,
-                         numthreads=runtime.config.web.threads, server_name="ai-metrics-exporter",
-                         shutdown_timeout=5)
+    web = runtime.config.web
+    server = BoundedServer((host, port), app, numthreads=web.threads,
+                           server_name="ai-metrics-exporter", shutdown_timeout=5,
+                           max_header_bytes=web.max_header_bytes,
+                           max_body_bytes=web.max_request_bytes)
     server.stats["Enabled"] = False
     server.ssl_adapter = adapter_for(runtime)
     return server

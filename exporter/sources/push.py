@@ -15,7 +15,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import msgspec
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -45,6 +45,9 @@ class BodyTooLargeError(Exception):
     """The (decompressed) body is over the configured limit."""
 
 
+READ_PIECE = 64 * 1024
+
+
 class PushRequest(Protocol):
     """The part of a Werkzeug request the push source reads."""
 
@@ -69,15 +72,43 @@ class PushResult:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def read_unsized(stream: BinaryIO, limit: int) -> bytes:
+    """A body without ``Content-Length`` (chunked), read whole or refused whole.
+
+    Werkzeug's ``get_data`` stops at ``MAX_CONTENT_LENGTH`` and returns what it has, so a
+    chunked body over the limit was cut and its head ingested with a 2xx. Reading one byte
+    past the limit tells a body of exactly ``limit`` bytes from a longer one."""
+    pieces: list[bytes] = []
+    size = 0
+    while piece := stream.read(min(READ_PIECE, limit + 1 - size)):
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            raise BodyTooLargeError
+    return b"".join(pieces)
+
+
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body, refusing to inflate past ``limit`` bytes (zip bombs)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = inflater.decompress(body, limit + 1)
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise BodyTooLargeError
-    if not inflater.eof:
-        raise zlib.error("gzip stream is truncated")
-    return out
+    """Decompress a gzip body, refusing to inflate past ``limit`` bytes (zip bombs).
+
+    Every member is decoded (RFC 1952 §2.2: a gzip file is a series of members, which
+    ``gzip.decompress`` and ``curl --compressed`` concatenate); bytes after a member that
+    are not a whole member refuse the body, so no body is ever half-applied."""
+    pieces: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(rest, limit + 1 - size)
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise BodyTooLargeError
+        if not inflater.eof:
+            raise zlib.error("gzip stream is truncated")
+        pieces.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(pieces)
 
 
 def split_array(body: bytes) -> list[bytes]:
@@ -186,8 +217,9 @@ class PushSource(Source):
         if length is not None and length > self.max_body_bytes:
             return self._too_large()
         try:
-            body = request.get_data(cache=False)
-        except RequestEntityTooLarge:  # a chunked body that grew past the limit
+            body = (request.get_data(cache=False) if length is not None
+                    else read_unsized(request.environ["wsgi.input"], self.max_body_bytes))
+        except (BodyTooLargeError, RequestEntityTooLarge):  # a chunked body past the limit
             return self._too_large()
         return self.handle(body, request.headers.get("Content-Type", ""),
                            request.headers.get("Content-Encoding", ""))

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from exporter.runtime import Runtime
 from exporter.web import routes_admin, routes_api, routes_core, routes_probe
 from exporter.web.auth import install as install_security
+from exporter.web.reserve import install as install_reserve
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(routes_admin.bp)
     app.register_blueprint(routes_probe.bp)
     install_security(app, runtime)  # before `headers`: web-config headers apply last
+    install_reserve(app, runtime.config.web.threads)  # runs before authentication
 
     @app.after_request
     def headers(response: Response) -> Response:

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from exporter.exposition import CONTENT_TYPE
 from exporter.runtime import Runtime
 from exporter.version import build_info
+from exporter.web.http import gzip_accepted
 
 # Prometheus sends its scrape timeout; we answer a little before it gives up.
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
@@ -92,7 +93,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
         try:
             body = _runtime().render_metrics(deadline)
             response = Response(body, content_type=CONTENT_TYPE)
-            if "gzip" in request.headers.get("Accept-Encoding", ""):
+            if gzip_accepted(request.headers.get("Accept-Encoding", "")):
                 response.set_data(gzip.compress(body, compresslevel=1))
                 response.headers["Content-Encoding"] = "gzip"
                 response.headers["Vary"] = "Accept-Encoding"
