@@ -10,6 +10,8 @@ arrives is joined, never started twice, so hung targets cannot pile up threads.
 The HTTP client is the standard library's ``http.client`` driven step by step, because
 that is what lets every socket operation be bounded by the time left, redirects be
 followed by hand (with loop detection) and the peer certificate be read for its expiry.
+Following redirects by hand also means owning what curl and requests do for us: a hop to
+another origin carries no credentials and none of the probe's configured headers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,8 @@ REASONS = ("timeout", "connection_refused", "connection_closed", "connection_err
            "body_mismatch", "redirect_loop", "too_many_redirects", "credentials")
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 MAX_BODY_BYTES = 1024 * 1024
+# Headers that authenticate the exporter; never sent to an origin the config did not name.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Time kept back from the scrape deadline so the collector returns before the runner
 # gives up on it (which would drop every probe series, not just the slow one).
 DEADLINE_MARGIN = 0.25
@@ -90,6 +94,30 @@ def public_url(url: str) -> str:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an absolute URL, default ports filled in.
+
+    Credentials are scoped to this triple, as curl scopes them: a different port is a
+    different server, and https -> http on the same host would put the token on the wire
+    in clear, so both count as another origin (http -> https does too, for simplicity).
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (
+        443 if scheme == "https" else 80)
+
+
+def strip_credentials(headers: Mapping[str, str], configured: Iterable[str]) -> dict[str, str]:
+    """``headers`` without credentials or the probe's ``configured`` header names.
+
+    Configured headers go too, not just the well-known credential ones, because an API key
+    in ``X-Api-Key`` is as secret as a bearer token and the exporter cannot tell which
+    custom headers are. Names compare case-insensitively, as HTTP compares them.
+    """
+    drop = CREDENTIAL_HEADERS | {name.lower() for name in configured}
+    return {name: value for name, value in headers.items() if name.lower() not in drop}
 
 
 def build_ssl_context(tls: ProbeTlsConfig) -> ssl.SSLContext:
@@ -197,7 +225,8 @@ class Prober:
     def __init__(self) -> None:
         self._ssl: dict[tuple[Any, ...], ssl.SSLContext] = {}
         self._lock = threading.Lock()
-        self._user_agent = f"ai-metrics-exporter/{build_info().version}"
+        self._defaults = {"User-Agent": f"ai-metrics-exporter/{build_info().version}",
+                          "Accept": "*/*", "Connection": "close"}
 
     def _context(self, tls: ProbeTlsConfig) -> ssl.SSLContext:
         key = msgspec.structs.astuple(tls)
@@ -213,8 +242,7 @@ class Prober:
         return ctx
 
     def _headers(self, spec: ProbeConfig) -> dict[str, str]:
-        headers = {"User-Agent": self._user_agent, "Accept": "*/*", "Connection": "close"}
-        headers.update(spec.headers)
+        headers = {**self._defaults, **spec.headers}
         if spec.bearer_token_file:
             try:
                 token = Path(spec.bearer_token_file).read_text(encoding="utf-8").strip()
@@ -223,6 +251,15 @@ class Prober:
                                    f"{type(exc).__name__}") from None
             headers["Authorization"] = f"Bearer {token}"
         return headers
+
+    def _cross_origin_headers(self, headers: Mapping[str, str],
+                              spec: ProbeConfig) -> dict[str, str]:
+        """What a hop to another origin may carry: the exporter's own defaults, no secrets.
+
+        Defaults a configured header replaced come back, so the foreign origin still sees
+        a well-formed request from the exporter rather than one with no ``User-Agent``.
+        """
+        return {**self._defaults, **strip_credentials(headers, spec.headers)}
 
     def run(self, attempt: Attempt) -> ProbeResult:
         spec = attempt.spec
@@ -248,6 +285,7 @@ class Prober:
         url, method = spec.url, spec.method
         body = spec.body.encode() if spec.body else None
         headers = self._headers(spec)
+        home = origin(url)
         seen = {url}
         for _hop in range(spec.max_redirects + 1):
             status, location, payload, expiry = self._request(attempt, url, method, body,
@@ -261,6 +299,10 @@ class Prober:
                     raise ProbeError("redirect_loop", f"redirect back to {public_url(url)}",
                                        status)
                 seen.add(url)
+                if origin(url) != home:
+                    # Sticky, as in requests: a chain A -> B -> A does not get the secrets
+                    # back, since B chose that request to A and can aim it anywhere on A.
+                    headers = self._cross_origin_headers(headers, spec)
                 if status == 303 or (status in (301, 302) and method == "POST"):
                     method, body = "GET", None
                 continue
