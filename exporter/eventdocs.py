@@ -176,8 +176,10 @@ def render_markdown() -> str:
         "- `Content-Type: application/x-ndjson` (or `application/jsonl`): one event per line,",
         "  blank lines ignored.",
         "",
-        "`Content-Encoding: gzip` is accepted. The body (after decompression) may be at most",
-        "`web.max_request_bytes` (default 16 MiB) and each event at most `ai.max_event_bytes`",
+        "`Content-Encoding: gzip` is accepted (every member of a multi-member body is",
+        "decoded; anything else after a member refuses the body). The body, chunked or",
+        "not, and after decompression, may be at most `web.max_request_bytes` (default",
+        "16 MiB; a body over it is refused whole) and each event at most `ai.max_event_bytes`",
         "(default 1 MiB). When `sources.push.tokens` or `sources.push.tokens_file` is set, a",
         "request must carry `Authorization: Bearer <token>`.",
         "",
@@ -189,7 +191,9 @@ def render_markdown() -> str:
         "event was rejected |",
         "| 401 | tokens are configured and the request has no valid bearer token (counted "
         "in `ai_exporter_http_auth_failures_total{reason}`) |",
-        "| 413 | the body, or its decompressed form, is over `web.max_request_bytes` |",
+        "| 413 | the body (chunked or not), or its decompressed form, is over "
+        "`web.max_request_bytes`; nothing of it is applied |",
+        "| 503 | every worker for slow routes is busy (`Retry-After: 1`); nothing was read |",
         "| 415 | a Content-Type or Content-Encoding other than the above |",
         "",
         "The response body always has `accepted` and `rejected` counts; `errors` lists each",
