@@ -44,14 +44,57 @@ ADMIN = "admin"
 REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", "expired",
            "not_yet_valid", "wrong_audience", "no_role", "forbidden", "config_invalid")
 
-# A real bcrypt hash of a random string: unknown users pay the same bcrypt cost as known
-# ones, so response time does not reveal which user names exist (as exporter-toolkit).
+# bcrypt keys on at most this many password bytes; bcrypt 5 raises on longer input.
+BCRYPT_MAX_BYTES = 72
+# The cost of the stand-in hash for unknown users: the users' own, within these bounds
+# (a cost above 16 takes seconds per check; no real file uses one).
+_DUMMY_COST_MIN, _DUMMY_COST_MAX = 4, 16
+
+
 @functools.cache
-def _dummy_hash() -> bytes:
-    """A hash to check unknown users against, so they take as long as known ones."""
+def _dummy_hash(cost: int) -> bytes:
+    """A real bcrypt hash of a random string at the users' cost: an unknown user pays the
+    same bcrypt work as a known one, so response time does not reveal which names exist
+    (as exporter-toolkit does)."""
+    import bcrypt  # only where basic auth is configured
+
+    return bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=cost))
+
+
+def _dummy_cost(users: Mapping[str, bytes]) -> int:
+    """The highest cost among the users' hashes (``$2b$<cost>$...``; usually all share one)."""
+    costs = [int(hashed.split(b"$")[2]) for hashed in users.values()]
+    return min(max([*costs, _DUMMY_COST_MIN]), _DUMMY_COST_MAX)
+
+
+def bcrypt_matches(secret: bytes, hashed: bytes) -> bool:
+    """Whether ``secret`` matches a bcrypt hash; never raises, for any input length.
+
+    Over 72 bytes the secret is cut to its first 72, which is what every tool that makes
+    these hashes keyed on (htpasswd, Go's x/crypto/bcrypt behind exporter-toolkit,
+    bcrypt < 5), and what Go still compares: a long password that works with
+    node_exporter works here. Rejecting instead would lock such users out, and raising
+    (bcrypt 5) answered 500 for unknown users but 401 for known ones. The cut is the same
+    for every caller, known user, unknown user or token, so cost and answer stay alike.
+    """
     import bcrypt  # only where basic auth or bcrypt tokens are configured
 
-    return bcrypt.hashpw(b"\x00unknown-user", bcrypt.gensalt(rounds=10))
+    try:
+        return bool(bcrypt.checkpw(secret[:BCRYPT_MAX_BYTES], hashed))
+    except ValueError:  # a hash the regex let through but bcrypt cannot use
+        return False
+
+
+def check_web_settings(roles: Mapping[str, str], settings: WebSettings) -> None:
+    """The main configuration's demands on the web config file, checked at start-up and
+    again on every re-read of the file (the watcher calls it), so that a re-read can
+    never install a file start-up would have refused."""
+    for user in roles:
+        if user not in settings.basic_auth_users:
+            raise ConfigError(f"web.security.basic_auth_roles.{user}: no such user in "
+                              "basic_auth_users of the web config file")
+
+
 _BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$", b"$2x$", b"$2$")
 _SHA256_HEX = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
 _CACHE_SIZE = 1024
@@ -193,10 +236,12 @@ class Policy:
     max_concurrent: int = 0
     global_bucket: TokenBucket | None = None
 
-    @property
-    def enabled(self) -> bool:
-        """True when any credential is configured; otherwise every route is open."""
-        users = self.watcher is not None and bool(self.watcher.settings.basic_auth_users)
+    def enabled(self, settings: WebSettings | None) -> bool:
+        """True when any credential is configured; otherwise every route is open.
+
+        Takes the web settings the request is checked against, read once per request, so
+        one request never mixes two reads of the file."""
+        users = settings is not None and bool(settings.basic_auth_users)
         return bool(users or self.static_tokens or self.push_tokens or self.jwt_key
                     or self.client_cert_role)
 
@@ -230,15 +275,12 @@ def build_policy(cfg: Config) -> Policy:
         if not route.startswith("/"):
             raise ConfigError(f"web.security.open_routes.{i}: must start with '/'")
     if sec.web_config_file:
-        policy.watcher = WebConfigWatcher(sec.web_config_file)
+        policy.watcher = WebConfigWatcher(
+            sec.web_config_file, functools.partial(check_web_settings, policy.basic_roles))
         settings = policy.watcher.settings
         if settings.rate_interval_seconds > 0:
             policy.global_bucket = TokenBucket(1.0 / settings.rate_interval_seconds,
                                                settings.rate_burst)
-        for user in policy.basic_roles:
-            if user not in settings.basic_auth_users:
-                raise ConfigError(f"web.security.basic_auth_roles.{user}: no such user in "
-                                  "basic_auth_users of the web config file")
     if sec.tokens_file:
         text = read_secret_file(sec.tokens_file, "web.security.tokens_file")
         try:
@@ -372,23 +414,17 @@ class Security:
         user, sep, password = decoded.partition(":")
         if not sep:
             return "malformed"
-        import bcrypt  # only where basic auth is configured
-
         users = settings.basic_auth_users if settings is not None else {}
         hashed = users.get(user)
         if hashed is None:
-            bcrypt.checkpw(password.encode(), _dummy_hash())
+            bcrypt_matches(password.encode(), _dummy_hash(_dummy_cost(users)))
             return "unknown_user"
         # A successful bcrypt check is cached under a hash of user, stored hash and
         # password, so a Prometheus scraping every second pays bcrypt once, not each time.
         key = hashlib.sha256(b"basic\0" + user.encode() + b"\0" + hashed + b"\0"
                              + password.encode()).digest()
         if self._cached(key) is None:
-            try:
-                ok = bcrypt.checkpw(password.encode(), hashed)
-            except ValueError:
-                ok = False
-            if not ok:
+            if not bcrypt_matches(password.encode(), hashed):
                 return "bad_password"
             self._remember(key, (user, ""))
         role = policy.basic_roles.get(user, policy.basic_default_role)
@@ -417,16 +453,9 @@ class Security:
         if cached is not None:
             return Identity(f"token:{cached[0]}", cached[1], "token")
         for entry in policy.static_tokens:
-            if entry.bcrypt_hash:
-                import bcrypt  # only where bcrypt tokens are configured
-
-                try:
-                    ok = bcrypt.checkpw(raw, entry.bcrypt_hash)
-                except ValueError:
-                    ok = False
-                if ok:
-                    self._remember(key, (entry.name, entry.role))
-                    return Identity(f"token:{entry.name}", entry.role, "token")
+            if entry.bcrypt_hash and bcrypt_matches(raw, entry.bcrypt_hash):
+                self._remember(key, (entry.name, entry.role))
+                return Identity(f"token:{entry.name}", entry.role, "token")
         return "bad_token"
 
     def _jwt(self, policy: Policy, token: str) -> Identity | str:
@@ -455,10 +484,9 @@ class Security:
         name = subject[:64] if isinstance(subject, str) and subject else "jwt"
         return Identity(f"jwt:{_printable(name)}", role, "jwt")
 
-    def authenticate(self, policy: Policy, header: str,
+    def authenticate(self, policy: Policy, settings: WebSettings | None, header: str,
                      environ: Mapping[str, Any]) -> Identity | str | None:
         """The caller's identity, a failure reason, or None when no credential was sent."""
-        settings = policy.watcher.settings if policy.watcher is not None else None
         if header:
             if len(header) > _MAX_HEADER:
                 return "malformed"
@@ -484,18 +512,17 @@ class Security:
             wait = policy.global_bucket.take("*")
             if wait:
                 return Decision(429, reason="rate_limited", retry_after=math.ceil(wait))
-        if policy.watcher is not None:
-            policy.watcher.refresh()
-            if policy.watcher.error is not None:
-                self.count_failure("config_invalid", peer)
-                return Decision(503, reason="config_invalid")
+        # One read of the web settings per request: a re-read that lands meanwhile applies
+        # to the next request, never to half of this one. A failed re-read leaves the
+        # last good settings in force (the watcher logs it).
+        settings = policy.watcher.refresh() if policy.watcher is not None else None
         needed = route_role(method, path)
-        if not policy.enabled:
+        if not policy.enabled(settings):
             return Decision(0, Identity("anonymous", ADMIN, "none"))
-        result = self.authenticate(policy, authorization, environ)
+        result = self.authenticate(policy, settings, authorization, environ)
         if isinstance(result, str):
             self.count_failure(result, peer)
-            return Decision(401, reason=result, challenge=self._challenge(policy))
+            return Decision(401, reason=result, challenge=self._challenge(policy, settings))
         if result is None:
             if not needed:
                 return ALLOW_ANON
@@ -503,7 +530,8 @@ class Security:
             if anonymous and RANK[anonymous] >= RANK[needed]:
                 return Decision(0, Identity("anonymous", anonymous, "none"))
             self.count_failure("missing", peer)
-            return Decision(401, reason="missing", challenge=self._challenge(policy))
+            return Decision(401, reason="missing",
+                            challenge=self._challenge(policy, settings))
         if needed and RANK.get(result.role, 0) < RANK[needed]:
             self.count_failure("forbidden", peer)
             return Decision(403, identity=result, reason="forbidden")
@@ -519,9 +547,9 @@ class Security:
         return math.ceil(wait) if wait else 0
 
     @staticmethod
-    def _challenge(policy: Policy) -> str:
+    def _challenge(policy: Policy, settings: WebSettings | None) -> str:
         parts = []
-        if policy.watcher is not None and policy.watcher.settings.basic_auth_users:
+        if settings is not None and settings.basic_auth_users:
             parts.append('Basic realm="ai-metrics-exporter", charset="UTF-8"')
         if policy.static_tokens or policy.push_tokens or policy.jwt_key:
             parts.append('Bearer realm="ai-metrics-exporter"')

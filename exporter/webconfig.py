@@ -7,8 +7,10 @@ and the file, and surface as ``ConfigError`` (exit status 2).
 
 ``WebConfigWatcher`` re-reads the file (and the certificate files it names) whenever their
 modification time or size changes, the way exporter-toolkit re-reads it per request: a
-rotated certificate or a new user is picked up without a restart. TLS on or off is decided
-at start-up only.
+rotated certificate or a new user is picked up without a restart. A re-read is validated
+as start-up validates; one that fails keeps the last good settings in force, so a file
+caught empty or half-written never loosens anything. TLS on or off is decided at start-up
+only.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import re
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -330,61 +333,114 @@ def peer_sans(cert: dict[str, Any]) -> set[str]:
     return {str(value) for _kind, value in cert.get("subjectAltName", ())}
 
 
+Stamp = tuple[int, int, int, int]
+Validator = Callable[[WebSettings], None]
+_MISSING: Stamp = (-1, -1, -1, -1)
+
+
+def _stat(name: str) -> Stamp:
+    """What tells a changed file from an unchanged one (ctime too: a chmod may fix it)."""
+    try:
+        st = os.stat(name)
+    except OSError:
+        return _MISSING
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def _cert_files(settings: WebSettings) -> list[str]:
+    tls = settings.tls
+    if tls is None:
+        return []
+    return [f for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f]
+
+
+def _accept(_settings: WebSettings) -> None:
+    """The validator of a watcher that nothing outside the file constrains."""
+
+
+def _check_change(path: str, old: WebSettings, new: WebSettings) -> None:
+    """Changes a re-read may not make, though start-up would accept the file.
+
+    An empty or half-written file is valid YAML holding no users (or no TLS section):
+    taken as is, a writer truncating the file would switch basic auth or the client
+    certificate checks off until it finished. Switching either off (or TLS on) therefore
+    needs a restart or ``/-/reload``, which an operator does on purpose.
+    """
+    if old.basic_auth_users and not new.basic_auth_users:
+        raise _err(path, "basic_auth_users", "empty while users are in force (a truncated "
+                   "or half-written file?); switching basic auth off needs a restart or "
+                   "/-/reload")
+    if (old.tls is None) != (new.tls is None):
+        raise _err(path, "tls_server_config", "turning TLS on or off needs a restart")
+
+
+@dataclass(frozen=True)
+class _InForce:
+    """Settings and the TLS context built from them: swapped as one reference, so no
+    request ever sees the settings of one read with the context of another."""
+
+    settings: WebSettings
+    context: ssl.SSLContext | None
+
+
 class WebConfigWatcher:
     """The current settings of one web config file, re-read when it or its certs change.
 
-    A re-read that fails keeps ``error`` set (the caller refuses protected requests until
-    the file is fixed, as exporter-toolkit does) and keeps the last good TLS context so
-    the listener does not stop.
+    Every read, at start-up and later, goes through ``load`` and the same ``validate``
+    (the caller's cross-checks against the main configuration). A re-read that fails,
+    for a file that is unreadable, invalid or caught mid-write, is logged and leaves the
+    last good settings and TLS context in force; ``last_reload_ok`` says so until a later
+    re-read succeeds.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, validate: Validator = _accept) -> None:
         self.path = path
+        self._validate = validate
         self._lock = threading.Lock()
-        self.settings = load(path)
-        self.context: ssl.SSLContext | None = (
-            ssl_context(path, self.settings.tls) if self.settings.tls else None)
-        self.error: str | None = None
-        self._stamp = self._stamps()
+        self._state, self._stamp = self._load()  # ConfigError here: start-up fails
+        self.last_reload_ok = True
+        self.last_error: str | None = None
 
-    def _files(self) -> list[str]:
-        files = [self.path]
-        tls = self.settings.tls
-        if tls is not None:
-            files.extend(f for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f)
-        return files
+    @property
+    def settings(self) -> WebSettings:
+        return self._state.settings
 
-    def _stamps(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for name in self._files():
-            try:
-                st = os.stat(name)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append((-1, -1, -1))
-        return tuple(out)
+    @property
+    def context(self) -> ssl.SSLContext | None:
+        return self._state.context
+
+    def _stamps(self, settings: WebSettings) -> tuple[Stamp, ...]:
+        return tuple(_stat(name) for name in [self.path, *_cert_files(settings)])
+
+    def _load(self) -> tuple[_InForce, tuple[Stamp, ...]]:
+        """Read, parse and validate once; each stamp is taken before its file is read, so a
+        write landing during the read changes the stamp and is read at the next check."""
+        main = _stat(self.path)
+        settings = load(self.path)
+        self._validate(settings)
+        certs = tuple(_stat(name) for name in _cert_files(settings))
+        context = ssl_context(self.path, settings.tls) if settings.tls else None
+        return _InForce(settings, context), (main, *certs)
 
     def refresh(self) -> WebSettings:
         """Settings in force now; re-reads when a file changed (one ``stat`` per file)."""
-        stamp = self._stamps()
-        if stamp == self._stamp:
-            return self.settings
+        state = self._state
+        if self._stamps(state.settings) == self._stamp:
+            return state.settings
         with self._lock:
-            stamp = self._stamps()
-            if stamp == self._stamp:
-                return self.settings
-            self._stamp = stamp
+            state = self._state
+            observed = self._stamps(state.settings)
+            if observed == self._stamp:
+                return state.settings
             try:
-                settings = load(self.path)
-                context = ssl_context(self.path, settings.tls) if settings.tls else None
+                new, stamp = self._load()
+                _check_change(self.path, state.settings, new.settings)
             except ConfigError as exc:
-                self.error = str(exc)
-                log.error("web config reload failed, refusing protected requests until "
-                          "fixed: %s", exc)
-                return self.settings
-            self.settings, self.error = settings, None
-            if context is not None:
-                self.context = context
-            self._stamp = self._stamps()
+                # Remember what was seen, so the same bad file is not re-read per request.
+                self._stamp, self.last_reload_ok, self.last_error = observed, False, str(exc)
+                log.error("web config re-read rejected, keeping the last good one: %s", exc)
+                return state.settings
+            self._state, self._stamp = new, stamp
+            self.last_reload_ok, self.last_error = True, None
             log.info("web config reloaded")
-            return settings
+            return new.settings

@@ -311,7 +311,8 @@ def test_concurrent_request_cap_503() -> None:
                    10, what="slots released")
 
 
-def test_web_config_file_is_reread_and_fails_closed(tmp_path: Path) -> None:
+def test_web_config_file_is_reread_and_a_broken_one_keeps_the_last_good(
+        tmp_path: Path) -> None:
     web = write_yaml(tmp_path / "web.yml", {"basic_auth_users": {"a": bcrypt_hash("1")}})
     rt = make_runtime({"web": {"security": {"web_config_file": str(web)}}})
     try:
@@ -320,12 +321,20 @@ def test_web_config_file_is_reread_and_fails_closed(tmp_path: Path) -> None:
         write_yaml(web, {"basic_auth_users": {"a": bcrypt_hash("1"), "b": bcrypt_hash("2")}})
         assert c.get("/metrics", headers=basic("b", "2")).status_code == 200
         web.write_text("basic_auth_users: [broken")
-        broken = c.get("/metrics", headers=basic("b", "2"))
-        assert broken.status_code == 503
-        assert str(tmp_path) not in broken.get_data(as_text=True)
+        kept = c.get("/metrics", headers=basic("b", "2"))
+        assert kept.status_code == 200  # the last good file is still in force
+        assert sample_value(kept.get_data(as_text=True),
+                            "ai_exporter_web_config_last_reload_successful") == 0.0
+        anonymous = c.get("/metrics")
+        assert anonymous.status_code == 401
+        assert str(tmp_path) not in anonymous.get_data(as_text=True)
         assert c.get("/livez").status_code == 200
         write_yaml(web, {"basic_auth_users": {"b": bcrypt_hash("2")}})
-        assert c.get("/metrics", headers=basic("b", "2")).status_code == 200
+        fixed = c.get("/metrics", headers=basic("b", "2"))
+        assert fixed.status_code == 200
+        assert sample_value(fixed.get_data(as_text=True),
+                            "ai_exporter_web_config_last_reload_successful") == 1.0
+        assert c.get("/metrics", headers=basic("a", "1")).status_code == 401
     finally:
         rt.stop()
 

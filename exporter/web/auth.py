@@ -19,7 +19,7 @@ _DETAILS = {
     401: "authentication required",
     403: "this credential's role may not call this route",
     429: "too many requests; retry later",
-    503: "the server is busy or its web configuration is invalid; retry later",
+    503: "the server is busy; retry later",
 }
 _ERRORS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
            503: "Service Unavailable"}
