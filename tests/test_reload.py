@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import config
+from exporter.runtime import Runtime
 from tests.procs import Exporter, sample_value, wait_until
 
 RELOAD_OK = "ai_exporter_config_last_reload_successful"
@@ -133,3 +135,71 @@ def test_reload_keeps_ai_counters(proc: Exporter) -> None:
     _write(proc, {"web": {"cors_origin": "https://two.example"}})
     assert proc.post("/-/reload").status_code == 200
     assert errors() == 2.0
+
+
+# Files that passed validation before and broke the running exporter (issue 20, point 8):
+# (file, field named in the body, reason shown in the body or None when only the field is).
+BROKE_AT_RUN_TIME: list[tuple[dict[str, Any] | str, str, str | None]] = [
+    ("collectors:\n  timeout_seconds: .inf\n", "collectors.timeout_seconds",
+     "must be a finite number, got inf"),
+    ({"ai": {"extra_labels": {"instance": "x"}}}, "ai.extra_labels.instance",
+     "a label the exporter or Prometheus already sets"),
+    ("web:\n  cors_origin: https://two.example\nweb:\n  threads: 4\n", "web",
+     "key given twice (lines 1 and 3)"),
+    ({"web": {"threads": 100_000}}, "web.threads", "Expected `int` <= 256"),
+    ({"web": {"security": {"tokens_file": "/"}}}, "web.security.tokens_file", None),
+    ({"web": {"telemetry_path": "metrics"}}, "web.telemetry_path", "must be an absolute path"),
+    ("web: " + "[" * 10_000 + "]" * 10_000 + "\n", "config.file", "nested deeper than"),
+]
+
+
+def test_post_reload_refuses_what_would_break_at_run_time(proc: Exporter) -> None:
+    """Each file is refused with 400 naming the field; the configuration in force stays
+    and keeps serving, the reload gauge says 0, and a good file still reloads after."""
+    for bad, field, reason in BROKE_AT_RUN_TIME:
+        _write(proc, bad)
+        response = proc.post("/-/reload")
+        assert response.status_code == 400, (field, response.text)
+        body = response.json()
+        assert body["status"] == "rejected"
+        assert f"configuration rejected at {field}" in body["detail"], body
+        if reason is not None:
+            assert reason in body["detail"], body
+        else:  # the reason names a path: it stays in the log
+            assert body["detail"].endswith("see the exporter log"), body
+        assert _origin(proc) == "https://one.example"
+        assert _gauge(proc, RELOAD_OK) == 0.0
+    assert proc.get("/metrics").status_code == 200  # the old telemetry path still serves
+    assert proc.alive()
+    assert "Traceback" not in proc.log()
+
+    _write(proc, {"web": {"cors_origin": "https://three.example"}})
+    assert proc.post("/-/reload").status_code == 200
+    assert _origin(proc) == "https://three.example"
+    assert _gauge(proc, RELOAD_OK) == 1.0
+
+
+def test_sighup_refuses_a_duplicated_section(proc: Exporter) -> None:
+    _write(proc, "web:\n  cors_origin: https://hup.example\nweb:\n  threads: 4\n")
+    proc.signal(signal.SIGHUP)
+    wait_until(lambda: _gauge(proc, RELOAD_OK) == 0.0, 10,
+               what="last_reload_successful 0 after a duplicated key")
+    assert _origin(proc) == "https://one.example"
+    assert "web: key given twice" in proc.log()
+
+
+def test_reload_failing_unexpectedly_keeps_the_config_and_reports_0() -> None:
+    """Not a ConfigError (a bug in a loader): still refused, never a 500 with the gauge
+    left at 1."""
+    def broken() -> config.Config:
+        raise RuntimeError("loader bug")
+
+    cfg = config.build({"web": {"cors_origin": "https://one.example"}})
+    runtime = Runtime(cfg, broken)
+    try:
+        assert runtime.reload() == (False, "reload failed: RuntimeError")
+        assert runtime.last_reload_ok is False
+        assert runtime.config is cfg
+        assert sample_value(runtime.render_metrics().decode(), RELOAD_OK) == 0.0
+    finally:
+        runtime.stop()

@@ -22,8 +22,13 @@ def reload() -> tuple[Response, int]:
 
 
 def public_reload_error(message: str) -> str:
-    """``web.security.tokens_file: cannot read /etc/x: ...`` → the field name only."""
-    field, sep, _rest = message.partition(":")
-    if sep and re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", field):
-        return f"configuration rejected at {field}; see the exporter log"
-    return "configuration rejected; see the exporter log"
+    """The field, and the reason when it is plain words: a reason with a quote or a slash
+    may carry a value (a secret, a URL with a password) or a file's location, so
+    ``web.security.tokens_file: cannot read /etc/x: ...`` says the field only."""
+    field, sep, rest = message.partition(":")
+    if not (sep and re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", field)):
+        return "configuration rejected; see the exporter log"
+    reason = rest.strip()
+    if re.fullmatch(r"[A-Za-z0-9 _.,;:()<>=`+\-]{1,200}", reason):
+        return f"configuration rejected at {field}: {reason}"
+    return f"configuration rejected at {field}; see the exporter log"
