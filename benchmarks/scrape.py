@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         config: dict[str, Any] = {}
         if args.ai_series:
-            config["ai"] = {"max_series_per_metric": max(10_000, args.ai_series + 100)}
+            config["ai"] = {"max_series_per_metric": max(10_000, args.ai_series + 100),
+                            "max_total_samples": max(50_000, args.ai_series + 100)}
         config_path = workdir / "exporter.yml"
         config_path.write_text(yaml.safe_dump(config))
         exporter = start("exporter", [exporter_binary(), f"--config.file={config_path}",

@@ -580,6 +580,10 @@ static inline Py_ssize_t bucket_of(const Store *st, double value) {
     return lo;
 }
 
+/* A label set not in the store yet is never created here: the store's Python slow path
+   (add_new, row, _Tracked.open) admits it, or folds it into "other" past the per-metric
+   cap or the total sample budget, which it charges. So both paths fold alike, and in the
+   same order, since the handlers here make the Python handlers' calls in their order. */
 static int counter_inc(Store *st, PyObject *key, double amount) {
     PyObject *old = PyDict_GetItemWithError(st->values, key);
     if (old) {

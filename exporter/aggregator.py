@@ -2,8 +2,9 @@
 
 Events from every source arrive here through ``ingest``; series are built from this
 state only at scrape time (and by the OTLP bridge), so ingest does a few dict updates per
-event and nothing else. Every metric holds at most ``max_series_per_metric`` label sets;
-past that, observations fold into one label set whose values are all ``other`` and are
+event and nothing else. Every metric holds at most ``max_series_per_metric`` label sets,
+and all of them together at most ``max_total_samples`` exposed samples (``SampleBudget``);
+past either, observations fold into one label set whose values are all ``other`` and are
 counted in ``ai_exporter_series_overflow_total``. Ids (task, loop, intervention, security
 event) are tracked in bounded maps, never used as labels.
 """
@@ -42,6 +43,15 @@ from exporter.logutil import RateLimitedLogger
 
 OTHER = "other"
 MAX_LABEL_LENGTH = 128
+# ai.max_total_samples by default: a full scrape of this many AI samples takes about half a
+# second on a 2-vCPU machine (far below the default 5 s collector timeout) and keeps the
+# exporter under 200 MB RSS while scraping (docs/events.md, "Bounded state").
+MAX_SAMPLES = 50_000
+# A component's heartbeat is three samples: up, last seen and info.
+HEARTBEAT_SAMPLES = 3
+# Label sets built into families between two looks at the scrape deadline: at most ~20 ms
+# of work (histogram rows of ~20 samples each), a negligible cost per look.
+_CHUNK = 256
 _log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 Key = tuple[str, ...]
@@ -90,24 +100,63 @@ def _clean(key: Key) -> Key:
     return tuple(sanitize(v) for v in key)
 
 
+class SampleBudget:
+    """The samples that the label sets of every AI metric together may expose.
+
+    Why: the per-metric cap alone let a cardinality attack fill ~35 metrics with 10,000
+    label sets each, histograms at up to 17 samples a label set: 1.6 M lines, 300 MB and
+    12 s to render, past any scrape timeout, so even the host metrics were lost. A label
+    set takes its samples here when it is first admitted (a counter or gauge 1, a
+    histogram its buckets + ``+Inf`` + ``_sum`` + ``_count``) and keeps them: nothing is
+    ever removed, so ``used`` only grows. Past the limit a new label set folds into
+    ``other`` like one past the per-metric cap; the ``other`` label sets themselves are
+    not charged (at most one per metric).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, samples: int) -> bool:
+        return self.used + samples <= self.limit
+
+    def take(self, samples: int) -> bool:
+        """Charge ``samples`` if they fit; False (nothing charged) when they do not."""
+        if self.used + samples > self.limit:
+            return False
+        self.used += samples
+        return True
+
+
+def exposed_samples(spec: MetricSpec) -> int:
+    """Samples one label set of ``spec`` adds to /metrics."""
+    return len(spec.buckets) + 3 if spec.kind is catalog.Kind.HISTOGRAM else 1
+
+
 class _Capped:
     """Label-set admission shared by every store: sanitize once, cap, fold to ``other``."""
 
-    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float]) -> None:
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
         self.spec = spec
         self.cap = cap
+        self.samples = exposed_samples(spec)
         self._overflow = overflow
+        self._budget = budget
         self._other: Key = (OTHER,) * len(spec.labels)
 
     def folds(self, key: Key) -> bool:
         """Whether ``key`` (not stored yet) would fold into ``other``."""
         known: dict[Key, Any] = self.values  # type: ignore[attr-defined]
-        return key not in known and len(known) >= self.cap and _clean(key) not in known
+        return (key not in known and _clean(key) not in known
+                and (len(known) >= self.cap or not self._budget.fits(self.samples)))
 
     def admit(self, key: Key, known: dict[Key, Any]) -> Key:
-        """The key to store under: ``key`` cleaned, or the ``other`` key past the cap."""
+        """The key to store under: ``key`` cleaned, or the ``other`` key past the cap or
+        the sample budget. The native line path calls this too (through ``add_new`` and
+        ``row``) for every label set it has not seen, so both paths fold alike."""
         clean = _clean(key)
-        if clean in known or len(known) < self.cap:
+        if clean in known or (len(known) < self.cap and self._budget.take(self.samples)):
             return clean
         self._overflow[self.spec.name] = self._overflow.get(self.spec.name, 0.0) + 1
         return self._other
@@ -116,8 +165,9 @@ class _Capped:
 class CounterStore(_Capped):
     """Monotonic totals per label set."""
 
-    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float]) -> None:
-        super().__init__(spec, cap, overflow)
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
+        super().__init__(spec, cap, overflow, budget)
         self.values: dict[Key, float] = {}
 
     def inc(self, key: Key, amount: float = 1.0) -> None:
@@ -160,8 +210,9 @@ class GaugeStore(CounterStore):
 class HistogramStore(_Capped):
     """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum."""
 
-    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float]) -> None:
-        super().__init__(spec, cap, overflow)
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
+        super().__init__(spec, cap, overflow, budget)
         self.bounds = list(spec.buckets)
         self.values: dict[Key, list[float]] = {}
         self._width = len(self.bounds) + 2
@@ -207,24 +258,32 @@ class _Tracked:
     """Open items (queued tasks, loops, interventions...) grouped by label set.
 
     Bounded twice: at most ``limit`` open ids (the oldest is forgotten past that, counted as
-    overflow of ``name``), at most ``max_keys`` label sets (the rest fold into ``other``).
-    Items are kept in opening order, so the oldest of a group is its first.
+    overflow of ``name``), at most ``max_keys`` label sets and the sample budget (the rest
+    fold into ``other``); each label set exposes ``samples`` samples (the count, and the
+    oldest age where there is one). Items are kept in opening order, so the oldest of a
+    group is its first.
     """
 
-    def __init__(self, name: str, limit: int, max_keys: int,
-                 overflow: dict[str, float]) -> None:
+    def __init__(self, name: str, limit: int, max_keys: int, overflow: dict[str, float],
+                 *, budget: SampleBudget, samples: int) -> None:
         self.name = name
         self.limit = limit
         self.max_keys = max_keys
+        self.samples = samples
         self._overflow = overflow
+        self._budget = budget
         self.by_key: dict[Key, dict[str, float]] = {}
         self.where: dict[str, Key] = {}
+
+    def admits(self) -> bool:
+        """Whether a label set not held yet fits (its samples are then charged)."""
+        return len(self.by_key) < self.max_keys and self._budget.take(self.samples)
 
     def open(self, item: str, key: Key, since: float) -> None:
         self.close(item)
         if key not in self.by_key:
             key = _clean(key)
-            if key not in self.by_key and len(self.by_key) >= self.max_keys:
+            if key not in self.by_key and not self.admits():
                 key = (OTHER,) * len(key)
                 self._count_overflow()
         if len(self.where) >= self.limit:
@@ -260,7 +319,8 @@ class Aggregator:
     """All AI state. ``ingest`` and ``families`` are safe to call from any thread."""
 
     def __init__(self, *, max_series: int = 10_000, max_tracked: int = 100_000,
-                 heartbeat_timeout: float = 120.0, budgets: dict[str, float] | None = None,
+                 max_samples: int = MAX_SAMPLES, heartbeat_timeout: float = 120.0,
+                 budgets: dict[str, float] | None = None,
                  latency_threshold: float = 10.0, success_objective: float = 0.99,
                  extra_labels: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -276,19 +336,21 @@ class Aggregator:
         self.overflow: dict[str, float] = {}
         self.failures = 0
         self.stores: dict[str, CounterStore | HistogramStore] = {}
-        cap, of = max_series, self.overflow
+        self.budget = SampleBudget(max_samples)
+        cap, of, budget = max_series, self.overflow, self.budget
 
         def c(spec: MetricSpec) -> CounterStore:
-            return self._add(CounterStore(spec, cap, of))
+            return self._add(CounterStore(spec, cap, of, budget))
 
         def g(spec: MetricSpec) -> GaugeStore:
-            return self._add(GaugeStore(spec, cap, of))
+            return self._add(GaugeStore(spec, cap, of, budget))
 
         def h(spec: MetricSpec) -> HistogramStore:
-            return self._add(HistogramStore(spec, cap, of))
+            return self._add(HistogramStore(spec, cap, of, budget))
 
-        def t(spec: MetricSpec) -> _Tracked:
-            return _Tracked(spec.name, max_tracked, max_series, of)
+        def t(spec: MetricSpec, age: MetricSpec | None = None) -> _Tracked:
+            return _Tracked(spec.name, max_tracked, max_series, of, budget=budget,
+                            samples=1 if age is None else 2)
 
         self.llm_duration = h(catalog.GEN_AI_CLIENT_OPERATION_DURATION)
         self.llm_token_usage = h(catalog.GEN_AI_CLIENT_TOKEN_USAGE)
@@ -314,10 +376,11 @@ class Aggregator:
         self.intervention_ttr = h(catalog.AI_INTERVENTION_TIME_TO_RESOLVE)
         self.security_events = c(catalog.AI_SECURITY_EVENTS)
         self.errors = c(catalog.AI_ERRORS)
-        self.queued = t(catalog.AI_TASK_QUEUE_DEPTH)
+        self.queued = t(catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE)
         self.running = t(catalog.AI_TASK_IN_PROGRESS)
-        self.loops = t(catalog.AI_RESOLUTION_ACTIVE)
-        self.open_interventions = t(catalog.AI_INTERVENTION_OPEN)
+        self.loops = t(catalog.AI_RESOLUTION_ACTIVE, catalog.AI_RESOLUTION_OLDEST_ACTIVE_AGE)
+        self.open_interventions = t(catalog.AI_INTERVENTION_OPEN,
+                                    catalog.AI_INTERVENTION_OLDEST_OPEN_AGE)
         self.unresolved = t(catalog.AI_SECURITY_UNRESOLVED)
         self.heartbeats: dict[str, tuple[str, str, str, float]] = {}
         self.max_components = max_series
@@ -583,18 +646,22 @@ class Aggregator:
 
     def _component_status(self, e: ComponentStatus, now: float) -> None:
         name = sanitize(e.component)
-        if name not in self.heartbeats and len(self.heartbeats) >= self.max_components:
+        if name not in self.heartbeats and (len(self.heartbeats) >= self.max_components
+                                            or not self.budget.take(HEARTBEAT_SAMPLES)):
             metric = catalog.AI_COMPONENT_HEARTBEAT_UP.name
             self.overflow[metric] = self.overflow.get(metric, 0.0) + 1
             return
         self.heartbeats[name] = (e.component_kind, sanitize(e.version), e.status, now)
 
     # --- read side --------------------------------------------------------------------
-    def families(self) -> list[Metric]:
+    def families(self, deadline: float | None = None) -> list[Metric]:
         """Every AI family for one scrape (extra labels such as ``demo`` appended).
 
         The lock is held only to copy the state; families are built outside it, so a
-        scrape of many series does not stall ingest.
+        scrape of many series does not stall ingest. ``deadline`` (``time.monotonic()``,
+        the scrape's): past it, building stops with ``TimeoutError`` (looked at every
+        ``_CHUNK`` label sets), so a scrape that already gave up on this collector does
+        not keep a thread busy (and the GIL contended) for the rest of the build.
         """
         extra, xv = self.extra_names, self.extra_values
         with self._lock:
@@ -604,7 +671,11 @@ class Aggregator:
             heartbeats = list(self.heartbeats.items())
             spent = dict(self.spend) if self._day_start <= now < self._day_end else {}
             overflow_rows = list(self.overflow.items())
-        out = [store.family(extra, xv, snap) for store, snap in rows]
+            used, limit = self.budget.used, self.budget.limit
+        out = []
+        for store, snap in rows:
+            out.append(store.family(extra, xv, _paced(snap, deadline)))
+        _check(deadline)
         for (count_spec, age_spec), counts in tracked:
             count_family = count_spec.family(extra)
             age_family = age_spec.family(extra) if age_spec else None
@@ -624,7 +695,11 @@ class Aggregator:
         series = catalog.EXPORTER_SERIES.family()
         for store, snap in rows:
             series.add_metric([store.spec.name], float(len(snap)))
-        out.extend((overflow, series))
+        samples = catalog.EXPORTER_SAMPLES.family()
+        samples.add_metric([], float(used))
+        samples_limit = catalog.EXPORTER_SAMPLES_LIMIT.family()
+        samples_limit.add_metric([], float(limit))
+        out.extend((overflow, series, samples, samples_limit))
         return out
 
     def _tracked(self) -> list[tuple[tuple[MetricSpec, MetricSpec | None], _Tracked]]:
@@ -736,13 +811,17 @@ class Aggregator:
             for _, tr in self._tracked():
                 saved = state.get("tracked", {}).get(tr.name, {})
                 for key in saved.get("keys", []):
-                    if tuple(key) not in tr.by_key and len(tr.by_key) < tr.max_keys:
+                    if tuple(key) not in tr.by_key and tr.admits():
                         tr.by_key[tuple(key)] = {}
                 for item, key, since in saved.get("items", []):
                     if item not in tr.where:
                         tr.open(item, tuple(key), float(since))
             for name, (kind, version, status, last) in state.get("heartbeats", {}).items():
-                if name not in self.heartbeats or self.heartbeats[name][3] < last:
+                if name in self.heartbeats:
+                    if self.heartbeats[name][3] < last:
+                        self.heartbeats[name] = (kind, version, status, float(last))
+                elif (len(self.heartbeats) < self.max_components
+                      and self.budget.take(HEARTBEAT_SAMPLES)):
                     self.heartbeats[name] = (kind, version, status, float(last))
             day, start, end = _utc_day(self.clock())
             if state.get("spend_day") == day:
@@ -753,6 +832,26 @@ class Aggregator:
                     self.spend[scope] = self.spend.get(scope, 0.0) + float(usd)
             for name, count in state.get("overflow", {}).items():
                 self.overflow[name] = self.overflow.get(name, 0.0) + float(count)
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError("past the scrape deadline")
+
+
+def _paced(rows: list[tuple[Key, Any]], deadline: float | None
+           ) -> Iterable[tuple[Key, Any]]:
+    """``rows``, with a look at the deadline before each ``_CHUNK`` of them."""
+    if deadline is None:
+        return rows
+    return _paced_chunks(rows, deadline)
+
+
+def _paced_chunks(rows: list[tuple[Key, Any]], deadline: float
+                  ) -> Iterator[tuple[Key, Any]]:
+    for start in range(0, len(rows), _CHUNK):
+        _check(deadline)
+        yield from rows[start:start + _CHUNK]
 
 
 def _restore_rows(store: CounterStore | HistogramStore, rows: list[list[Any]]) -> None:

@@ -438,6 +438,10 @@ EXPORTER_CONFIG_LAST_RELOAD_SUCCESS = _m(
 EXPORTER_CONFIG_LAST_RELOAD_TIME = _m(
     "ai_exporter.config.last_reload_success_timestamp", "s", G,
     "Time of the last successful configuration load, Unix seconds.", area=SELF)
+EXPORTER_WEB_CONFIG_LAST_RELOAD_SUCCESS = _m(
+    "ai_exporter.web_config.last_reload_successful", "", G,
+    "1 when the last re-read of the web config file succeeded; 0 while a changed file is "
+    "rejected and the last good one stays in force.", area=SELF)
 EXPORTER_EVENTS = _m("ai_exporter.events", "{event}", C, "Events accepted by source and kind.",
                      "source", "kind", area=SELF)
 EXPORTER_EVENTS_REJECTED = _m("ai_exporter.events.rejected", "{event}", C,
@@ -448,9 +452,16 @@ EXPORTER_EVENTS_LAST_TIMESTAMP = _m("ai_exporter.events.last_timestamp", "s", G,
                                     "source", area=SELF)
 EXPORTER_SERIES_OVERFLOW = _m("ai_exporter.series.overflow", "{sample}", C,
                               "Observations folded into the 'other' label set because the "
-                              "metric reached its series cap.", "metric", area=SELF)
+                              "metric reached its series cap or all AI metrics reached "
+                              "ai.max_total_samples.", "metric", area=SELF)
 EXPORTER_SERIES = _m("ai_exporter.series", "{series}", G, "Label sets held per AI metric.",
                      "metric", area=SELF)
+EXPORTER_SAMPLES = _m("ai_exporter.samples", "{sample}", G,
+                      "Samples the event-fed AI label sets expose, counted against "
+                      "ai.max_total_samples ('other' label sets not included).", area=SELF)
+EXPORTER_SAMPLES_LIMIT = _m("ai_exporter.samples.limit", "{sample}", G,
+                            "ai.max_total_samples: past it, new AI label sets fold into "
+                            "'other'.", area=SELF)
 EXPORTER_HTTP_AUTH_FAILURES = _m("ai_exporter.http.auth.failures", "{request}", C,
                                  "Requests refused for failed authentication.", "reason",
                                  area=SELF)

@@ -8,14 +8,19 @@ ranges) applies whichever layer a value came from.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
+import stat
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from exporter import catalog
 
 ENV_PREFIX = "AI_EXPORTER_"
 # Build identity read by exporter.version (set by the image build), not configuration.
@@ -26,6 +31,31 @@ DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
+
+# The deepest valid configuration is about seven levels (sources.snapshot.files[].metrics[]
+# .labels); 32 leaves room for anchors and odd layouts while keeping PyYAML's recursive
+# composer, and everything that walks the result, far from Python's recursion limit.
+MAX_YAML_DEPTH = 32
+# A configuration file is a few KiB; reading is bounded so that a path such as /dev/zero
+# is refused instead of filling memory.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+# Any duration (``*_seconds``) beyond a year is a mistake, and past about 292 years
+# (threading.TIMEOUT_MAX) waits raise OverflowError on the thread that uses it.
+MAX_SECONDS = 365 * 86400
+# Label names ai.extra_labels may not use besides those of the AI metrics themselves:
+# set by Prometheus on every scraped series (job, instance), by histograms and summaries
+# (le, quantile), or by the exporter in demo mode (demo).
+RESERVED_LABELS = frozenset({"job", "instance", "le", "quantile", "demo"})
+# Paths the exporter serves itself (exporter/web/routes_*.py); web.telemetry_path on one of
+# them would never be reached, or hide the route. tests/test_config.py checks the list.
+SERVED_ROUTES = frozenset({"/", "/livez", "/readyz", "/healthz", "/probe", "/-/reload",
+                           "/api/status/version", "/api/status/system",
+                           "/api/metrics/system", "/api/status/ai", "/api/metrics/ai",
+                           "/api/v1/schema", "/api/v1/events"})
+# Every ``*_file`` setting names a file the exporter reads whole (or appends to): it must be
+# a regular file, since reading a directory fails and a device or FIFO never ends or
+# blocks. These OTLP settings name files too, without the suffix.
+_OTLP_FILES = frozenset({"certificate", "client_certificate", "client_key"})
 
 
 class ConfigError(Exception):
@@ -82,7 +112,10 @@ class WebConfig(_Section):
     # The request line and headers together (cheroot reads them before any route,
     # authentication included): 32 KiB, between nginx's 4 x 8 KiB and Node's 16 KiB.
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 32 * 1024
-    threads: Count = 8
+    # cheroot's worker threads. Past 256 each idle thread still costs a stack and GIL
+    # hand-offs for no gain (requests are short; scrapes are few), and a typo such as
+    # 80000 exhausts the process's thread limit at start-up.
+    threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     config_file: str = ""
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
@@ -122,6 +155,9 @@ class AIConfig(_Section):
     """How AI activity events become series."""
 
     max_series_per_metric: Count = 10_000
+    # Samples (histogram buckets, _sum and _count included) all AI metrics together may
+    # expose; past it new label sets fold into "other". Sized in docs/events.md.
+    max_total_samples: Count = 50_000
     max_tracked_ids: Count = 100_000
     max_event_bytes: Count = 1024 * 1024
     heartbeat_timeout_seconds: PositiveFloat = 120.0
@@ -358,46 +394,192 @@ class Config(_Section):
 _LEVELS = {"debug", "info", "warning", "error"}
 
 
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 address or a DNS name (RFC 1123, plus ``_`` as in Compose service names):
+    what the socket layer can bind without a surprise, such as a space or a path character
+    reaching getaddrinfo."""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in host.split("."))
+
+
 def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``:port`` means every interface) and check the port."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ConfigError(f"web.listen_address: expected host:port, got {address!r}")
-    port = int(port_text)
+    """Split ``host:port``, ``[ipv6]:port`` or ``:port`` (every interface) and check both.
+
+    Port 0 (a random port) is refused: Prometheus could not be told where to scrape.
+    """
+    match = re.fullmatch(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})",
+                         address)
+    if match is None:
+        raise ConfigError(f"web.listen_address: expected HOST:PORT, [IPv6]:PORT or :PORT, "
+                          f"got {address!r}")
+    port = int(match.group("port"))
     if not 0 < port < 65536:
         raise ConfigError(f"web.listen_address: port {port} is outside 1-65535")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, port
+    if match.group("v6") is not None:
+        host = match.group("v6")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"web.listen_address: {host!r} is not an IPv6 address"
+                              ) from None
+        return host, port
+    host = match.group("host")
+    if host and not _valid_host(host):
+        raise ConfigError(f"web.listen_address: {host!r} is not a host name or IP address")
+    return host or "0.0.0.0", port
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any], names: tuple[str, str],
+                path: str = "") -> dict[str, Any]:
+    """Merge ``override`` into ``base``; a section in one and a single value in the other is
+    an error, since either way one layer's settings would vanish without a word."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
+        where = f"{path}.{key}" if path else str(key)
+        old = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            merged[key] = _deep_merge(dict(old), value, names, where)
+            continue
+        if isinstance(old, Mapping) and value is not None:
+            raise ConfigError(f"{where}: {names[1]} sets a single value where {names[0]} "
+                              "has a section; set its fields instead")
+        if isinstance(value, Mapping) and old is not None:
+            raise ConfigError(f"{where}: {names[1]} sets fields where {names[0]} has a "
+                              "single value")
+        merged[key] = value
     return merged
 
 
 def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict, creating sections on the way."""
+    """Set ``a.b.c`` in a nested dict, creating sections on the way; a value where a
+    section is (or the reverse) is refused rather than one overwriting the other."""
     *parents, leaf = dotted.split(".")
     node = target
-    for part in parents:
-        node = node.setdefault(part, {})
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[:i + 1])
+            raise ConfigError(f"{where}: set both to a value and as a section")
+        node = child
+    if isinstance(node.get(leaf), dict):
+        raise ConfigError(f"{dotted}: set both to a value and as a section")
     node[leaf] = value
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with a bound on nesting, checked while composing: PyYAML's composer
+    recurses once per level, so ten thousand nested lists would end in RecursionError."""
+
+    def __init__(self, text: str, where: str) -> None:
+        super().__init__(text)
+        self.where = where
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if self.depth >= MAX_YAML_DEPTH:
+            line = self.get_mark().line + 1
+            raise ConfigError(f"{self.where}: nested deeper than {MAX_YAML_DEPTH} levels "
+                              f"(line {line})")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_nodes(loader: _Loader, root: Node, prefix: str) -> None:
+    """Refuse repeated keys in any mapping, and aliases that nest too deep or contain
+    themselves, before the document is built (PyYAML keeps the last of repeated keys, so
+    a second ``web:`` block would silently drop the first, security settings included).
+
+    Heights are remembered per node: a shared anchor is walked once, so an alias bomb
+    costs its size in the file, not its expanded size.
+    """
+    heights: dict[int, int] = {}
+    ancestors: set[int] = set()
+    merge_tag = "tag:yaml.org,2002:merge"
+
+    def too_deep(node: Node) -> ConfigError:
+        return ConfigError(f"{prefix or 'config.file'}: nested deeper than {MAX_YAML_DEPTH} "
+                           f"levels through aliases (line {node.start_mark.line + 1})")
+
+    def visit(node: Node, path: str, depth: int) -> int:
+        known = heights.get(id(node))
+        if known is not None:
+            if depth + known > MAX_YAML_DEPTH:
+                raise too_deep(node)
+            return known
+        if id(node) in ancestors:
+            raise ConfigError(f"{path or 'config.file'}: an alias refers to a mapping or "
+                              f"list that contains it (line {node.start_mark.line + 1})")
+        if depth >= MAX_YAML_DEPTH:
+            raise too_deep(node)
+        height = 1
+        ancestors.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                child = path
+                if isinstance(key_node, ScalarNode) and key_node.tag != merge_tag:
+                    key = loader.construct_object(key_node, deep=True)
+                    child = f"{path}.{key}" if path else str(key)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        seen = first.get(key)
+                        first.setdefault(key, line)
+                    except TypeError:  # unhashable: PyYAML refuses it while building
+                        seen = None
+                    if seen is not None:
+                        raise ConfigError(f"{child}: key given twice (lines {seen} and "
+                                          f"{line}); YAML would keep only the last")
+                height = max(height, 1 + visit(value_node, child, depth + 1))
+        elif isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                height = max(height, 1 + visit(item, f"{path}.{i}" if path else str(i),
+                                               depth + 1))
+        ancestors.discard(id(node))
+        heights[id(node)] = height
+        return height
+
+    visit(root, prefix, len(prefix.split(".")) if prefix else 0)
+
+
+def load_yaml(text: str, where: str, prefix: str = "") -> Any:
+    """Parse one YAML document with the bounds above; ``where`` names the field errors are
+    reported at (``config.file``), ``prefix`` the dotted path the document sits at."""
+    loader = _Loader(text, where)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(loader, node, prefix)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_file(path: str) -> dict[str, Any]:
     """Read a YAML config file into a dict; errors name the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"config.file: cannot read {path}: {reason}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config.file: {path} is larger than "
+                          f"{MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, "config.file")
     except yaml.YAMLError as exc:
         # One line: PyYAML's own message spans several lines with a source excerpt.
         mark = getattr(exc, "problem_mark", None)
@@ -415,17 +597,27 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """``AI_EXPORTER_WEB__LISTEN_ADDRESS=:9000`` → ``{"web": {"listen_address": ":9000"}}``.
 
     Double underscores separate sections; values are parsed as YAML scalars so that
-    numbers and booleans keep their types.
+    numbers and booleans keep their types. Two variables for the same setting, or one for a
+    section and one for a field inside it, are refused: which one won would depend on the
+    order of the environment.
     """
     layer: dict[str, Any] = {}
-    for key, raw in environ.items():
+    owners: dict[str, str] = {}
+    for key in sorted(environ):
         if not key.startswith(ENV_PREFIX) or key in BUILD_VARIABLES:
             continue
+        raw = environ[key]
         dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
         if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", dotted):
             raise ConfigError(f"{key}: not a configuration variable")
+        for other, other_key in owners.items():
+            if other == dotted or other.startswith(f"{dotted}.") \
+                    or dotted.startswith(f"{other}."):
+                shorter = min(other, dotted, key=len)
+                raise ConfigError(f"{shorter}: set by both {other_key} and {key}")
+        owners[dotted] = key
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = load_yaml(raw, dotted, dotted) if raw else ""
         except yaml.YAMLError:
             value = raw
         set_dotted(layer, dotted, value)
@@ -449,17 +641,117 @@ def validation_problem(exc: msgspec.ValidationError, whole: str = "config"
     return path or whole, re.sub(r"\s*- at `[^`]*`", "", message)
 
 
-def build(*layers: Mapping[str, Any]) -> Config:
-    """Merge layers (later wins) and validate into a Config."""
+def _check_numbers(data: Any) -> None:
+    """Refuse NaN and infinities anywhere (YAML ``.nan``, ``.inf``; ``--collector.timeout
+    inf``) and durations past MAX_SECONDS: ``inf > 0`` satisfies every range in the
+    structs, and then a wait or a deadline fails at run time.
+
+    Done on the merged layers, before typing, so that one walk covers every float field
+    there is or will be. Containers are walked once each (YAML aliases share them).
+    """
+    seen: set[int] = set()
+
+    def visit(value: Any, path: str) -> None:
+        if isinstance(value, Mapping | list):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                visit(item, f"{path}.{key}" if path else str(key))
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and path.endswith("_seconds") and value > MAX_SECONDS:
+            raise ConfigError(f"{path}: at most {MAX_SECONDS} (a year), got {value:g}")
+
+    visit(data, "")
+
+
+def _check_telemetry_path(path: str) -> None:
+    """The path becomes a Flask rule: it must be an absolute path that a client can send
+    as is (no query, fragment, escapes, ``<converter>``, dot segments or empty segments)
+    and that no other route of the exporter already serves."""
+    field = "web.telemetry_path"
+    if not path.startswith("/"):
+        raise ConfigError(f"{field}: must be an absolute path (start with a slash)")
+    if not re.fullmatch(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*", path):
+        raise ConfigError(f"{field}: only letters, digits and -._~!$&'()*+,;=:@/ may appear "
+                          f"in the path, got {path!r}")
+    segments = path[1:].split("/")
+    if any(s in (".", "..") for s in segments) or "" in segments[:-1]:
+        raise ConfigError(f"{field}: empty, '.' or '..' segment in {path!r}")
+    if path in SERVED_ROUTES:
+        raise ConfigError(f"{field}: {path} is already served by the exporter")
+
+
+def _check_extra_labels(labels: Mapping[str, str]) -> None:
+    """Extra labels are appended to every AI series: a name a metric already has would
+    give two labels of that name on one series (invalid exposition), and ``__`` names
+    are reserved to Prometheus."""
+    in_use: set[str] = set(RESERVED_LABELS)
+    for spec in catalog.all_metrics():
+        if spec.area in (catalog.Area.AI, catalog.Area.GENAI, catalog.Area.COMPONENTS):
+            in_use.update(spec.labels)
+    for name, value in labels.items():
+        field = f"ai.extra_labels.{name}"
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+            raise ConfigError(f"{field}: not a valid label name")
+        if name.startswith("__"):
+            raise ConfigError(f"{field}: names starting with '__' are reserved to Prometheus")
+        if name in in_use:
+            raise ConfigError(f"{field}: a label the exporter or Prometheus already sets on "
+                              "these series")
+        if not value:
+            raise ConfigError(f"{field}: empty value")
+
+
+def _check_files(section: msgspec.Struct, path: str) -> None:
+    """Each ``*_file`` setting (and the OTLP certificate and key) that exists must be a
+    regular file. A missing one is left to the code that reads it, which already says
+    so, or, for a probe's token, reports it per probe while the file is being created."""
+    for field in msgspec.structs.fields(section):
+        value = getattr(section, field.name)
+        where = f"{path}.{field.name}" if path else field.name
+        if isinstance(value, msgspec.Struct):
+            _check_files(value, where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, msgspec.Struct):
+                    _check_files(item, f"{where}.{i}")
+        elif isinstance(value, str) and value and (
+                field.name.endswith("_file") or (path == "otlp" and field.name in _OTLP_FILES)):
+            try:
+                mode = os.stat(value).st_mode
+            except (OSError, ValueError):  # missing, unreadable, or a NUL in the path
+                continue
+            if not stat.S_ISREG(mode):
+                kind = ("a directory" if stat.S_ISDIR(mode) else
+                        "a FIFO" if stat.S_ISFIFO(mode) else
+                        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                        "not a regular file")
+                raise ConfigError(f"{where}: {value} is {kind}; a regular file is needed")
+
+
+def build(*layers: Mapping[str, Any],
+          names: Sequence[str] = ()) -> Config:
+    """Merge layers (later wins) and validate into a Config; ``names`` says what each
+    layer is (``the file``, ``the environment``) for errors where two layers disagree."""
     merged: dict[str, Any] = {}
-    for layer in layers:
-        merged = _deep_merge(merged, layer)
+    for i, layer in enumerate(layers):
+        lower = " or ".join(names[:i]) if 0 < i <= len(names) else "an earlier layer"
+        upper = names[i] if i < len(names) else "a later layer"
+        merged = _deep_merge(merged, layer, (lower, upper))
+    _check_numbers(merged)
     try:
         config = msgspec.convert(merged, Config)
     except msgspec.ValidationError as exc:
         field, detail = validation_problem(exc)
         raise ConfigError(f"{field}: {detail}") from None
     parse_listen_address(config.web.listen_address)
+    _check_telemetry_path(config.web.telemetry_path)
+    _check_files(config, "")
     for name in ("filesystem_exclude_mountpoints", "network_exclude_interfaces",
                  "disk_exclude_devices"):
         try:
@@ -469,11 +761,7 @@ def build(*layers: Mapping[str, Any]) -> Config:
     if config.log_level not in _LEVELS:
         raise ConfigError(f"log_level: expected one of {sorted(_LEVELS)}, got "
                           f"{config.log_level!r}")
-    for name, value in config.ai.extra_labels.items():
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-            raise ConfigError(f"ai.extra_labels.{name}: not a valid label name")
-        if not value:
-            raise ConfigError(f"ai.extra_labels.{name}: empty value")
+    _check_extra_labels(config.ai.extra_labels)
     return config
 
 
@@ -482,7 +770,8 @@ def load(path: str | None, flags: Mapping[str, Any] | None = None,
     """Load the whole configuration: defaults, file, environment, then flags."""
     env = os.environ if environ is None else environ
     file_layer = read_file(path) if path else {}
-    config = build(file_layer, from_environment(env), flags or {})
+    config = build(file_layer, from_environment(env), flags or {},
+                   names=("the file", "the environment", "a flag"))
     if path:
         config.web.config_file = path
     return config

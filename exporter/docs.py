@@ -87,8 +87,8 @@ def render() -> str:
         "Series built from AI events also carry the labels configured in "
         "`ai.extra_labels` (and `demo=\"true\"` when the demo workload runs). Label values "
         "taken from events are capped per metric by "
-        "`ai.max_series_per_metric`; overflow is folded into the value `other` and counted "
-        "in `ai_exporter_series_overflow_total`.",
+        "`ai.max_series_per_metric` and in total by `ai.max_total_samples`; overflow is "
+        "folded into the value `other` and counted in `ai_exporter_series_overflow_total`.",
         "",
         f"{len(specs)} metrics in {len(areas)} areas:",
         "",

@@ -12,17 +12,21 @@ and the parser see no difference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as om
+from prometheus_client.samples import Sample
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # OpenMetrics-only samples that the Prometheus text format lists as separate gauges.
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+# Samples rendered between two looks at the deadline: ~10 ms of work, a negligible cost.
+_CHUNK = 2048
 _TYPE_MAP = {"counter": "counter", "gauge": "gauge", "histogram": "histogram",
              "summary": "summary", "info": "gauge", "stateset": "gauge",
              "gaugehistogram": "histogram", "unknown": "untyped", "untyped": "untyped"}
@@ -76,8 +80,40 @@ def _label_values(values: tuple[Any, ...]) -> list[str]:
     return [_escape_value(str(v)) for v in values]
 
 
-def render(families: Iterable[Metric]) -> bytes:
+def _paced(samples: list[Sample], deadline: float | None) -> Iterable[Sample]:
+    """``samples``, with a look at the deadline before each ``_CHUNK`` of them."""
+    if deadline is None:
+        return samples
+    return _paced_chunks(samples, deadline)
+
+
+def _paced_chunks(samples: list[Sample], deadline: float) -> Iterator[Sample]:
+    for start in range(0, len(samples), _CHUNK):
+        if time.monotonic() > deadline:
+            raise TimeoutError("past the scrape deadline")
+        yield from samples[start:start + _CHUNK]
+
+
+def render(families: Iterable[Metric], deadline: float | None = None) -> bytes:
     """The text exposition of ``families``, in order, as UTF-8."""
+    return join(lines(families, deadline))
+
+
+def join(pieces: list[str]) -> bytes:
+    """The exposition from pieces of ``lines()`` (of one or more calls, in order)."""
+    return "".join(pieces).encode("utf-8")
+
+
+def lines(families: Iterable[Metric], deadline: float | None = None) -> list[str]:
+    """The text exposition of ``families`` in pieces (lines and headers), to be joined.
+
+    ``deadline`` (``time.monotonic()``): past it, rendering stops with ``TimeoutError``
+    (looked at every ``_CHUNK`` samples), so a collector rendering in its own thread
+    (``exporter.scrape``) gives up at its scrape deadline instead of rendering on for a
+    response that no longer waits for it. Pieces rather than bytes because the pieces are
+    small objects (Python's allocator, shared by all threads) while a joined text is one
+    large block of the C allocator, which keeps a heap per thread: joined in each
+    collector thread, every thread's heap would keep a scrape's worth of memory."""
     names: dict[str, str] = {}
     templates: dict[tuple[str, ...], _Template] = {}
     fmt = format_value
@@ -99,7 +135,7 @@ def render(families: Iterable[Metric]) -> bytes:
             append(f"# TYPE {shown} {_TYPE_MAP.get(mtype, mtype)}\n")
             extra: dict[str, list[str]] | None = None
             om_names = {metric.name + suffix: suffix for suffix in _OM_SUFFIXES}
-            for sample in metric.samples:
+            for sample in _paced(metric.samples, deadline):
                 sname = sample.name
                 name = names.get(sname)
                 if name is None:
@@ -137,13 +173,15 @@ def render(families: Iterable[Metric]) -> bytes:
                     if extra is None:
                         extra = {}
                     extra.setdefault(suffix, []).append(line)
+        except TimeoutError:
+            raise  # not a fault of this family: keep it out of the message
         except Exception as exc:
             exc.args = (exc.args or ("",)) + (metric,)
             raise
         if extra:
-            for suffix, lines in sorted(extra.items()):
+            for suffix, held in sorted(extra.items()):
                 gauge = _metric_name(metric.name + suffix)
                 append(f"# HELP {gauge} {help_text}\n")
                 append(f"# TYPE {gauge} gauge\n")
-                out.extend(lines)
-    return "".join(out).encode("utf-8")
+                out.extend(held)
+    return out

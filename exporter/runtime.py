@@ -84,7 +84,8 @@ class Runtime:
             extra.setdefault("demo", "true")
         self.aggregator = Aggregator(
             max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
-            extra_labels=extra, **_aggregator_settings(cfg))
+            max_samples=cfg.ai.max_total_samples, extra_labels=extra,
+            **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)
         self.security = Security(cfg)
@@ -142,15 +143,26 @@ class Runtime:
         """Re-read the configuration; on any error keep the one in force."""
         if self._loader is None:
             return False, "no configuration loader"
+        runner: CollectorRunner | None = None
         try:
             new = self._loader()
+            # The push is not rebuilt on reload, but a file check-config refuses must not
+            # pass here either.
+            otlp_settings(new)
             policy = self.security.prepare(new)
             runner = self._build_runner(new)
             sources = build_sources(new, self.ingestor)
-        except ConfigError as exc:
+        except Exception as exc:  # any failure keeps the configuration in force
+            if runner is not None:
+                runner.close()
             self.last_reload_ok = False
-            log.error("reload rejected, keeping the current configuration: %s", exc)
-            return False, str(exc)
+            if isinstance(exc, ConfigError):
+                log.error("reload rejected, keeping the current configuration: %s", exc)
+                return False, str(exc)
+            # Not a configuration error: a bug, logged in full; the gauge still says 0.
+            log.exception("reload rejected, keeping the current configuration: "
+                          "unexpected error")
+            return False, f"reload failed: {type(exc).__name__}"
         with self._lock:
             old_runner, old_sources = self.runner, self.sources
             for source in old_sources:
@@ -169,10 +181,14 @@ class Runtime:
         return True, "reloaded"
 
     # --- scrape ---------------------------------------------------------------------
-    def families(self, deadline: float | None = None) -> list[Metric]:
-        """Every family /metrics serves, in one list (the OTLP bridge reads it too)."""
+    def families(self, deadline: float | None = None,
+                 rendered: list[str] | None = None) -> list[Metric]:
+        """Every family /metrics serves, in one list (the OTLP bridge reads it too).
+        ``rendered``: receives their text in pieces (``exposition.lines``), the collectors'
+        rendered by each collector within its deadline (``CollectorRunner.collect``)."""
         with self.collect_gate.shared(deadline):
-            out = self.runner.collect(deadline)
+            out = self.runner.collect(deadline, rendered)
+        collected = len(out)
         info = build_info()
         build = catalog.EXPORTER_BUILD_INFO.family()
         build.add_metric([info.version, info.revision, info.python_version], 1.0)
@@ -181,13 +197,31 @@ class Runtime:
         when = catalog.EXPORTER_CONFIG_LAST_RELOAD_TIME.family()
         when.add_metric([], self.last_reload_time)
         out.extend((build, ok, when))
+        out.extend(self._web_config_families())
         out.extend(self.process_collector.collect())
+        if rendered is not None:
+            rendered.extend(exposition.lines(out[collected:]))
         self.last_collection = (time.time(), out)
         return out
 
+    def _web_config_families(self) -> list[Metric]:
+        """Whether the web config file's last re-read took, beside the main configuration's
+        reload gauge: served whatever collectors are on, since a rejected file means the
+        credentials an operator just changed are not the ones in force."""
+        watcher = self.security.policy.watcher
+        if watcher is None:
+            return []
+        family = catalog.EXPORTER_WEB_CONFIG_LAST_RELOAD_SUCCESS.family()
+        family.add_metric([], 1.0 if watcher.last_reload_ok else 0.0)
+        return [family]
+
     def render_metrics(self, deadline: float | None = None) -> bytes:
         # Same bytes as prometheus_client's generate_latest, ~3x faster on large scrapes.
-        return exposition.render(self.families(deadline))
+        # Each collector's render counts against its deadline; joined here, in the
+        # request's thread (see ``exposition.lines``).
+        rendered: list[str] = []
+        self.families(deadline, rendered)
+        return exposition.join(rendered)
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"started": {"ok": self.ready_event.is_set()}}

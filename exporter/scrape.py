@@ -4,6 +4,11 @@ node_exporter's ``execute()`` in Python: every collector runs in the pool, its d
 and success are reported, and a collector that raises or overruns the deadline yields
 ``success 0`` while the rest of the scrape is served. A collector still stuck from an
 earlier scrape is not started again until it returns, so a hang never piles up threads.
+
+For /metrics each collector's families are also rendered to text in its own thread, so
+rendering counts against that collector's deadline: a collector with more series than it
+can render in time (the AI collector at its sample budget on a slow machine, a tiny
+scrape timeout) fails alone instead of making the whole response late.
 """
 
 from __future__ import annotations
@@ -17,21 +22,23 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from prometheus_client.metrics_core import Metric
 
-from exporter import catalog
+from exporter import catalog, exposition
 from exporter.collectors.base import SCRAPE_DEADLINE, Collector
 from exporter.logutil import RateLimitedLogger
 
 log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
-_Result = tuple[list[Metric], float]
+# families, their text in pieces (when rendering), seconds taken
+_Result = tuple[list[Metric], list[str], float]
 
 
-def _run(collector: Collector, limit: float) -> _Result:
+def _run(collector: Collector, limit: float, render: bool) -> _Result:
     token = SCRAPE_DEADLINE.set(limit)
     try:
         start = time.perf_counter()
         families = list(collector.collect())
-        return families, time.perf_counter() - start
+        text = exposition.lines(families, deadline=limit) if render else []
+        return families, text, time.perf_counter() - start
     finally:
         SCRAPE_DEADLINE.reset(token)
 
@@ -47,8 +54,14 @@ class CollectorRunner:
         self._busy: dict[str, Future[_Result]] = {}
         self._lock = threading.Lock()
 
-    def collect(self, deadline: float | None = None) -> list[Metric]:
-        """Families of every collector that finished by the deadline, plus self metrics."""
+    def collect(self, deadline: float | None = None,
+                rendered: list[str] | None = None) -> list[Metric]:
+        """Families of every collector that finished by the deadline, plus self metrics.
+
+        ``rendered``: when given, the text of the families returned is appended to it, in
+        pieces (``exposition.lines``) and in order: each collector's rendered by its own
+        thread within the deadline, the self metrics here."""
+        render = rendered is not None
         limit = time.monotonic() + self.timeout
         if deadline is not None:
             limit = min(limit, deadline)
@@ -59,7 +72,7 @@ class CollectorRunner:
                 if stuck is not None and not stuck.done():
                     futures.append((collector, None, 0.0))
                     continue
-                submitted = self._pool.submit(_run, collector, limit)
+                submitted = self._pool.submit(_run, collector, limit, render)
                 self._busy[collector.name] = submitted
                 futures.append((collector, submitted, time.perf_counter()))
 
@@ -72,8 +85,11 @@ class CollectorRunner:
                 log.warning("collector %s: still running from an earlier scrape", collector.name)
             else:
                 try:
-                    families, elapsed = future.result(timeout=max(limit - time.monotonic(), 0))
+                    families, text, elapsed = future.result(
+                        timeout=max(limit - time.monotonic(), 0))
                     out.extend(families)
+                    if rendered is not None:
+                        rendered.extend(text)
                     ok = 1.0
                 except FutureTimeout:
                     elapsed = time.perf_counter() - started
@@ -85,6 +101,8 @@ class CollectorRunner:
             success.add_metric([collector.name], ok)
             duration.add_metric([collector.name], elapsed)
         out.extend((success, duration))
+        if rendered is not None:
+            rendered.extend(exposition.lines((success, duration)))
         return out
 
     def close(self) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
 import psutil
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.aggregator import OTHER, Aggregator
+from exporter import catalog, config, exposition
+from exporter.aggregator import MAX_SAMPLES, OTHER, Aggregator, exposed_samples
 from exporter.events import (
     AnyEvent,
     ComponentStatus,
@@ -27,6 +30,7 @@ from exporter.events import (
 )
 from exporter.scrape import StaticFamilies
 from tests.procs import sample_value
+from tests.samples import split_ai_samples
 
 
 class Clock:
@@ -404,3 +408,92 @@ def test_families_copy_state_so_scrapes_do_not_block_ingest() -> None:
     [duration] = [f for f in families if f.name == "gen_ai_client_operation_duration_seconds"]
     counts = [s.value for s in duration.samples if s.name.endswith("_count")]
     assert counts == [1.0]  # the earlier scrape is not changed by later ingest
+
+
+# --- the total sample budget ---------------------------------------------------------------
+
+
+def own_samples(agg: Aggregator) -> tuple[int, int]:
+    """(samples of event-fed label sets that are not ``other``, samples of ``other`` ones)
+    in one scrape, counted from the families as /metrics serves them."""
+    return split_ai_samples(agg.families())
+
+
+def test_sample_budget_folds_new_label_sets_of_every_metric() -> None:
+    agg = Aggregator(max_samples=50, clock=Clock())
+    agg.ingest([Error(component=f"c{i}", category="auth") for i in range(55)])
+    agg.ingest([Task(component="late", status="succeeded"), Error(component="c0",
+                                                                   category="auth")])
+    out = text(agg)
+    assert sample_value(out, "ai_errors_total", {"component": "c0"}) == 2  # still counting
+    assert sample_value(out, "ai_errors_total", {"component": "c50"}) is None
+    assert sample_value(out, "ai_errors_total", {"component": OTHER}) == 5
+    assert sample_value(out, "ai_tasks_total", {"component": OTHER}) == 1
+    for metric, folded in (("ai_errors_total", 5), ("ai_tasks_total", 1)):
+        assert sample_value(out, "ai_exporter_series_overflow_total",
+                            {"metric": metric}) == folded
+    assert sample_value(out, "ai_exporter_samples") == 50
+    assert sample_value(out, "ai_exporter_samples_limit") == 50
+    assert own_samples(agg) == (50, 2)
+
+
+def test_a_histogram_label_set_takes_its_buckets_sum_and_count() -> None:
+    name = catalog.GEN_AI_CLIENT_OPERATION_DURATION.name
+    width = exposed_samples(catalog.GEN_AI_CLIENT_OPERATION_DURATION)
+    assert width == len(catalog.GEN_AI_CLIENT_OPERATION_DURATION.buckets) + 3
+    agg = Aggregator(max_samples=width, clock=Clock())
+    # the request counter (1 sample) is admitted after the histogram row, which took it all
+    agg.ingest([LlmCall(provider="p", model="m0", duration_seconds=1.0)])
+    agg.ingest([LlmCall(provider="p", model="m1", duration_seconds=1.0)] * 2)
+    out = text(agg)
+    assert sample_value(out, f"{name}_count", {"gen_ai_request_model": "m0"}) == 1
+    assert sample_value(out, f"{name}_count", {"gen_ai_request_model": OTHER}) == 2
+    assert sample_value(out, "ai_exporter_series_overflow_total", {"metric": name}) == 2
+    assert sample_value(out, "ai_llm_requests_total", {"gen_ai_request_model": OTHER}) == 3
+    assert own_samples(agg)[0] == agg.budget.used == width
+
+
+def test_open_items_and_heartbeats_take_from_the_budget() -> None:
+    agg = Aggregator(max_samples=5, clock=Clock())
+    # tasks_total 1 + queue depth and oldest age 2; then the heartbeat's 3 do not fit
+    agg.ingest([Task(component="a", status="queued", task_id="t1"),
+                ComponentStatus(component="gw", component_kind="gateway", status="up")])
+    out = text(agg)
+    assert sample_value(out, "ai_task_queue_depth", {"component": "a"}) == 1
+    assert sample_value(out, "ai_component_heartbeat_up", {"component": "gw"}) is None
+    assert sample_value(out, "ai_exporter_series_overflow_total",
+                        {"metric": "ai_component_heartbeat_up"}) == 1
+    # 2 left: a second queue's tasks_total takes 1, its depth and age (2) no longer fit
+    agg.ingest([Task(component="b", status="queued", task_id="t2")])
+    out = text(agg)
+    assert sample_value(out, "ai_tasks_total", {"component": "b"}) == 1
+    assert sample_value(out, "ai_task_queue_depth", {"component": OTHER}) == 1
+    assert sample_value(out, "ai_exporter_series_overflow_total",
+                        {"metric": "ai_task_queue_depth"}) == 1
+    assert agg.budget.used == 4
+    assert own_samples(agg)[0] == 4
+
+
+def test_restore_keeps_to_the_budget() -> None:
+    source = Aggregator(clock=Clock())
+    source.ingest([Error(component=f"c{i}", category="auth") for i in range(100)])
+    source.ingest([ComponentStatus(component=f"k{i}", component_kind="agent", status="up")
+                   for i in range(10)])
+    target = Aggregator(max_samples=20, clock=Clock())
+    target.restore(source.snapshot())
+    assert target.budget.used <= 20
+    assert own_samples(target)[0] == target.budget.used
+    assert sum(target.errors.values.values()) == 100  # counts kept, folded past the budget
+
+
+def test_families_stop_at_the_deadline() -> None:
+    agg = Aggregator(clock=Clock())
+    agg.ingest([Error(component=f"c{i}", category="auth") for i in range(1000)])
+    with pytest.raises(TimeoutError):
+        agg.families(deadline=time.monotonic() - 1.0)
+    in_time = agg.families(deadline=time.monotonic() + 60.0)
+    assert exposition.render(in_time) == exposition.render(agg.families())
+
+
+def test_default_budget_is_the_configured_default() -> None:
+    assert config.AIConfig().max_total_samples == MAX_SAMPLES == Aggregator().budget.limit

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from exporter import catalog, config
+from exporter import catalog, config, exposition
 from exporter.collectors import COLLECTORS, Collector, CollectorContext
 from exporter.collectors.battery import battery_state
 from exporter.collectors.cpu import CpuCollector, mode_times, utilization
@@ -314,6 +314,60 @@ def test_runner_respects_scrape_deadline(pool: ThreadPoolExecutor) -> None:
         assert success == {"good": 1.0, "hangs": 0.0}
     finally:
         hangs.release.set()
+
+
+class _Huge(Collector):
+    """Quick to collect, seconds to render: one family of a million samples (one Sample
+    object repeated, so building it costs nothing)."""
+
+    name = "huge"
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        self.started = 0
+
+    def collect(self) -> Iterable[Metric]:
+        self.started += 1
+        family = catalog.SYSTEM_CPU_LOGICAL_COUNT.family()
+        family.add_metric([], 1.0)
+        family.samples *= 1_000_000
+        yield family
+
+
+def test_runner_renders_each_collector_within_its_own_deadline(
+        pool: ThreadPoolExecutor) -> None:
+    """A collector whose families cannot be rendered in time fails alone, the others come
+    rendered, and its thread stops at the deadline instead of rendering on."""
+    ctx = _ctx()
+    huge = _Huge(ctx)
+    runner = CollectorRunner([_Good(ctx), huge], timeout=0.3, pool=pool)
+    rendered: list[str] = []
+    started = time.monotonic()
+    families = runner.collect(rendered=rendered)
+    assert time.monotonic() - started < 2.0
+    assert _by_collector(families, catalog.EXPORTER_COLLECTOR_SUCCESS.name) == {
+        "good": 1.0, "huge": 0.0}
+    assert exposition.join(rendered) == exposition.render(families)
+    assert catalog.SYSTEM_CPU_LOGICAL_COUNT.name not in {f.name for f in families}
+
+    # A thread rendering on would be "still running" here, not started a second time.
+    deadline = time.monotonic() + 5
+    while huge.started < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        runner.collect()
+    assert huge.started >= 2
+
+
+def test_runner_renders_only_when_asked(pool: ThreadPoolExecutor) -> None:
+    """The OTLP bridge and the JSON views collect without rendering."""
+    ctx = _ctx()
+    runner = CollectorRunner([_Good(ctx)], timeout=5.0, pool=pool)
+    rendered: list[str] = []
+    families = runner.collect(rendered=rendered)
+    assert exposition.join(rendered) == exposition.render(families)
+    before = list(rendered)
+    assert runner.collect()
+    assert rendered == before
 
 
 # --- real process: procfs unreadable -----------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import (
@@ -99,3 +101,32 @@ def test_random_label_values_identical(rows: list[tuple[str, str, float]]) -> No
             seen.add((b, a))
             family.add_metric([b, a], value)
     assert exposition.render([family]) == _reference([family])
+
+
+def test_render_before_the_deadline_is_identical() -> None:
+    families = _edge_families()
+    assert exposition.render(families, deadline=time.monotonic() + 60) == _reference(families)
+
+
+def test_render_past_the_deadline_stops_without_the_family_in_the_error() -> None:
+    """A collector's render in its own thread gives up at its deadline; the error names no
+    family (a family's repr holds every sample: megabytes in a log line)."""
+    family = GaugeMetricFamily("g", "G.", labels=["a"])
+    for i in range(3 * exposition._CHUNK):
+        family.add_metric([str(i)], 1.0)
+    with pytest.raises(TimeoutError) as raised:
+        exposition.render([family], deadline=time.monotonic() - 1)
+    assert raised.value.args == ("past the scrape deadline",)
+
+
+def test_runtime_serves_the_pieces_its_collectors_rendered() -> None:
+    """/metrics joins the collectors' own renders and the runtime's families, in order:
+    the same bytes as rendering the whole collection at once."""
+    runtime = Runtime(config.build({}))
+    try:
+        rendered: list[str] = []
+        families = runtime.families(rendered=rendered)
+        assert exposition.join(rendered) == exposition.render(families)
+        assert b"ai_exporter_collector_success" in runtime.render_metrics()
+    finally:
+        runtime.stop()

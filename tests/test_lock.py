@@ -37,7 +37,7 @@ def test_run_lock_pins_the_versions_of_the_dev_lock() -> None:
 
 
 def test_the_test_environment_holds_the_locked_versions() -> None:
-    if os.environ.get("AI_EXPORTER_TEST_UNLOCKED"):
+    if os.environ.get("EXPORTER_TEST_UNLOCKED"):
         # scripts/test --latest: the venv holds the newest releases on purpose.
         assert read_lock(DEV_LOCK)
         return

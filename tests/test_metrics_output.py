@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import catalog
-from tests.procs import LOOPBACK, Exporter, Prometheus, require_binary, static_job, wait_until
-
-
-def _promtool_check(text: str) -> None:
-    promtool = require_binary("promtool")
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+from tests.procs import LOOPBACK, Exporter, Prometheus, static_job, wait_until
+from tests.samples import promtool_check
 
 
 def test_promtool_check_metrics_default(exporter: Exporter) -> None:
-    _promtool_check(exporter.metrics())
+    promtool_check(exporter.metrics())
 
 
 def test_promtool_check_metrics_with_ai_series(demo_exporter: Exporter) -> None:
@@ -32,7 +24,7 @@ def test_promtool_check_metrics_with_ai_series(demo_exporter: Exporter) -> None:
         return text if "ai_tasks_total{" in text else ""
 
     text = wait_until(with_ai, 30, what="demo AI series")
-    _promtool_check(text)
+    promtool_check(text)
 
 
 def test_served_names_are_in_the_catalog(exporter: Exporter) -> None:

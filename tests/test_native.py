@@ -769,6 +769,51 @@ def test_caps_fold_and_evict_alike() -> None:
     assert pair.native.spend["openai"] == pair.python.spend["openai"] > 0
 
 
+@PROPERTY
+@given(steps=st.lists(st.tuples(bodies(max_lines=20), max_lines()), min_size=1, max_size=5),
+       budget=st.integers(1, 120))
+def test_sample_budget_agrees(steps: list[tuple[bytes, int]], budget: int) -> None:
+    """Past the total sample budget (the per-metric cap out of reach) new label sets fold
+    into ``other`` alike: the C path admits a label set only through the Python store
+    (``add_new``, ``row``, ``_Tracked.open``), which charges the shared budget, in the
+    same order as the Python handlers."""
+    pair = Pair(max_series=1000, max_tracked=4, max_samples=budget, budgets={"openai": 1.0})
+    for body, max_line in steps:
+        pair.ingest_lines(body, max_line)
+        pair.assert_same(body)
+        assert pair.native.budget.used == pair.python.budget.used <= budget
+
+
+def test_sample_budget_folds_alike() -> None:
+    """A fixed sequence that exhausts the budget with every kind the C path handles, so
+    the property above is known to reach it: histograms that no longer fit while a
+    counter of the same event still does, tracked keys, and label sets seen before."""
+    pair = Pair(max_series=1000, max_tracked=100, max_samples=150, budgets={"openai": 1.0})
+    lines = []
+    for i in range(12):
+        lines += [b'{"kind":"llm_call","provider":"openai","model":"m%d","input_tokens":3,'
+                  b'"duration_seconds":0.5,"cost_usd":0.1}' % i,
+                  b'{"kind":"task","component":"c%d","status":"queued","task_id":"t%d"}'
+                  % (i, i),
+                  b'{"kind":"tool_call","tool":"t%d","duration_seconds":0.1}' % i,
+                  b'{"kind":"resolution","loop_id":"l%d","action":"incident",'
+                  b'"component":"r%d"}' % (i, i),
+                  b'{"kind":"error","component":"e%d","category":"auth"}' % i,
+                  b'{"kind":"llm_call","provider":"openai","model":"m0","input_tokens":3,'
+                  b'"duration_seconds":0.5}']
+    pair.ingest_lines(b"\n".join(lines))
+    pair.assert_same()
+    assert pair.native.budget.used == pair.python.budget.used
+    assert pair.native.budget.used > 150 - 20  # at most one histogram row short of full
+    overflow = pair.native.snapshot()["overflow"]
+    for metric in ("gen_ai_client_operation_duration_seconds", "ai_tool_calls_total",
+                   "ai_task_queue_depth", "ai_resolution_active", "ai_errors_total"):
+        assert overflow.get(metric, 0) > 0, metric
+    other = ("other",) * 4
+    assert pair.native.llm_duration.values[other][-1] == pair.python.llm_duration.values[
+        other][-1] > 0
+
+
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(first=valid_bodies(), checkpointed=valid_bodies(), rest=st.lists(bodies(), min_size=1,

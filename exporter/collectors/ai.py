@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import Collector
+from exporter.collectors.base import SCRAPE_DEADLINE, Collector
 
 
 class AiCollector(Collector):
@@ -17,5 +17,8 @@ class AiCollector(Collector):
         ingestor = self.ctx.services.get("ingestor")
         if ingestor is None:
             return
-        yield from ingestor.aggregator.families()
+        # The scrape's deadline: building the families stops there (and the runner's
+        # render of them too), so an AI state too large for the time left fails this
+        # collector alone, promptly, and leaves the GIL to the rest of the scrape.
+        yield from ingestor.aggregator.families(SCRAPE_DEADLINE.get())
         yield from ingestor.families()
