@@ -25,6 +25,7 @@ from prometheus_client.samples import Sample
 
 from exporter import catalog
 from exporter.catalog import MetricSpec
+from exporter.deadline import check, paced
 from exporter.events import (
     AnyEvent,
     ComponentStatus,
@@ -122,7 +123,7 @@ class SampleBudget:
 
     def take(self, samples: int) -> bool:
         """Charge ``samples`` if they fit; False (nothing charged) when they do not."""
-        if self.used + samples > self.limit:
+        if not self.fits(samples):
             return False
         self.used += samples
         return True
@@ -674,8 +675,8 @@ class Aggregator:
             used, limit = self.budget.used, self.budget.limit
         out = []
         for store, snap in rows:
-            out.append(store.family(extra, xv, _paced(snap, deadline)))
-        _check(deadline)
+            out.append(store.family(extra, xv, paced(snap, deadline, _CHUNK)))
+        check(deadline)
         for (count_spec, age_spec), counts in tracked:
             count_family = count_spec.family(extra)
             age_family = age_spec.family(extra) if age_spec else None
@@ -832,26 +833,6 @@ class Aggregator:
                     self.spend[scope] = self.spend.get(scope, 0.0) + float(usd)
             for name, count in state.get("overflow", {}).items():
                 self.overflow[name] = self.overflow.get(name, 0.0) + float(count)
-
-
-def _check(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise TimeoutError("past the scrape deadline")
-
-
-def _paced(rows: list[tuple[Key, Any]], deadline: float | None
-           ) -> Iterable[tuple[Key, Any]]:
-    """``rows``, with a look at the deadline before each ``_CHUNK`` of them."""
-    if deadline is None:
-        return rows
-    return _paced_chunks(rows, deadline)
-
-
-def _paced_chunks(rows: list[tuple[Key, Any]], deadline: float
-                  ) -> Iterator[tuple[Key, Any]]:
-    for start in range(0, len(rows), _CHUNK):
-        _check(deadline)
-        yield from rows[start:start + _CHUNK]
 
 
 def _restore_rows(store: CounterStore | HistogramStore, rows: list[list[Any]]) -> None:

@@ -12,14 +12,14 @@ and the parser see no difference.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as om
-from prometheus_client.samples import Sample
+
+from exporter.deadline import paced
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -80,20 +80,6 @@ def _label_values(values: tuple[Any, ...]) -> list[str]:
     return [_escape_value(str(v)) for v in values]
 
 
-def _paced(samples: list[Sample], deadline: float | None) -> Iterable[Sample]:
-    """``samples``, with a look at the deadline before each ``_CHUNK`` of them."""
-    if deadline is None:
-        return samples
-    return _paced_chunks(samples, deadline)
-
-
-def _paced_chunks(samples: list[Sample], deadline: float) -> Iterator[Sample]:
-    for start in range(0, len(samples), _CHUNK):
-        if time.monotonic() > deadline:
-            raise TimeoutError("past the scrape deadline")
-        yield from samples[start:start + _CHUNK]
-
-
 def render(families: Iterable[Metric], deadline: float | None = None) -> bytes:
     """The text exposition of ``families``, in order, as UTF-8."""
     return join(lines(families, deadline))
@@ -135,7 +121,7 @@ def lines(families: Iterable[Metric], deadline: float | None = None) -> list[str
             append(f"# TYPE {shown} {_TYPE_MAP.get(mtype, mtype)}\n")
             extra: dict[str, list[str]] | None = None
             om_names = {metric.name + suffix: suffix for suffix in _OM_SUFFIXES}
-            for sample in _paced(metric.samples, deadline):
+            for sample in paced(metric.samples, deadline, _CHUNK):
                 sname = sample.name
                 name = names.get(sname)
                 if name is None:
