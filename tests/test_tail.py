@@ -18,6 +18,8 @@ import pytest
 
 from tests.procs import WITHOUT_DAC_OVERRIDE, Exporter, sample_value, wait_until
 
+pytestmark = pytest.mark.e2e
+
 LOG = Path("state/telemetry/app.jsonl")
 LABEL = str(LOG)
 SETTLE = 0.6  # several poll intervals: long enough for a wrong extra count to show
@@ -69,8 +71,11 @@ def started(tmp_path: Path) -> Iterator[list[Exporter]]:
         proc.stop()
 
 
-def start(procs: list[Exporter], base: Path, **tail: Any) -> Exporter:
-    proc = Exporter(base, config=config(base, **tail))
+def start(procs: list[Exporter], base: Path, storage: str = "", **tail: Any) -> Exporter:
+    settings = config(base, **tail)
+    if storage:
+        settings["storage"] = {"path": storage}
+    proc = Exporter(base, config=settings)
     procs.append(proc)
     return proc
 
@@ -275,13 +280,13 @@ def test_file_replaced_by_directory_and_vanishing(tmp_path: Path,
 
 def test_state_directory_unusable(tmp_path: Path, started: list[Exporter]) -> None:
     (tmp_path / "blocker").write_text("a file where the state directory should be")
-    exporter = start(started, tmp_path, state_dir="blocker/state")
+    exporter = start(started, tmp_path, storage="blocker/state")
     append(tmp_path / LOG, line() * 20)
-    expect(exporter, 20)  # counting goes on without checkpoints
-    check = exporter.get("/readyz").json()["checks"]["source:tail"]
+    expect(exporter, 20)  # counting goes on without commits
+    check = exporter.get("/readyz").json()["checks"]["storage"]
     assert exporter.get("/readyz").status_code == 503
     assert "blocker/state" in check["detail"] and check["ok"] is False
-    assert value(exporter, "ai_exporter_tail_checkpoints_total", {"outcome": "failure"}) >= 1
+    assert value(exporter, "ai_exporter_storage_commits_total", {"outcome": "failure"}) >= 1
     assert "blocker/state" in exporter.log()
 
 

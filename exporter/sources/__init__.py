@@ -1,17 +1,30 @@
 """The source table: each module listed here builds its sources from the configuration.
 
 Adding a source is one new file with a ``Source`` subclass and a
-``from_config(config, ingestor) -> list[Source]`` function, plus one line in ``_MODULES``.
+``from_config(deps: SourceDeps) -> list[Source]`` function, plus one line in ``_MODULES``.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter.config import Config
 from exporter.ingest import Ingestor
 from exporter.sources.base import Source
+from exporter.storage import StateStore
+
+
+@dataclass(frozen=True)
+class SourceDeps:
+    """What a source is built from: the configuration, the ingestor it feeds and the
+    state store that keeps its cursor (sources touch the store only once started)."""
+
+    config: Config
+    ingestor: Ingestor
+    store: StateStore
+
 
 _MODULES = (
     "push",
@@ -21,7 +34,7 @@ _MODULES = (
     "snapshot",
 )
 
-SourceFactory = Callable[[Config, Ingestor], list[Source]]
+SourceFactory = Callable[[SourceDeps], list[Source]]
 
 
 def factories() -> dict[str, SourceFactory]:
@@ -32,9 +45,9 @@ def factories() -> dict[str, SourceFactory]:
     return table
 
 
-def build_sources(config: Config, ingestor: Ingestor) -> list[Source]:
+def build_sources(deps: SourceDeps) -> list[Source]:
     """Every source the configuration asks for."""
-    return [s for factory in factories().values() for s in factory(config, ingestor)]
+    return [s for factory in factories().values() for s in factory(deps)]
 
 
-__all__ = ["Source", "build_sources", "factories"]
+__all__ = ["Source", "SourceDeps", "build_sources", "factories"]

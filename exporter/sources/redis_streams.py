@@ -6,17 +6,21 @@ Delivery model (details and the remaining window in docs/components.md):
   ``payload_field`` (default ``event``) holds one JSON event; with ``payload_field: ""``
   the entry's fields themselves are the event. Events go through the shared ``Ingestor``
   (same model and rejection reasons as every other source).
-* An entry is acknowledged only after it is counted: decode, apply to the aggregator,
-  record its id as applied, then ``XACK``. Invalid entries are counted as rejected and
-  acknowledged too, so a poison entry never blocks the group.
+* An entry is acknowledged only once the state that counted it is on disk: decode, apply
+  to the aggregator and record its id as applied (one step, held still by the state
+  store's commit), commit the state with the applied ids (``exporter.storage``), then
+  ``XACK``. Invalid entries are counted as rejected and acknowledged the same way, so a
+  poison entry never blocks the group.
 * After every (re)connect the consumer first re-reads its own pending entries (delivered
-  earlier, not acknowledged, e.g. a read whose reply was lost or an ack that never reached
-  Redis), then claims entries idle longer than ``reclaim_idle_ms`` from dead consumers
-  (``XAUTOCLAIM``), then reads new entries. Nothing delivered is ever left behind.
-* Ids applied recently are remembered (bounded) and, with ``state_file``, appended to a
-  journal right after they are applied. A redelivered entry whose id is remembered is
-  acknowledged without being counted again: that covers a Redis restart that lost an ack,
-  and an exporter crash between counting and acknowledging.
+  earlier, not acknowledged: a read whose reply was lost, an ack that never reached Redis,
+  or entries counted after the last commit before a crash), then claims entries idle
+  longer than ``reclaim_idle_ms`` from dead consumers (``XAUTOCLAIM``), then reads new
+  entries. Nothing delivered is ever left behind.
+* The ids applied recently (bounded by ``state_max_ids``) are this source's cursor in the
+  state store. A redelivered entry whose id is there is acknowledged without being counted
+  again; one that is not was counted only in memory before a crash, and the state on
+  disk does not hold it either, so it counts once. No window remains: the count, the id
+  and the acknowledgement can no longer disagree.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import random
 import socket
 import threading
@@ -39,14 +42,17 @@ import msgspec
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
-from exporter.config import Config, RedisStreamsConfig
+from exporter.config import RedisStreamsConfig
 from exporter.events import AnyEvent, Rejection, classify
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
 from exporter.sources.base import Source
+from exporter.storage import StateStore
 
 if TYPE_CHECKING:
     import redis
+
+    from exporter.sources import SourceDeps
 
 log = RateLimitedLogger(logging.getLogger(__name__), interval=30.0)
 
@@ -56,41 +62,31 @@ OUTCOMES = ("applied", "rejected", "duplicate", "skipped")
 
 
 class AppliedIds:
-    """Recently applied entry ids: a bounded set, optionally journaled to a file.
+    """Recently applied entry ids: a bounded set, oldest forgotten first (the source's
+    cursor in the state store)."""
 
-    The journal is append-only (one JSON ``[stream, id]`` per line, one ``write(2)`` per
-    batch, no fsync: it survives a process crash, not a power cut) and is compacted to the
-    newest ``max_ids`` when it grows past twice that.
-    """
-
-    def __init__(self, max_ids: int, path: str = "") -> None:
+    def __init__(self, max_ids: int, keys: Iterable[Sequence[str]] = ()) -> None:
         self.max_ids = max_ids
-        self.path = path
         self._order: deque[Key] = deque()
         self._set: set[Key] = set()
-        self._fd: int | None = None
-        self._lines = 0
-        if path:
-            torn = self._load()
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            if torn:  # never append after a half-written line
-                self._compact()
+        for stream, entry_id in keys:
+            self._remember((str(stream), str(entry_id)))
 
-    def _load(self) -> bool:
-        """Read the journal; True when its last line was torn by a crash mid-write."""
+    @classmethod
+    def from_journal(cls, max_ids: int, path: str) -> AppliedIds:
+        """The ids of an older release's journal (``state_file``), read once at upgrade."""
         try:
-            text = Path(self.path).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return False
-        lines = text.splitlines()
-        self._lines = len(lines)
-        for line in lines:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return cls(max_ids)
+        keys = []
+        for line in text.splitlines():
             try:
                 stream, entry_id = json.loads(line)
             except (ValueError, TypeError):
                 continue  # a torn last line after a crash: the entry was not acked either
-            self._remember((str(stream), str(entry_id)))
-        return bool(text) and not text.endswith("\n")
+            keys.append((str(stream), str(entry_id)))
+        return cls(max_ids, keys)
 
     def _remember(self, key: Key) -> None:
         if key in self._set:
@@ -107,31 +103,11 @@ class AppliedIds:
         return len(self._order)
 
     def add(self, keys: Sequence[Key]) -> None:
-        if not keys:
-            return
         for key in keys:
             self._remember(key)
-        if self._fd is None:
-            return
-        os.write(self._fd, "".join(json.dumps(list(k)) + "\n" for k in keys).encode())
-        self._lines += len(keys)
-        if self._lines > 2 * self.max_ids:
-            self._compact()
 
-    def _compact(self) -> None:
-        assert self._fd is not None
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(list(k)) + "\n" for k in self._order)
-        os.replace(tmp, self.path)
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lines = len(self._order)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def keys(self) -> list[list[str]]:
+        return [list(k) for k in self._order]
 
 
 def entry_payload(fields: dict[bytes, bytes], payload_field: str
@@ -160,11 +136,16 @@ def event_from_fields(fields: dict[str, str]) -> AnyEvent | Rejection:
 class RedisStreamsSource(Source):
     name = "redis_streams"
 
-    def __init__(self, ingestor: Ingestor, cfg: RedisStreamsConfig) -> None:
+    def __init__(self, ingestor: Ingestor, cfg: RedisStreamsConfig, store: StateStore
+                 ) -> None:
         # redis-py is imported only when a stream is configured (~3 MB of RSS otherwise).
         self._redis = importlib.import_module("redis")
         super().__init__(ingestor)
         self.cfg = cfg
+        self._store = store
+        self._batch = threading.Lock()  # one batch applied at a time; held by commits
+        self._covered: dict[str, int] = {}  # unacked ids per stream in the last cursor
+        self._ackable: dict[str, list[bytes]] = {}  # counted and committed: ack them
         self.consumer = cfg.consumer or socket.gethostname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,7 +161,15 @@ class RedisStreamsSource(Source):
 
     # --- Source protocol -----------------------------------------------------------------
     def start(self) -> None:
-        self._applied = AppliedIds(self.cfg.state_max_ids, self.cfg.state_file)
+        saved = self._store.cursor(self.name)
+        if saved is not None:
+            self._applied = AppliedIds(self.cfg.state_max_ids, saved.get("applied", []))
+        elif self.cfg.state_file:
+            self._applied = AppliedIds.from_journal(self.cfg.state_max_ids,
+                                                    self.cfg.state_file)
+        else:
+            self._applied = AppliedIds(self.cfg.state_max_ids)
+        self._store.attach(self.name, self)
         self._stop.clear()
         self._detail = "connecting"
         self._thread = threading.Thread(target=self._run, name="redis-streams", daemon=True)
@@ -194,8 +183,26 @@ class RedisStreamsSource(Source):
         if self._stats_client is not None:
             self._stats_client.close()
             self._stats_client = None
-        if self._applied is not None and (thread is None or not thread.is_alive()):
-            self._applied.close()
+        self._store.detach(self.name)
+
+    # --- state store participant ----------------------------------------------------------
+    def hold(self) -> threading.Lock:
+        return self._batch
+
+    def cursor(self) -> dict[str, Any]:
+        """The applied ids; notes which unacked ids this cursor covers (called held)."""
+        with self._lock:
+            self._covered = {s: len(ids) for s, ids in self._unacked.items() if ids}
+        return {"applied": self._applied.keys() if self._applied is not None else []}
+
+    def committed(self) -> None:
+        """The ids covered by the committed cursor may be acknowledged now."""
+        with self._lock:
+            for stream, n in self._covered.items():
+                ids = self._unacked.get(stream, [])
+                self._ackable.setdefault(stream, []).extend(ids[:n])
+                del ids[:n]
+            self._covered = {}
 
     def ready(self) -> tuple[bool, str]:
         return self._connected, self._detail
@@ -244,6 +251,8 @@ class RedisStreamsSource(Source):
                 if client is not None:
                     with contextlib.suppress(self._redis.RedisError, OSError):
                         if self._connected:
+                            if self._stop.is_set():
+                                self._store.commit()
                             self._flush_acks(client)
                     client.close()
         self._connected, self._detail = False, "stopped"
@@ -268,6 +277,7 @@ class RedisStreamsSource(Source):
                 count=self.cfg.batch_size, block=self.cfg.block_ms)
             for stream, entries in response or ():
                 self._handle(client, _text(stream), entries)
+            self._flush_acks(client)  # what the last commit covers, batch or none
             reclaim_every = self.cfg.reclaim_idle_ms / 1000
             if reclaim_every and time.monotonic() - last_reclaim >= reclaim_every:
                 self._reclaim(client)
@@ -339,33 +349,34 @@ class RedisStreamsSource(Source):
                     rejections.append(result)
                 else:
                     events.append(result)
-        if raws:
-            decoded, bad = self.ingestor.decode(raws)
-            events.extend(decoded)
+        # Count and record as applied in one step a commit cannot cut; acknowledge once a
+        # commit holds both. The events built from fields apply first, then the JSON
+        # payloads (through the native path where it is built).
+        with self._batch:
+            accepted, bad = self.ingestor.apply_raw(self.name, raws, events=events)
             rejections.extend(r for _i, r in bad)
-        # Count, record as applied, acknowledge: in this order, with nothing in between.
-        self.ingestor.apply(self.name, events)
-        for rejection in rejections:
-            self.ingestor.reject(self.name, rejection, where=f"an entry of {stream}")
-        applied.add(fresh)
-        outcomes["applied"] += len(events)
-        outcomes["rejected"] += len(rejections)
-        with self._lock:
-            for outcome, n in outcomes.items():
-                if n:
-                    key2 = (stream, outcome)
-                    self._entries[key2] = self._entries.get(key2, 0.0) + n
-            self._unacked.setdefault(stream, []).extend(ids)
+            for rejection in rejections:
+                self.ingestor.reject(self.name, rejection, where=f"an entry of {stream}")
+            applied.add(fresh)
+            outcomes["applied"] += accepted
+            outcomes["rejected"] += len(rejections)
+            with self._lock:
+                for outcome, n in outcomes.items():
+                    if n:
+                        key2 = (stream, outcome)
+                        self._entries[key2] = self._entries.get(key2, 0.0) + n
+                self._unacked.setdefault(stream, []).extend(ids)
+        self._store.request_commit()
         self._flush_acks(client)
 
     def _flush_acks(self, client: redis.Redis) -> None:
         with self._lock:
-            pending = {s: list(ids) for s, ids in self._unacked.items() if ids}
+            pending = {s: list(ids) for s, ids in self._ackable.items() if ids}
         for stream, ids in pending.items():
             for i in range(0, len(ids), 10_000):
                 client.xack(stream, self.cfg.group, *ids[i:i + 10_000])
             with self._lock:
-                del self._unacked[stream][:len(ids)]
+                del self._ackable[stream][:len(ids)]
 
     # --- metrics --------------------------------------------------------------------------
     def families(self, timeout: float = 1.0) -> list[Metric]:
@@ -417,8 +428,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+def from_config(deps: SourceDeps) -> list[Source]:
+    config, ingestor = deps.config, deps.ingestor
     cfg = config.sources.redis_streams
     if not cfg.enabled:
         return []
-    return [RedisStreamsSource(ingestor, cfg)]
+    return [RedisStreamsSource(ingestor, cfg, deps.store)]

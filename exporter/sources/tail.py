@@ -10,52 +10,50 @@ built, else slices each decoded as one JSON array in two msgspec passes and appl
 batch; either way no Python work per line unless a line needs a look (docs/files.md,
 "Performance").
 
-Exactly once: a checkpoint holds, in one file written with write + fsync + rename, the
-offset of every file (the end of its last complete line) *and* the AI state those lines
-produced (aggregator and ingest counters, per-file self metrics). The tail thread is the
-only writer of offsets and writes a checkpoint between batches, so the two always agree.
-At start the state is restored first and the files are read on from the checkpoint's
-offsets, so every line after the checkpoint is applied once more and only once, whether
-the exporter stopped gracefully or was killed; counters continue where they were.
+Exactly once: the offset of every file (the end of its last complete line) and the
+per-file self metrics are this source's cursor in the state store (``exporter.storage``),
+committed in one atomic replace with the AI state those lines produced. A commit holds the
+tail still between batches, so offsets and state always agree. At start the state is
+restored first and the files are read on from the cursor's offsets, so every line after
+the commit is applied once more and only once, whether the exporter stopped gracefully or
+was killed; counters continue where they were. A checkpoint of the older layout
+(``<state_dir>/tail-checkpoint.json``) is migrated into the store at the first start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import glob
 import logging
 import os
 import stat
 import threading
 import time
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
-from exporter.config import Config, TailConfig
+from exporter.config import TailConfig
 from exporter.events import Rejection
 from exporter.ingest import Ingestor
 from exporter.logutil import RateLimitedLogger
 from exporter.sources.base import Source, path_label, resolve
+from exporter.storage import State, StateStore
 
 _log = logging.getLogger(__name__)
 
 SOURCE = "tail"
-CHECKPOINT_FILE = "tail-checkpoint.json"
-LOCK_FILE = "tail.lock"
+CHECKPOINT_FILE = "tail-checkpoint.json"  # the older layout, migrated into the store
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 64  # first bytes of a file, kept to tell a rewritten file from the same one
 
-# Ingestors whose state has been restored from a checkpoint in this process: a reload
-# builds a new source over the same live state, which must not be restored twice.
-_RESTORED: weakref.WeakSet[Ingestor] = weakref.WeakSet()
+if TYPE_CHECKING:
+    from exporter.sources import SourceDeps
 
 
 class FileStats(msgspec.Struct, kw_only=True):
@@ -83,7 +81,16 @@ class SavedFile(msgspec.Struct, kw_only=True):
     head: str = ""
 
 
+class Cursor(msgspec.Struct, kw_only=True):
+    """This source's cursor in the state store."""
+
+    files: list[SavedFile]
+    stats: dict[str, FileStats]
+
+
 class Checkpoint(msgspec.Struct, kw_only=True):
+    """The older layout: offsets and the whole AI state in the tail's own file."""
+
     version: int
     written_at: float
     files: list[SavedFile]
@@ -120,43 +127,38 @@ class TailSource(Source):
 
     name = SOURCE
 
-    def __init__(self, ingestor: Ingestor, cfg: TailConfig, log_interval: float = 10.0) -> None:
+    def __init__(self, ingestor: Ingestor, cfg: TailConfig, store: StateStore,
+                 log_interval: float = 10.0) -> None:
         super().__init__(ingestor)
         self.cfg = cfg
+        self.store = store
         self.base = Path(os.path.abspath(cfg.base_dir))
         self.patterns = [resolve(self.base, p) for p in cfg.paths]
-        state = Path(cfg.state_dir)
-        self.state_dir = state if state.is_absolute() else self.base / state
         self.files: dict[str, Tailed] = {}
         self.draining: list[tuple[Tailed, float]] = []  # rotated away, read until expiry
         self.stats: dict[str, FileStats] = {}
         self.problems: dict[str, str] = {}  # label → what is wrong with it now
-        self.checkpoint_error = ""
         self.last_rejection = ""
-        self.checkpoint_outcomes = {"success": 0.0, "failure": 0.0}
-        self.last_checkpoint = 0.0
         self._saved: dict[tuple[int, int], SavedFile] = {}
         self._saved_by_path: dict[str, SavedFile] = {}
         self._first_start = True
         self._initial_scan = True
-        self._marker: Any = None
         self._eventful = False  # a file opened, rotated, truncated or released this poll
         self._current: dict[str, tuple[str, str]] = {}  # path → (reason, problem) this poll
         self._lock = threading.Lock()  # stats, problems: read by scrapes
-        self._work = threading.Lock()  # one poll or checkpoint at a time
+        self._work = threading.Lock()  # one poll or commit at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock_fd: int | None = None
         self._catching_up = False
         self._log = RateLimitedLogger(_log, log_interval)
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        """Restore the checkpoint, catch up on what it had not covered, then follow."""
+        """Restore the cursor, catch up on what it had not covered, then follow."""
         self._stop.clear()
         with self._work:
-            self._take_lock()
-            self._load_checkpoint()
+            self._restore(self.store.cursor(SOURCE))
+            self.store.attach(SOURCE, self)
             if not self._first_start and self.cfg.catch_up_timeout_seconds > 0:
                 # Read what the checkpoint had not covered before the first scrape is
                 # served: counters then never show less than before a crash.
@@ -169,7 +171,7 @@ class TailSource(Source):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following and write a final checkpoint; safe to call twice."""
+        """Stop following and commit the final offsets; safe to call twice."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -177,27 +179,21 @@ class TailSource(Source):
         if self._work.acquire(timeout=30):
             try:
                 self._drain(final=True)
-                if self.files or self.stats:
-                    self._checkpoint(force=True)
-                for tailed in self.files.values():
-                    os.close(tailed.fd)
-                self.files.clear()
-                if self._lock_fd is not None:
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
             finally:
                 self._work.release()
+        self.store.detach(SOURCE)
+        with self._work:
+            for tailed in self.files.values():
+                os.close(tailed.fd)
+            self.files.clear()
 
     def _run(self) -> None:
-        next_checkpoint = time.monotonic() + self.cfg.checkpoint_interval_seconds
         while not self._stop.is_set():
             try:
                 with self._work:
-                    more, changed = self._poll(time.monotonic() + 1.0), self._eventful
-                    now = time.monotonic()
-                    if changed or now >= next_checkpoint:
-                        self._checkpoint()
-                        next_checkpoint = now + self.cfg.checkpoint_interval_seconds
+                    more = self._poll(time.monotonic() + 1.0)
+                if self._eventful:  # a file opened, rotated or released: commit it soon
+                    self.store.request_commit()
             except Exception as exc:
                 self._log.error("tail: poll failed: %s: %s", type(exc).__name__, exc,
                                 key="tail-poll")
@@ -209,8 +205,6 @@ class TailSource(Source):
         with self._lock:
             problems = [f"{label}: {what}" for label, what in sorted(self.problems.items())]
             rejection = self.last_rejection
-        if self.checkpoint_error:
-            problems.insert(0, self.checkpoint_error)
         alive = self._thread is not None and self._thread.is_alive()
         parts = [f"following {len(self.files)} files"]
         if problems:
@@ -493,109 +487,38 @@ class TailSource(Source):
                 self.last_rejection = (f"{tailed.label} line {line_no}: {rejection.reason}: "
                                        f"{rejection.detail[:120]}")
 
-    # --- checkpoint ----------------------------------------------------------------------
-    def _take_lock(self) -> None:
-        """One exporter per state directory: a second one would corrupt the offsets."""
-        try:
-            os.makedirs(self.state_dir, exist_ok=True)
-            fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
-        except OSError as exc:
-            self._checkpoint_failed(f"state directory {self.state_dir} unusable: "
-                                    f"{_strerror(exc)}")
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            self._checkpoint_failed(f"state directory {self.state_dir} is in use by another "
-                                    "process")
-            return
-        self._lock_fd = fd
+    # --- state store participant ---------------------------------------------------------
+    def hold(self) -> threading.Lock:
+        """Commits wait for the poll in progress: offsets and state then agree."""
+        return self._work
 
-    def _load_checkpoint(self) -> None:
-        path = self.state_dir / CHECKPOINT_FILE
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            _RESTORED.add(self.ingestor)
-            return
-        except OSError as exc:
-            self._checkpoint_failed(f"cannot read {path}: {_strerror(exc)}")
-            _RESTORED.add(self.ingestor)
-            return
-        try:
-            saved = msgspec.json.decode(data, type=Checkpoint)
-            if saved.version != CHECKPOINT_VERSION:
-                raise ValueError(f"version {saved.version}")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            aside = path.with_name(f"{CHECKPOINT_FILE}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                os.replace(path, aside)
-            _log.error("tail: checkpoint %s is unusable (%s); moved to %s, starting over",
-                       path, exc, aside)
-            _RESTORED.add(self.ingestor)
-            return
-        self._first_start = False
-        self._saved = {(f.dev, f.ino): f for f in saved.files}
-        self._saved_by_path = {f.path: f for f in saved.files}
-        if self.ingestor not in _RESTORED:
-            _RESTORED.add(self.ingestor)
-            self.ingestor.aggregator.restore(saved.aggregator)
-            self.ingestor.restore(saved.ingest)
-            with self._lock:
-                self.stats = dict(saved.stats)
-            _log.info("tail: restored checkpoint of %s (%d files)",
-                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved.written_at)),
-                      len(saved.files))
-        else:
-            with self._lock:
-                for label, stats in saved.stats.items():
-                    self.stats.setdefault(label, stats)
-
-    def _checkpoint(self, force: bool = False) -> None:
-        """Offsets and AI state in one file: write, fsync, rename, fsync the directory."""
+    def cursor(self) -> Cursor:
         files = [SavedFile(path=t.path, dev=t.dev, ino=t.ino, offset=t.committed,
                            line=t.line_no, head=t.head[:HEAD_BYTES].hex())
                  for t in self.files.values()]
-        ingest = self.ingestor.snapshot()
-        marker = ([(f.dev, f.ino, f.offset) for f in files],
-                  sum(n for *_, n in ingest["accepted"]), sum(n for *_, n in ingest["rejected"]))
-        if marker == self._marker and not force and not self.checkpoint_error:
-            return
         with self._lock:
             stats = {label: msgspec.structs.replace(s, rejected=dict(s.rejected),
                                                     errors=dict(s.errors))
                      for label, s in self.stats.items()}
-        body = Checkpoint(version=CHECKPOINT_VERSION, written_at=time.time(), files=files,
-                          stats=stats, ingest=ingest,
-                          aggregator=self.ingestor.aggregator.snapshot())
-        target = self.state_dir / CHECKPOINT_FILE
-        tmp = target.with_name(CHECKPOINT_FILE + ".tmp")
-        try:
-            if self._lock_fd is None:
-                self._take_lock()
-                if self._lock_fd is None:
-                    raise OSError(errno.EAGAIN, self.checkpoint_error)
-            _write_atomically(tmp, target, msgspec.json.encode(body))
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            self._checkpoint_failed(f"cannot write checkpoint in {self.state_dir}: "
-                                    f"{_strerror(exc)}")
-            return
-        self._marker = marker
-        self.checkpoint_outcomes["success"] += 1
-        self.last_checkpoint = body.written_at
-        if self.checkpoint_error:
-            _log.info("tail: checkpoint written again in %s", self.state_dir)
-        self.checkpoint_error = ""
+        return Cursor(files=files, stats=stats)
 
-    def _checkpoint_failed(self, message: str) -> None:
-        self.checkpoint_outcomes["failure"] += 1
-        self.checkpoint_error = message
-        self._log.error("tail: %s (events keep being counted; a restart would resume from "
-                        "the last checkpoint)", message, key="checkpoint")
+    def committed(self) -> None:
+        """Nothing waits on a commit here: the files are the log."""
+
+    def _restore(self, saved: Any) -> None:
+        if saved is None:
+            return
+        try:
+            cursor = msgspec.convert(saved, Cursor)
+        except msgspec.ValidationError as exc:
+            _log.error("tail: the stored cursor is unusable (%s); reading files anew", exc)
+            return
+        self._first_start = False
+        self._saved = {(f.dev, f.ino): f for f in cursor.files}
+        self._saved_by_path = {f.path: f for f in cursor.files}
+        with self._lock:
+            for label, stats in cursor.stats.items():
+                self.stats.setdefault(label, stats)
 
     # --- self metrics ------------------------------------------------------------------
     def families(self) -> list[Metric]:
@@ -617,36 +540,42 @@ class TailSource(Source):
                     errors.add_metric([label, reason], n)
         files = catalog.EXPORTER_TAIL_FILES.family()
         files.add_metric([], float(len(self.files)))
-        checkpoints = catalog.EXPORTER_TAIL_CHECKPOINTS.family()
-        for outcome, n in self.checkpoint_outcomes.items():
-            checkpoints.add_metric([outcome], n)
-        last = catalog.EXPORTER_TAIL_CHECKPOINT_LAST_SUCCESS.family()
-        last.add_metric([], self.last_checkpoint)
-        return [*specs.values(), rejected, errors, files, checkpoints, last]
+        return [*specs.values(), rejected, errors, files]
 
 
-def _write_atomically(tmp: Path, target: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a mix, even across a power cut."""
-    os.makedirs(target.parent, exist_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+def legacy_state(cfg: TailConfig) -> tuple[State, Callable[[], None]] | None:
+    """The older layout's checkpoint as a store state (AI state, ingest counters, this
+    source's cursor), and how to retire the file once the store holds it."""
+    base = Path(os.path.abspath(cfg.base_dir))
+    state_dir = Path(cfg.state_dir)
+    path = (state_dir if state_dir.is_absolute() else base / state_dir) / CHECKPOINT_FILE
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        old = msgspec.json.decode(path.read_bytes(), type=Checkpoint)
+    except FileNotFoundError:
+        return None
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _log.error("tail: the older checkpoint %s cannot be migrated (%s)", path, exc)
+        return None
+    if old.version != CHECKPOINT_VERSION:
+        _log.error("tail: the older checkpoint %s has version %d; not migrated", path,
+                   old.version)
+        return None
+    state = State(version=0, written_at=old.written_at, aggregator=old.aggregator,
+                  ingest=old.ingest,
+                  cursors={SOURCE: msgspec.to_builtins(Cursor(files=old.files,
+                                                              stats=old.stats))})
+
+    def retire() -> None:
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(CHECKPOINT_FILE + ".migrated"))
+        _log.info("tail: migrated %s into the state store", path)
+
+    return state, retire
 
 
-def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+def from_config(deps: SourceDeps) -> list[Source]:
+    config, ingestor = deps.config, deps.ingestor
     cfg = config.sources.tail
     if not cfg.enabled:
         return []
-    return [TailSource(ingestor, cfg, config.ai.log_interval_seconds)]
+    return [TailSource(ingestor, cfg, deps.store, config.ai.log_interval_seconds)]
