@@ -52,7 +52,8 @@ ENV AI_EXPORTER_REVISION=${AI_EXPORTER_REVISION} \
     PATH=/opt/ai-metrics-exporter/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# A dedicated system user; its home holds the tail checkpoints and other state.
+# A dedicated system user; its home is the state store (storage.path: AI state, source
+# cursors, the push write-ahead log). Mount a volume there to keep counts across restarts.
 RUN groupadd --system --gid 10102 ai-metrics-exporter \
  && useradd --system --uid 10102 --gid ai-metrics-exporter --no-log-init \
       --home-dir /var/lib/ai-metrics-exporter --create-home --shell /usr/sbin/nologin \
@@ -60,6 +61,8 @@ RUN groupadd --system --gid 10102 ai-metrics-exporter \
 COPY --from=build /opt/ai-metrics-exporter /opt/ai-metrics-exporter
 USER 10102:10102
 WORKDIR /var/lib/ai-metrics-exporter
+# storage.path for every subcommand (serve, demo); a flag or config file still wins.
+ENV AI_EXPORTER_STORAGE__PATH=/var/lib/ai-metrics-exporter
 EXPOSE 10102
 # No curl in the slim image: Python asks /livez. Set HEALTHCHECK_URL when the exporter
 # listens elsewhere (another port, or TLS).

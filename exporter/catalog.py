@@ -224,7 +224,7 @@ SYSTEM_NETWORK_DROPPED = _m("system.network.dropped", "{packet}", C,
                             "Packets dropped on transmit and receive per interface.", *_NET,
                             area=HOST)
 SYSTEM_UPTIME = _m("system.uptime", "s", G, "Seconds since the host booted.", area=HOST)
-SYSTEM_BOOT_TIME = _m("system.boot.time", "s", G, "Boot time, seconds since the Unix epoch.",
+SYSTEM_BOOT_TIME = _m("system.boot.timestamp", "s", G, "Boot time, seconds since the Unix epoch.",
                       area=HOST)
 HW_BATTERY_CHARGE = _m("hw.battery.charge", "1", G, "Battery charge level.", "hw.id",
                        "hw.state", area=HOST)
@@ -283,7 +283,7 @@ AI_PROVIDER_RATE_LIMIT_CAPACITY = _m(
     "Size of the provider's rate-limit window in requests or tokens.",
     "gen_ai.provider.name", "limit_type", area=GENAI)
 AI_PROVIDER_RATE_LIMIT_RESET = _m(
-    "ai.provider.rate_limit.reset", "s", G,
+    "ai.provider.rate_limit.reset_timestamp", "s", G,
     "When the provider's rate-limit window resets, seconds since the Unix epoch.",
     "gen_ai.provider.name", "limit_type", area=GENAI)
 AI_BUDGET_LIMIT = _m("ai.budget.limit", "USD", G,
@@ -351,12 +351,13 @@ AI_ERRORS = _m("ai.errors", "{error}", C, "Errors by component and category.", "
 # JSON snapshot files: gauges of the default mapping for the older layout (docs/files.md).
 AI_PROVIDER_USAGE = _m("ai.provider.usage", "{unit}", G,
                        "Provider usage in the current rate-limit window, from the usage log.",
-                       "provider", "limit_type")
+                       "gen_ai.provider.name", "limit_type")
 AI_PROVIDER_USAGE_LIMIT = _m("ai.provider.usage.limit", "{unit}", G,
                              "Provider limit of the current rate-limit window, from the usage "
-                             "log.", "provider", "limit_type")
+                             "log.", "gen_ai.provider.name", "limit_type")
 AI_PROVIDER_SPEND_TODAY = _m("ai.provider.spend.today", "USD", G,
-                             "Provider spend today as the usage log reports it.", "provider")
+                             "Provider spend today as the usage log reports it.",
+                             "gen_ai.provider.name")
 AI_ANALYTICS_TASKS = _m("ai.analytics.tasks", "{task}", G,
                         "Task counts by state from a component's analytics snapshot.",
                         "component", "state")
@@ -384,7 +385,7 @@ AI_COMPONENT_PROBE_DURATION = _m("ai.component.probe.duration", "s", G,
 AI_COMPONENT_PROBE_HTTP_STATUS = _m("ai.component.probe.http_status", "", G,
                                     "HTTP status of the last health probe (0: no response).",
                                     "component", "kind", area=COMP)
-AI_COMPONENT_PROBE_TLS_EXPIRY = _m("ai.component.probe.tls_cert_expiry", "s", G,
+AI_COMPONENT_PROBE_TLS_EXPIRY = _m("ai.component.probe.tls_cert_expiry_timestamp", "s", G,
                                    "Expiry of the component's TLS certificate, Unix seconds.",
                                    "component", "kind", area=COMP)
 AI_COMPONENT_PROBE_FAILURES = _m("ai.component.probe.failures", "{probe}", C,
@@ -395,7 +396,7 @@ AI_COMPONENT_HEARTBEAT_UP = _m(
     "ai.component.heartbeat.up", "", G,
     "1 when the component's last heartbeat said healthy and is fresher than the timeout.",
     "component", "kind", area=COMP)
-AI_COMPONENT_HEARTBEAT_LAST_SEEN = _m("ai.component.heartbeat.last_seen", "s", G,
+AI_COMPONENT_HEARTBEAT_LAST_SEEN = _m("ai.component.heartbeat.last_seen_timestamp", "s", G,
                                       "Time of the component's last heartbeat, Unix seconds.",
                                       "component", "kind", area=COMP)
 AI_COMPONENT_INFO = _m("ai.component_info", "", G,
@@ -415,7 +416,7 @@ AI_PROCESS_THREADS = _m("ai.process.threads", "{thread}", G,
 AI_PROCESS_OPEN_FDS = _m("ai.process.open_file_descriptors", "{fd}", G,
                          "Open file descriptors of the component's processes.", "component",
                          area=COMP)
-AI_PROCESS_START_TIME = _m("ai.process.start_time", "s", G,
+AI_PROCESS_START_TIME = _m("ai.process.start_timestamp", "s", G,
                            "Start time of the component's oldest process, Unix seconds.",
                            "component", area=COMP)
 AI_PROCESS_EXITS = _m("ai.process.exits", "{process}", C,
@@ -491,12 +492,25 @@ EXPORTER_TAIL_FILES = _m("ai_exporter.tail.files", "{file}", G,
 EXPORTER_TAIL_ERRORS = _m("ai_exporter.tail.errors", "{error}", C,
                           "Problems with a tailed file (unreadable, not_a_file, read_error, "
                           "too_many_files).", "path", "reason", area=SELF)
-EXPORTER_TAIL_CHECKPOINTS = _m("ai_exporter.tail.checkpoints", "{checkpoint}", C,
-                               "Checkpoints (offsets plus AI state) written, by outcome "
-                               "(success, failure).", "outcome", area=SELF)
-EXPORTER_TAIL_CHECKPOINT_LAST_SUCCESS = _m(
-    "ai_exporter.tail.checkpoint.last_success_timestamp", "s", G,
-    "Time of the last checkpoint written, Unix seconds.", area=SELF)
+EXPORTER_STORAGE_WRITABLE = _m("ai_exporter.storage.writable", "", G,
+                               "1 when the state store (storage.path) and its write-ahead "
+                               "log can be written; 0 while pushes are refused with 503.",
+                               area=SELF)
+EXPORTER_STORAGE_COMMITS = _m("ai_exporter.storage.commits", "{commit}", C,
+                              "State commits (AI state plus every source's cursor, one "
+                              "atomic replace), by outcome (success, failure).", "outcome",
+                              area=SELF)
+EXPORTER_STORAGE_LAST_COMMIT = _m(
+    "ai_exporter.storage.last_commit_timestamp", "s", G,
+    "Time of the last state commit written, Unix seconds.", area=SELF)
+EXPORTER_STORAGE_WAL_BYTES = _m("ai_exporter.storage.wal.size", "By", G,
+                                "Bytes in the write-ahead log's segments not yet covered "
+                                "by a commit.", area=SELF)
+EXPORTER_STORAGE_WAL_RECORDS = _m("ai_exporter.storage.wal.records", "{record}", C,
+                                  "Push batches written to the write-ahead log.", area=SELF)
+EXPORTER_STORAGE_WAL_SYNCS = _m("ai_exporter.storage.wal.syncs", "{sync}", C,
+                                "fsync calls of the write-ahead log (one per group of "
+                                "concurrent pushes).", area=SELF)
 EXPORTER_SNAPSHOT_VALUES = _m("ai_exporter.snapshot.values", "{value}", G,
                               "Gauge values mapped from the snapshot file's last good read.",
                               "path", area=SELF)

@@ -8,7 +8,6 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,9 +15,13 @@ from typing import Any
 from exporter import config
 from exporter.collectors import COLLECTORS
 from exporter.config import ConfigError
+from exporter.duration import parse_seconds
+from exporter.logutil import configure_logging
+from exporter.storage.files import StorageLockedError
 from exporter.version import build_info, prefetch
 
 EXIT_CONFIG = 2
+EXIT_STORAGE_LOCKED = 1  # another exporter holds storage.path
 
 # flag → (config key, type)
 _VALUE_FLAGS: dict[str, tuple[str, type]] = {
@@ -28,7 +31,9 @@ _VALUE_FLAGS: dict[str, tuple[str, type]] = {
     "--web.max-header-bytes": ("web.max_header_bytes", int),
     "--web.cors-origin": ("web.cors_origin", str),
     "--web.config.file": ("web.security.web_config_file", str),
-    "--log.level": ("log_level", str),
+    "--log.level": ("log.level", str),
+    "--log.format": ("log.format", str),
+    "--storage.path": ("storage.path", str),
     "--collector.timeout": ("collectors.timeout_seconds", float),
 }
 _DEMO_FLAGS: dict[str, tuple[str, type]] = {
@@ -40,13 +45,32 @@ _DEMO_FLAGS: dict[str, tuple[str, type]] = {
 }
 
 
+def _seconds(key: str) -> Callable[[str], float]:
+    """The flag type of a ``*_seconds`` key: a plain number or a Prometheus duration
+    (``500ms``, ``30s``, ``1h30m``); a bad one is a usage error (status 2) naming the flag
+    and the config key."""
+
+    def parse(text: str) -> float:
+        try:
+            return parse_seconds(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+
+    return parse
+
+
 def _add_common(parser: argparse.ArgumentParser, demo: bool = False) -> None:
     parser.add_argument("--config.file", dest="config_file", default=argparse.SUPPRESS,
                         help="YAML configuration file (default: none, built-in defaults)")
     flags = {**_VALUE_FLAGS, **(_DEMO_FLAGS if demo else {})}
     for flag, (key, kind) in flags.items():
-        parser.add_argument(flag, dest=f"set:{key}", type=kind, default=argparse.SUPPRESS,
-                            help=f"overrides config key {key}")
+        duration = key.endswith("_seconds")
+        parser.add_argument(flag, dest=f"set:{key}", type=_seconds(key) if duration else kind,
+                            default=argparse.SUPPRESS,
+                            metavar="DURATION" if duration else None,
+                            help=f"overrides config key {key}" + (
+                                " (seconds, or a duration such as 500ms, 30s, 5m)"
+                                if duration else ""))
     for name, cls in COLLECTORS.items():
         state = "enabled" if cls.default_enabled else "disabled"
         parser.add_argument(f"--collector.{name}", dest=f"collector:{name}",
@@ -146,12 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             Runtime.validate(cfg)
             print(f"configuration OK: {config_file or 'built-in defaults'}")
             return 0
-        logging.basicConfig(level=cfg.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(cfg.log.level, cfg.log.format)
+        from exporter.hostpaths import HostPaths, pin_psutil_procfs
+
+        # psutil's procfs root is process-wide: set once, before anything reads it.
+        pin_psutil_procfs(HostPaths.from_config(cfg))
         runtime = Runtime(cfg, make_loader(config_file, flags))
     except ConfigError as exc:
         print(f"ai-metrics-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StorageLockedError as exc:
+        print(f"ai-metrics-exporter: {exc}", file=sys.stderr)
+        return EXIT_STORAGE_LOCKED
     from exporter.server import serve
 
     return serve(runtime)

@@ -14,13 +14,15 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
+import msgspec.inspect
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter import catalog
+from exporter.duration import parse_milliseconds, parse_seconds
 
 ENV_PREFIX = "AI_EXPORTER_"
 # Build identity read by exporter.version (set by the image build), not configuration.
@@ -375,9 +377,32 @@ class OtlpConfig(_Section):
     max_backoff_seconds: PositiveFloat = 300.0
 
 
+class StorageConfig(_Section):
+    """The state store (AI state, source cursors, push write-ahead log): docs/files.md."""
+
+    path: str = "data"
+    fsync: bool = True
+    checkpoint_interval_seconds: PositiveFloat = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ValueError("path: must name a directory")
+
+
+LogFormat = Literal["logfmt", "json"]
+
+
+class LogConfig(_Section):
+    """Log lines as Prometheus and node_exporter write them (``--log.level``,
+    ``--log.format``); the top-level ``log_level`` of earlier versions still sets ``level``."""
+
+    level: str = "info"
+    format: LogFormat = "logfmt"
+
+
 class Config(_Section):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
-    log_level: str = "info"
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     host: HostConfig = msgspec.field(default_factory=HostConfig)
     collectors: CollectorsConfig = msgspec.field(default_factory=CollectorsConfig)
@@ -386,12 +411,15 @@ class Config(_Section):
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     components: ComponentsConfig = msgspec.field(default_factory=ComponentsConfig)
     otlp: OtlpConfig = msgspec.field(default_factory=OtlpConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
 
     def listen_host_port(self) -> tuple[str, int]:
         return parse_listen_address(self.web.listen_address)
 
 
 _LEVELS = {"debug", "info", "warning", "error"}
+# The Config types, for the walk that reads durations written as text.
+_CONFIG_TYPE = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(Config))
 
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -641,6 +669,83 @@ def validation_problem(exc: msgspec.ValidationError, whole: str = "config"
     return path or whole, re.sub(r"\s*- at `[^`]*`", "", message)
 
 
+def _duration_kind(name: str, kind: msgspec.inspect.Type) -> str:
+    """``"s"`` for a float field named ``*_seconds``, ``"ms"`` for an int one named ``*_ms``,
+    ``""`` for any other field: the fields that take a Prometheus duration."""
+    members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+    if name.endswith("_seconds") and any(isinstance(m, msgspec.inspect.FloatType)
+                                         for m in members):
+        return "s"
+    if name.endswith("_ms") and any(isinstance(m, msgspec.inspect.IntType) for m in members):
+        return "ms"
+    return ""
+
+
+def _structs_in(kind: msgspec.inspect.Type) -> tuple[tuple[bool, msgspec.inspect.StructType],
+                                                      ...]:
+    """The struct types a field holds, each with whether it comes as a list of them."""
+    members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+    found: list[tuple[bool, msgspec.inspect.StructType]] = []
+    for member in members:
+        if isinstance(member, msgspec.inspect.StructType):
+            found.append((False, member))
+        elif isinstance(member, msgspec.inspect.ListType) \
+                and isinstance(member.item_type, msgspec.inspect.StructType):
+            found.append((True, member.item_type))
+    return tuple(found)
+
+
+def _read_durations(data: Mapping[str, Any], struct: msgspec.inspect.StructType,
+                    path: str = "") -> dict[str, Any]:
+    """A copy of ``data`` with every duration written as text (``5s``, ``1h30m``, ``"2"``
+    from a flag) turned into the number its field holds: seconds for ``*_seconds``,
+    milliseconds for ``*_ms``.
+
+    Directed by the Config types rather than by key names alone, so that a label or header
+    that happens to be called ``*_seconds`` is left as written. A value already a number
+    passes through, and types and ranges stay msgspec's to check.
+    """
+    out = dict(data)
+    for field in struct.fields:
+        value = out.get(field.encode_name)
+        if value is None:
+            continue
+        where = f"{path}.{field.encode_name}" if path else field.encode_name
+        unit = _duration_kind(field.encode_name, field.type)
+        if unit and isinstance(value, str):
+            try:
+                out[field.encode_name] = (parse_milliseconds(value) if unit == "ms"
+                                          else parse_seconds(value))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            continue
+        for many, inner in _structs_in(field.type):
+            if many and isinstance(value, list):
+                out[field.encode_name] = [
+                    _read_durations(item, inner, f"{where}.{i}") if isinstance(item, Mapping)
+                    else item for i, item in enumerate(value)]
+            elif not many and isinstance(value, Mapping):
+                out[field.encode_name] = _read_durations(value, inner, where)
+    return out
+
+
+def _log_level_alias(layer: Mapping[str, Any], name: str) -> tuple[dict[str, Any], str]:
+    """Move the top-level ``log_level`` of earlier versions to ``log.level``; returns the
+    layer and the spelling it used (``""`` when it sets no level), for errors to name."""
+    out = dict(layer)
+    section = out.get("log")
+    nested = isinstance(section, Mapping) and "level" in section
+    if "log_level" not in out:
+        return out, "log.level" if nested else ""
+    if nested:
+        raise ConfigError(f"log_level: {name} sets both log_level and log.level; "
+                          "log_level is the older spelling of log.level, keep one")
+    if section is not None and not isinstance(section, Mapping):
+        return out, ""  # msgspec names the wrong type of ``log``
+    out["log"] = {**(section or {}), "level": out.pop("log_level")}
+    return out, "log_level"
+
+
 def _check_numbers(data: Any) -> None:
     """Refuse NaN and infinities anywhere (YAML ``.nan``, ``.inf``; ``--collector.timeout
     inf``) and durations past MAX_SECONDS: ``inf > 0`` satisfies every range in the
@@ -739,10 +844,14 @@ def build(*layers: Mapping[str, Any],
     """Merge layers (later wins) and validate into a Config; ``names`` says what each
     layer is (``the file``, ``the environment``) for errors where two layers disagree."""
     merged: dict[str, Any] = {}
+    level_key = "log.level"
     for i, layer in enumerate(layers):
         lower = " or ".join(names[:i]) if 0 < i <= len(names) else "an earlier layer"
         upper = names[i] if i < len(names) else "a later layer"
-        merged = _deep_merge(merged, layer, (lower, upper))
+        normalized, spelling = _log_level_alias(layer, upper)
+        level_key = spelling or level_key
+        merged = _deep_merge(merged, normalized, (lower, upper))
+    merged = _read_durations(merged, _CONFIG_TYPE)
     _check_numbers(merged)
     try:
         config = msgspec.convert(merged, Config)
@@ -758,9 +867,9 @@ def build(*layers: Mapping[str, Any],
             re.compile(getattr(config.host, name))
         except re.error as exc:
             raise ConfigError(f"host.{name}: invalid regular expression: {exc}") from None
-    if config.log_level not in _LEVELS:
-        raise ConfigError(f"log_level: expected one of {sorted(_LEVELS)}, got "
-                          f"{config.log_level!r}")
+    if config.log.level not in _LEVELS:
+        raise ConfigError(f"{level_key}: expected one of {sorted(_LEVELS)}, got "
+                          f"{config.log.level!r}")
     _check_extra_labels(config.ai.extra_labels)
     return config
 

@@ -40,9 +40,11 @@ def require_binary(name: str) -> str:
     return path
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
+def wait_until(check: Callable[..., Any], timeout: float = 15.0, interval: float = 0.1,
                what: str = "condition") -> Any:
-    """Poll ``check`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    """Poll ``check()`` until it returns a truthy value; fail after ``timeout`` seconds.
+    (``check`` is typed loosely so that a lambda may bind loop values as defaults, which
+    mypy cannot infer against ``Callable[[], Any]``.)"""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -65,8 +67,12 @@ class Proc:
         self.args = list(args)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=env, cwd=cwd, start_new_session=True)
+        try:
+            self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                          env=env, cwd=cwd, start_new_session=True)
+        except BaseException:
+            self._log.close()  # a process that never started leaks no log file
+            raise
 
     @property
     def pid(self) -> int:
@@ -104,7 +110,12 @@ class Exporter(Proc):
     def __init__(self, workdir: Path, config: dict[str, Any] | None = None,
                  args: Sequence[str] = (), command: str | None = None,
                  env: dict[str, str] | None = None, port: int | None = None,
-                 prefix: Sequence[str] = ()) -> None:
+                 prefix: Sequence[str] = (), storage: str | os.PathLike[str] | None = None
+                 ) -> None:
+        """``storage``: the state store directory. Unless given (a test of restarts passes
+        the same one again) or set by ``config``, ``args`` or ``env``, each exporter gets
+        its own under ``workdir``: several run side by side in one session workdir, and a
+        store admits one exporter."""
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.workdir = workdir
@@ -117,6 +128,12 @@ class Exporter(Proc):
             self.config_path.write_text(yaml.safe_dump(config))
             argv.append(f"--config.file={self.config_path}")
         argv.extend(args)
+        chosen = (storage is not None or "storage" in (config or {})
+                  or any(a.startswith("--storage.path") for a in args)
+                  or any(k.startswith("AI_EXPORTER_STORAGE") for k in (env or {})))
+        self.storage = Path(storage) if storage is not None else workdir / f"data-{self.port}"
+        if storage is not None or not chosen:
+            argv.append(f"--storage.path={self.storage}")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AI_EXPORTER_")}
         full_env.update(env or {})
         super().__init__(argv, workdir / f"exporter-{self.port}.log", env=full_env,
@@ -160,6 +177,13 @@ def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
                 continue
             return float(sample.value)
     return None
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Like ``sample_value``, for a sample that must be there: a missing one fails."""
+    value = sample_value(text, name, labels)
+    assert value is not None, f"no sample {name}{labels or ''} in the output"
+    return value
 
 
 class Prometheus(Proc):

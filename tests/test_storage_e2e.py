@@ -44,13 +44,13 @@ def push(exporter: Exporter, n: int) -> requests.Response:
 
 
 def test_counts_survive_sigterm(tmp_path: Path) -> None:
-    first = Exporter(tmp_path)
+    first = Exporter(tmp_path, storage=tmp_path / "data")
     try:
         for _ in range(5):
             assert push(first, 100).status_code == 200
     finally:
         first.stop()
-    again = Exporter(tmp_path)
+    again = Exporter(tmp_path, storage=tmp_path / "data")
     try:
         assert counted(again) == 500
         assert push(again, 1).status_code == 200
@@ -62,7 +62,8 @@ def test_counts_survive_sigterm(tmp_path: Path) -> None:
 def test_every_acknowledged_push_survives_kill_9(tmp_path: Path) -> None:
     """Pushers run flat out; the process is killed with no warning; every batch that got
     a 2xx is counted after the restart, each once (the rest were never acknowledged)."""
-    exporter = Exporter(tmp_path, {"storage": {"checkpoint_interval_seconds": 0.2}})
+    exporter = Exporter(tmp_path, {"storage": {"path": str(tmp_path / "data"),
+                                    "checkpoint_interval_seconds": 0.2}})
     acknowledged = [0] * 4
     stop = threading.Event()
 
@@ -90,7 +91,7 @@ def test_every_acknowledged_push_survives_kill_9(tmp_path: Path) -> None:
         thread.join(10)
     exporter.stop()
     total = sum(acknowledged)
-    again = Exporter(tmp_path)
+    again = Exporter(tmp_path, storage=tmp_path / "data")
     try:
         # A batch written to the log whose answer the kill cut off counts as well: the
         # client would send it again, the one case at-least-once remains (documented).
@@ -104,11 +105,11 @@ def test_every_acknowledged_push_survives_kill_9(tmp_path: Path) -> None:
 
 def test_kill_9_right_after_one_2xx(tmp_path: Path) -> None:
     for round_ in range(3):
-        exporter = Exporter(tmp_path)
+        exporter = Exporter(tmp_path, storage=tmp_path / "data")
         assert push(exporter, 7).status_code == 200
         exporter.kill9()
         exporter.stop()
-        again = Exporter(tmp_path)
+        again = Exporter(tmp_path, storage=tmp_path / "data")
         try:
             assert counted(again) == 7 * (round_ + 1)
         finally:
@@ -118,12 +119,12 @@ def test_kill_9_right_after_one_2xx(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop CAP_DAC_OVERRIDE")
 def test_unwritable_storage_refuses_pushes_and_serves_scrapes(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    first = Exporter(tmp_path)
+    first = Exporter(tmp_path, storage=tmp_path / "data")
     assert push(first, 3).status_code == 200
     first.stop()
     for path in [data, *data.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
-    exporter = Exporter(tmp_path, prefix=WITHOUT_DAC_OVERRIDE)
+    exporter = Exporter(tmp_path, prefix=WITHOUT_DAC_OVERRIDE, storage=data)
     try:
         assert counted(exporter) == 3  # read, though not writable
         refused = push(exporter, 5)
@@ -146,10 +147,11 @@ def test_unwritable_storage_refuses_pushes_and_serves_scrapes(tmp_path: Path) ->
 
 
 def test_a_second_exporter_on_the_same_storage_is_refused(tmp_path: Path) -> None:
-    first = Exporter(tmp_path)
+    first = Exporter(tmp_path, storage=tmp_path / "data")
     try:
         port = free_port()
-        result = subprocess.run([EXPORTER_BIN, f"--web.listen-address={LOOPBACK}:{port}"],
+        result = subprocess.run([EXPORTER_BIN, f"--web.listen-address={LOOPBACK}:{port}",
+                                 f"--storage.path={tmp_path / 'data'}"],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=30,
                                 check=False)
         assert result.returncode == 1

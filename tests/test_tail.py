@@ -73,8 +73,8 @@ def started(tmp_path: Path) -> Iterator[list[Exporter]]:
 
 def start(procs: list[Exporter], base: Path, storage: str = "", **tail: Any) -> Exporter:
     settings = config(base, **tail)
-    if storage:
-        settings["storage"] = {"path": storage}
+    # One store per test directory, kept across the restarts a test makes.
+    settings["storage"] = {"path": storage or str(base / "data")}
     proc = Exporter(base, config=settings)
     procs.append(proc)
     return proc

@@ -14,8 +14,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from exporter.config import Config, ConfigError
+from exporter.config import ConfigError
 from exporter.events import (
     AnyEvent,
     ComponentStatus,
@@ -73,6 +74,9 @@ SEVERITIES = (("info", 0.3), ("low", 0.3), ("medium", 0.25), ("high", 0.12),
               ("critical", 0.03))
 ERROR_CATEGORIES = ("client", "server", "tool", "provider", "network", "timeout",
                     "validation", "auth", "rate_limit", "internal")
+
+if TYPE_CHECKING:
+    from exporter.sources import SourceDeps
 
 
 def _weighted(rng: random.Random, pairs: tuple[tuple[str, float], ...]) -> str:
@@ -390,7 +394,8 @@ class DemoSource(Source):
         return alive, f"running, episode: {episode}" if alive else "stopped"
 
 
-def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+def from_config(deps: SourceDeps) -> list[Source]:
+    config, ingestor = deps.config, deps.ingestor
     demo = config.demo
     if not demo.enabled:
         return []

@@ -9,36 +9,38 @@ read.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-import msgspec
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from exporter.config import Config, ConfigError, PushConfig
+from exporter.bodies import split_ndjson
 from exporter.events import Rejection
 from exporter.ingest import Ingestor
+from exporter.security import (
+    IDENTITY_KEY,
+    NO_PUSH_TOKENS,
+    Identity,
+    IntakeAuth,
+    PushTokens,
+    Refusal,
+    load_push_tokens,
+)
 from exporter.sources.base import Source
+from exporter.storage import StorageUnavailableError, WalRecord
+from exporter.storage.wal import WriteAheadLog
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 MAX_ERRORS_LISTED = 1000
-REALM = 'Bearer realm="ai-metrics-exporter"'
-# Set by the web layer's authentication when it has already verified the caller (a push
-# token, or any credential whose role may push); the token check here is then skipped.
-IDENTITY_KEY = "ai_exporter.identity"
+RETRY_AFTER_SECONDS = 1
 
-_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
-# Tokens of a JSON text that matter for splitting an array: strings (possibly unterminated)
-# and structural characters.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{},]', re.DOTALL)
+
+if TYPE_CHECKING:
+    from exporter.sources import SourceDeps
 
 
 class BodyTooLargeError(Exception):
@@ -111,79 +113,6 @@ def gunzip(body: bytes, limit: int) -> bytes:
             return b"".join(pieces)
 
 
-def split_array(body: bytes) -> list[bytes]:
-    """The elements of a JSON array, tolerating a broken one.
-
-    The strict split is tried first; if the array does not parse (a syntax error inside one
-    element, NaN, a truncated tail, trailing data), the elements are cut at the top-level
-    commas instead, so the elements around the broken one are still decoded on their own.
-    Anything after the closing bracket becomes one more element, so it is reported.
-    """
-    try:
-        return [bytes(r) for r in _raw_list.decode(body)]
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        pass
-    start = body.index(b"[") + 1
-    items: list[bytes] = []
-    depth = 0
-    for match in _TOKEN.finditer(body, start):
-        char = match.group()[:1]
-        if char == b'"':
-            continue
-        if char in (b"[", b"{"):
-            depth += 1
-        elif char in (b"]", b"}"):
-            if depth == 0 and char == b"]":
-                items.append(body[start:match.start()])
-                start = match.end()
-                break
-            depth -= 1
-        elif depth == 0:  # a comma between elements
-            items.append(body[start:match.start()])
-            start = match.end()
-    else:
-        items.append(body[start:])
-        start = len(body)
-    elements = [item.strip() for item in items]
-    if elements == [b""]:
-        elements = []  # "[]"
-    tail = body[start:].strip()
-    if tail:
-        elements.append(tail)
-    return elements
-
-
-def split_ndjson(body: bytes) -> tuple[list[bytes], list[int]]:
-    """Non-blank lines of an NDJSON body, with their 1-based line numbers."""
-    lines: list[bytes] = []
-    numbers: list[int] = []
-    for number, line in enumerate(body.split(b"\n"), 1):
-        stripped = line.strip()
-        if stripped:
-            lines.append(stripped)
-            numbers.append(number)
-    return lines, numbers
-
-
-def load_tokens(cfg: PushConfig) -> tuple[bytes, ...]:
-    """Bearer tokens from the configuration and the tokens file (one per line, # comments)."""
-    tokens = [t.strip() for t in cfg.tokens]
-    if any(not t for t in tokens):
-        raise ConfigError("sources.push.tokens: empty token")
-    if cfg.tokens_file:
-        path = Path(cfg.tokens_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"sources.push.tokens_file: cannot read {path}: {reason}") from None
-        from_file = [line.strip() for line in text.splitlines()
-                     if line.strip() and not line.lstrip().startswith("#")]
-        if not from_file:
-            raise ConfigError(f"sources.push.tokens_file: {path} holds no token")
-        tokens.extend(from_file)
-    return tuple(t.encode() for t in tokens)
-
 
 class PushSource(Source):
     """The push endpoint's logic; the web route hands it the request."""
@@ -191,11 +120,14 @@ class PushSource(Source):
     name = "push"
 
     def __init__(self, ingestor: Ingestor, max_body_bytes: int,
-                 tokens: tuple[bytes, ...] = ()) -> None:
+                 tokens: PushTokens = NO_PUSH_TOKENS, wal: WriteAheadLog | None = None) -> None:
         super().__init__(ingestor)
         self.max_body_bytes = max_body_bytes
+        # The store's write-ahead log: a batch is durable before it is counted and
+        # answered. None only where nothing is kept (a throwaway validation build).
+        self.wal = wal
         self.tokens = tokens
-        self._digests = tuple(hashlib.sha256(t).digest() for t in tokens)
+        self._auth = IntakeAuth(tokens)  # the one authorization point of event intake
 
     def start(self) -> None:
         """Nothing to start: the web route drives this source."""
@@ -209,10 +141,10 @@ class PushSource(Source):
     # --- request handling -------------------------------------------------------------
     def handle_request(self, request: PushRequest) -> PushResult:
         """Authorize, size-check, read and ingest one request."""
-        if request.environ.get(IDENTITY_KEY) is None:
-            refused = self.authorize(request.headers.get("Authorization", ""))
-            if refused is not None:
-                return refused
+        refused = self.authorize(request.headers.get("Authorization", ""),
+                                 request.environ.get(IDENTITY_KEY))
+        if refused is not None:
+            return refused
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             return self._too_large()
@@ -224,23 +156,17 @@ class PushSource(Source):
         return self.handle(body, request.headers.get("Content-Type", ""),
                            request.headers.get("Content-Encoding", ""))
 
-    def authorize(self, header: str) -> PushResult | None:
-        """None when the request may push; a 401 result otherwise (constant-time compare)."""
-        if not self.tokens:
+    def authorize(self, header: str, verified: Identity | None = None) -> PushResult | None:
+        """None when the request may push; a 401 result otherwise (``IntakeAuth``).
+
+        ``verified``: the identity the web layer left under ``IDENTITY_KEY`` (None without
+        the web layer in front, whose token check then happens here)."""
+        decision = self._auth.authorize(verified, header)
+        if not isinstance(decision, Refusal):
             return None
-        scheme, _, credentials = header.partition(" ")
-        given = credentials.strip().encode()
-        # Digests have one length, so the comparison leaks neither a token's length nor
-        # (every token being compared) which one matched.
-        digest = hashlib.sha256(given).digest()
-        ok = False
-        for token in self._digests:
-            ok |= hmac.compare_digest(digest, token)
-        if scheme.lower() == "bearer" and given and ok:
-            return None
-        result = self._refuse(401, Rejection(
+        result = self._refuse(decision.status, Rejection(
             "unauthorized", "a valid 'Authorization: Bearer <token>' header is required"))
-        result.headers["WWW-Authenticate"] = REALM
+        result.headers["WWW-Authenticate"] = decision.challenge
         return result
 
     def handle(self, body: bytes, content_type: str, content_encoding: str) -> PushResult:
@@ -264,23 +190,41 @@ class PushSource(Source):
                                                f"unsupported Content-Encoding {encoding!r}"))
         if len(body) > self.max_body_bytes:
             return self._too_large()
-        lines: list[int] | None = None
         stripped = body.lstrip()
         if not stripped:
             return self._refuse(400, Rejection("empty", "body is empty"))
-        if media_type in NDJSON_TYPES:
+        kind = ("ndjson" if media_type in NDJSON_TYPES
+                else "array" if stripped.startswith(b"[") else "object")
+        if self.wal is None:
+            return self._answer(*self._ingest(kind, body, None))
+        try:
+            outcome = self.wal.append(self.name, kind, body,
+                                      lambda now: self._ingest(kind, body, now))
+        except StorageUnavailableError as exc:
+            result = PushResult(503, {"accepted": 0, "rejected": 0, "errors": [
+                {"index": None, "reason": "storage_unavailable",
+                 "detail": f"events cannot be made durable now ({exc}); nothing was "
+                           "counted: send them again later"}]})
+            result.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return result
+        return self._answer(*outcome)
+
+    def replay(self, record: WalRecord, now: float) -> None:
+        """Count a logged batch again after a restart (the state on disk predates it)."""
+        self._ingest(record.kind, record.body, now)
+
+    def _ingest(self, kind: str, body: bytes, now: float | None
+                ) -> tuple[int, list[tuple[int, Rejection]], list[int] | None]:
+        """Decode, validate and count one body (already logged); ``now``: its batch time."""
+        lines: list[int] | None = None
+        if kind == "ndjson":
             raws, lines = split_ndjson(body)
-            accepted, rejections = self.ingestor.ingest_raw(self.name, raws)
-        elif stripped.startswith(b"["):
-            events = self.ingestor.decoder.decode_array(body)
-            if events is not None:
-                self.ingestor.apply(self.name, events)
-                accepted, rejections = len(events), []
-            else:
-                accepted, rejections = self.ingestor.ingest_raw(self.name, split_array(body))
+            accepted, rejections = self.ingestor.ingest_raw(self.name, raws, now=now)
+        elif kind == "array":
+            accepted, rejections = self.ingestor.ingest_array(self.name, body, now=now)
         else:
-            accepted, rejections = self.ingestor.ingest_raw(self.name, [body])
-        return self._answer(accepted, rejections, lines)
+            accepted, rejections = self.ingestor.ingest_raw(self.name, [body], now=now)
+        return accepted, rejections, lines
 
     def _answer(self, accepted: int, rejections: list[tuple[int, Rejection]],
                 lines: list[int] | None) -> PushResult:
@@ -313,8 +257,10 @@ class PushSource(Source):
                                                "detail": rejection.detail}]})
 
 
-def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+def from_config(deps: SourceDeps) -> list[Source]:
+    config, ingestor = deps.config, deps.ingestor
     push = config.sources.push
     if not push.enabled:
         return []
-    return [PushSource(ingestor, config.web.max_request_bytes, load_tokens(push))]
+    return [PushSource(ingestor, config.web.max_request_bytes, load_push_tokens(push),
+                       wal=deps.store.wal)]

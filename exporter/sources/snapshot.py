@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client.core import GaugeMetricFamily
@@ -30,7 +30,6 @@ from prometheus_client.metrics_core import Metric
 from exporter import catalog
 from exporter.catalog import Kind, MetricSpec
 from exporter.config import (
-    Config,
     ConfigError,
     SnapshotConfig,
     SnapshotFileConfig,
@@ -58,6 +57,9 @@ CATALOG_GAUGES: dict[str, MetricSpec] = {spec.name: spec for spec in (
     catalog.AI_ANALYTICS_QUALITY_SCORE, catalog.AI_ANALYTICS_RESOLUTION_ACTIVE,
     catalog.AI_ANALYTICS_SPEND_TODAY, catalog.AI_SNAPSHOT_GENERATED)}
 
+if TYPE_CHECKING:
+    from exporter.sources import SourceDeps
+
 
 def _metric(name: str, path: str, unit: str = "", **labels: str) -> SnapshotMetricConfig:
     return SnapshotMetricConfig(name=name, path=path, unit=unit, labels=labels)
@@ -67,11 +69,11 @@ def _metric(name: str, path: str, unit: str = "", **labels: str) -> SnapshotMetr
 DEFAULT_FILES: tuple[SnapshotFileConfig, ...] = (
     SnapshotFileConfig(path="state/limits/usage_log.json", metrics=[
         _metric("ai.provider.usage", "providers.*.*.used", "{unit}",
-                provider="{1}", limit_type="{2}"),
+                gen_ai_provider_name="{1}", limit_type="{2}"),
         _metric("ai.provider.usage.limit", "providers.*.*.limit", "{unit}",
-                provider="{1}", limit_type="{2}"),
+                gen_ai_provider_name="{1}", limit_type="{2}"),
         _metric("ai.provider.spend.today", "providers.*.cost_usd_today", "USD",
-                provider="{1}"),
+                gen_ai_provider_name="{1}"),
         _metric("ai.snapshot.generated_timestamp", "updated_at", "s", file="{file}"),
     ]),
     SnapshotFileConfig(path="state/analytics/*.json", metrics=[
@@ -365,7 +367,8 @@ class SnapshotSource(Source):
         return [reads, counts, *gauges.values()]
 
 
-def from_config(config: Config, ingestor: Ingestor) -> list[Source]:
+def from_config(deps: SourceDeps) -> list[Source]:
+    config, ingestor = deps.config, deps.ingestor
     cfg = config.sources.snapshot
     if not cfg.enabled:
         return []

@@ -214,7 +214,9 @@ class StateStore:
         if self._aggregator is None or self._ingestor is None:
             return False
         with self._commit_lock:
-            participants = list(self._participants.items())
+            # The log last: a source may take a moment to reach the end of its batch (the
+            # tail's poll), and pushes should not wait behind it.
+            participants = sorted(self._participants.items(), key=lambda p: p[0] == WAL_CURSOR)
             with contextlib.ExitStack() as held:
                 for _name, participant in participants:
                     held.enter_context(participant.hold())
