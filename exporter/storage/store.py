@@ -311,7 +311,7 @@ class StateStore:
         problem = self.problem or self.wal.problem
         if problem:
             return False, problem
-        return True, f"committing to {self.path}"
+        return True, f"writable, committed every {self.interval:g}s"
 
     def families(self) -> list[Metric]:
         writable = catalog.EXPORTER_STORAGE_WRITABLE.family()
