@@ -134,7 +134,7 @@ def export_part(root: Path, sink_port: int, exports: int) -> dict[str, Any]:
                                  "interval_seconds": 60.0}})
     runtime = Runtime(cfg)
     runtime.ingestor.ingest_raw("bench", ai_events(AI_SERIES))
-    pusher = runtime.services["otlp"]
+    pusher = runtime.otlp
     stages: dict[str, list[float]] = {}
 
     def timed(name: str, fn: Any, *args: Any) -> Any:

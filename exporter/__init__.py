@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from exporter.aggregator import Aggregator
     from exporter.catalog import MetricSpec
     from exporter.cli import main
-    from exporter.collectors import COLLECTORS, Collector, CollectorContext
+    from exporter.collectors import COLLECTORS, Collector, CollectorContext, CollectorDeps
     from exporter.config import Config, ConfigError
     from exporter.events import Event, Rejection
+    from exporter.hostpaths import HostPaths
     from exporter.ingest import Ingestor
     from exporter.runtime import Runtime
     from exporter.sources import Source
@@ -32,9 +33,11 @@ _EXPORTS = {
     "COLLECTORS": "exporter.collectors",
     "Collector": "exporter.collectors",
     "CollectorContext": "exporter.collectors",
+    "CollectorDeps": "exporter.collectors",
     "Config": "exporter.config",
     "ConfigError": "exporter.config",
     "Event": "exporter.events",
+    "HostPaths": "exporter.hostpaths",
     "Ingestor": "exporter.ingest",
     "MetricSpec": "exporter.catalog",
     "Rejection": "exporter.events",
@@ -49,9 +52,11 @@ __all__ = [
     "Aggregator",
     "Collector",
     "CollectorContext",
+    "CollectorDeps",
     "Config",
     "ConfigError",
     "Event",
+    "HostPaths",
     "Ingestor",
     "MetricSpec",
     "Rejection",

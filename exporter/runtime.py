@@ -12,22 +12,28 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-import psutil
 from prometheus_client import ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog, config, exposition
 from exporter.aggregator import Aggregator
 from exporter.collectors import COLLECTORS, Collector, CollectorContext
+from exporter.collectors.base import CollectorDeps
+from exporter.collectors.probes import ProbeService, build_probe_service
 from exporter.config import Config, ConfigError
+from exporter.hostpaths import HostPaths, check_unchanged, warn_if_unpinned
 from exporter.ingest import Ingestor
 from exporter.otlp import CollectGate, build_pusher
 from exporter.otlp import resolve as otlp_settings
 from exporter.scrape import CollectorRunner
 from exporter.security import Security
-from exporter.sources import Source, build_sources
+from exporter.sources import Source, SourceDeps, build_sources
+from exporter.sources.base import SelfMetrics, reporting
+from exporter.sources.tail import legacy_state
+from exporter.storage import Replayable, State, StateStore
 from exporter.version import build_info
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,21 @@ def _aggregator_settings(cfg: Config) -> dict[str, Any]:
     }
 
 
+def build_store(cfg: Config) -> StateStore:
+    """The state store of ``storage.path`` (nothing on disk is touched until ``open``)."""
+    interval = cfg.storage.checkpoint_interval_seconds
+    if cfg.sources.tail.enabled:  # the tail's older setting still shortens it
+        interval = min(interval, cfg.sources.tail.checkpoint_interval_seconds)
+    return StateStore(Path(cfg.storage.path).absolute(), sync=cfg.storage.fsync,
+                      interval=interval)
+
+
+def _legacy(cfg: Config) -> Callable[[], tuple[State, Callable[[], None]] | None] | None:
+    """Where an older layout may hold state to migrate: the tail's checkpoint."""
+    tail = cfg.sources.tail
+    return (lambda: legacy_state(tail)) if tail.enabled else None
+
+
 class Runtime:
     """Holds everything a request handler or a scrape needs."""
 
@@ -89,39 +110,64 @@ class Runtime:
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)
         self.security = Security(cfg)
-        self.services: dict[str, Any] = {"ingestor": self.ingestor, "runtime": self,
-                                         "security": self.security}
+        self.host = HostPaths.from_config(cfg)  # fixed for the process (see hostpaths)
+        warn_if_unpinned(self.host)
+        # OTLP push (None when no endpoint): reads families() off the scrape path.
+        self.collect_gate = CollectGate()
+        self.last_collection: tuple[float, list[Metric]] | None = None
+        self.otlp = build_pusher(cfg, self)
+        # Shared by the probes collector, /probe and /api/status/ai; replaced on reload.
+        self.probes = self._build_probes(cfg, None)
         self.process_collector = ProcessCollector(registry=None)
         self.last_reload_ok = True
         self.last_reload_time = time.time()
         self.config = cfg
-        self.runner = self._build_runner(cfg)
-        self.sources: list[Source] = build_sources(cfg, self.ingestor)
-        # OTLP push (None when no endpoint): reads families() off the scrape path.
-        self.collect_gate = CollectGate()
-        self.last_collection: tuple[float, list[Metric]] | None = None
-        self.services["otlp"] = build_pusher(cfg, self)
-        psutil.PROCFS_PATH = cfg.host.procfs_path
+        self.runner = self._build_runner(cfg, self.probes)
+        # One store for every source's cursor and the AI state, restored before any
+        # source is built (StorageLockedError when another exporter holds it).
+        self.store = build_store(cfg)
+        self.store.open(self.ingestor, legacy=_legacy(cfg))
+        self.sources: list[Source] = build_sources(self._source_deps(cfg))
 
     @staticmethod
     def validate(cfg: Config) -> None:
         """Check what only building can check (collector names, source settings)."""
         enabled_collectors(cfg)
-        build_sources(cfg, Ingestor(Aggregator()))
+        build_sources(SourceDeps(cfg, Ingestor(Aggregator()), build_store(cfg)))
         otlp_settings(cfg)
         Security.prepare(cfg)
 
-    def _build_runner(self, cfg: Config) -> CollectorRunner:
-        ctx = CollectorContext(cfg, self.services)
+    @staticmethod
+    def _build_probes(cfg: Config, previous: ProbeService | None) -> ProbeService | None:
+        """The probe service when the probes collector is on (else /probe answers 404)."""
+        if "probes" not in enabled_collectors(cfg):
+            return None
+        return build_probe_service(cfg, previous)
+
+    def self_metrics(self) -> list[SelfMetrics]:
+        """The running sources that report self metrics (read at scrape time)."""
+        return reporting(self.sources)
+
+    def _build_runner(self, cfg: Config, probes: ProbeService | None) -> CollectorRunner:
+        deps = CollectorDeps(ingestor=self.ingestor, security=self.security, otlp=self.otlp,
+                             probes=probes, sources=self.self_metrics)
+        ctx = CollectorContext(cfg, deps)
         collectors: list[Collector] = [COLLECTORS[name](ctx) for name in enabled_collectors(cfg)]
         return CollectorRunner(collectors, cfg.collectors.timeout_seconds, self.pool)
 
+    def _source_deps(self, cfg: Config) -> SourceDeps:
+        return SourceDeps(cfg, self.ingestor, self.store)
+
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        # Logged pushes the stored state does not hold yet count before anything new.
+        self.store.replay({s.name: s.replay for s in self.sources
+                           if isinstance(s, Replayable)})
+        self.store.start()
         for source in self.sources:
             source.start()
-        if self.services["otlp"] is not None:
-            self.services["otlp"].start()
+        if self.otlp is not None:
+            self.otlp.start()
         self.ready_event.set()
 
     def stop(self) -> None:
@@ -131,9 +177,12 @@ class Runtime:
                 source.stop()
             except Exception as exc:  # stop the others regardless
                 log.warning("source %s: stop failed: %s", source.name, exc)
-        if self.services["otlp"] is not None:
-            self.services["otlp"].stop()
+        self.store.close()
+        if self.otlp is not None:
+            self.otlp.stop()
         self.runner.close()
+        if self.probes is not None:
+            self.probes.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def source(self, name: str) -> Source | None:
@@ -144,17 +193,22 @@ class Runtime:
         if self._loader is None:
             return False, "no configuration loader"
         runner: CollectorRunner | None = None
+        probes: ProbeService | None = None
         try:
             new = self._loader()
+            check_unchanged(self.config, new)
             # The push is not rebuilt on reload, but a file check-config refuses must not
             # pass here either.
             otlp_settings(new)
             policy = self.security.prepare(new)
-            runner = self._build_runner(new)
-            sources = build_sources(new, self.ingestor)
+            probes = self._build_probes(new, self.probes)
+            runner = self._build_runner(new, probes)
+            sources = build_sources(self._source_deps(new))
         except Exception as exc:  # any failure keeps the configuration in force
             if runner is not None:
                 runner.close()
+            if probes is not None:
+                probes.close()
             self.last_reload_ok = False
             if isinstance(exc, ConfigError):
                 log.error("reload rejected, keeping the current configuration: %s", exc)
@@ -164,17 +218,19 @@ class Runtime:
                           "unexpected error")
             return False, f"reload failed: {type(exc).__name__}"
         with self._lock:
-            old_runner, old_sources = self.runner, self.sources
+            old_runner, old_sources, old_probes = self.runner, self.sources, self.probes
             for source in old_sources:
                 source.stop()
             self.config, self.runner, self.sources = new, runner, sources
+            self.probes = probes
             self.security.install(policy)
-            psutil.PROCFS_PATH = new.host.procfs_path
             for key, value in _aggregator_settings(new).items():
                 setattr(self.aggregator, key, value)
             for source in sources:
                 source.start()
         old_runner.close()
+        if old_probes is not None:
+            old_probes.close()
         self.last_reload_ok = True
         self.last_reload_time = time.time()
         log.info("configuration reloaded")
@@ -197,6 +253,7 @@ class Runtime:
         when = catalog.EXPORTER_CONFIG_LAST_RELOAD_TIME.family()
         when.add_metric([], self.last_reload_time)
         out.extend((build, ok, when))
+        out.extend(self.store.families())
         out.extend(self._web_config_families())
         out.extend(self.process_collector.collect())
         if rendered is not None:
@@ -225,6 +282,8 @@ class Runtime:
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, Any] = {"started": {"ok": self.ready_event.is_set()}}
+        ok, detail = self.store.ready()
+        checks["storage"] = {"ok": ok, "detail": detail}
         for source in self.sources:
             ok, detail = source.ready()
             checks[f"source:{source.name}"] = {"ok": ok, "detail": detail}

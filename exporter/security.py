@@ -10,6 +10,12 @@ reloads.
 
 Secrets never reach a log line, a metric label or a response body: failures are counted
 by a fixed ``reason`` and logged with the reason and the peer address only.
+
+Event intake (HTTP push, and the OTLP intake) has one loader for its bearer tokens
+(``load_push_tokens``) and one authorization point (``IntakeAuth.authorize``), which the
+push source calls and an intake route reuses: the caller the web layer already verified
+(``IDENTITY_KEY`` in the WSGI environ), else a push token, else, with no push token
+configured, anyone.
 """
 
 from __future__ import annotations
@@ -24,21 +30,34 @@ import math
 import re
 import threading
 import time
+import typing
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter import catalog
-from exporter.config import Config, ConfigError
+from exporter.config import Config, ConfigError, PushConfig, Role
 from exporter.webconfig import WebConfigWatcher, WebSettings
 
 log = logging.getLogger(__name__)
 
-ROLES = ("viewer", "operator", "admin")
+# Lowest to highest, as ``config.Role`` (the one definition) lists them.
+ROLES: tuple[str, ...] = typing.get_args(Role)
 RANK = {role: i + 1 for i, role in enumerate(ROLES)}
 ADMIN = "admin"
+OPERATOR = "operator"
+
+# The route events are pushed to; every event-intake route (``INTAKE_PATHS``: the OTLP
+# intake adds its own) needs the operator role to POST and shares the push rate limit.
+PUSH_PATH = "/api/v1/events"
+INTAKE_PATHS = frozenset({PUSH_PATH})
+# The WSGI environ key under which the web layer leaves the caller it verified (a real
+# credential, not anonymous access), so that intake need not check a token again.
+IDENTITY_KEY = "ai_exporter.identity"
+BEARER_CHALLENGE = 'Bearer realm="ai-metrics-exporter"'
+BASIC_CHALLENGE = 'Basic realm="ai-metrics-exporter", charset="UTF-8"'
 
 # The fixed ``reason`` values of ai_exporter_http_auth_failures_total.
 REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", "expired",
@@ -122,6 +141,103 @@ class Decision:
 
 
 ALLOW_ANON = Decision(0)
+# Who pushed with a ``sources.push`` token, and who calls when nothing is required.
+PUSH_IDENTITY = Identity("token:push", OPERATOR, "push_token")
+ANONYMOUS = Identity("anonymous", "", "none")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request may not proceed: the HTTP status, a fixed ``reason`` and the header
+    values the answer carries (``WWW-Authenticate``, ``Retry-After``)."""
+
+    status: int
+    reason: str
+    challenge: str = ""
+    retry_after: int = 0
+
+
+@dataclass(frozen=True)
+class PushTokens:
+    """The ``sources.push`` bearer tokens, kept as SHA-256 digests only."""
+
+    digests: tuple[bytes, ...] = ()
+
+    @classmethod
+    def of(cls, tokens: Iterable[bytes]) -> PushTokens:
+        return cls(tuple(hashlib.sha256(t).digest() for t in tokens))
+
+    def __bool__(self) -> bool:
+        return bool(self.digests)
+
+    def matches(self, token: bytes) -> bool:
+        """Whether ``token`` is one of them. Digests have one length and every one is
+        compared, so the time taken leaks neither a token's length nor which matched."""
+        digest = hashlib.sha256(token).digest()
+        ok = False
+        for known in self.digests:
+            ok |= hmac.compare_digest(known, digest)
+        return ok
+
+
+NO_PUSH_TOKENS = PushTokens()
+
+
+def load_push_tokens(cfg: PushConfig) -> PushTokens:
+    """``sources.push.tokens`` and ``sources.push.tokens_file`` (one token a line, ``#``
+    comments): the one loader, used by the web policy and by the push source alike.
+
+    An empty token, an unreadable or non-UTF-8 file and a file that holds no token are
+    configuration errors naming the field (``ConfigError``: exit status 2)."""
+    plain: list[str] = []
+    for i, token in enumerate(cfg.tokens):
+        if not token.strip():
+            raise ConfigError(f"sources.push.tokens.{i}: empty token")
+        plain.append(token.strip())
+    if cfg.tokens_file:
+        where = "sources.push.tokens_file"
+        try:
+            text = read_secret_file(cfg.tokens_file, where).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: not UTF-8 text") from None
+        from_file = [line.strip() for line in text.splitlines()
+                     if line.strip() and not line.strip().startswith("#")]
+        if not from_file:
+            raise ConfigError(f"{where}: {cfg.tokens_file} holds no token")
+        plain.extend(from_file)
+    return PushTokens.of(t.encode() for t in plain)
+
+
+@dataclass(frozen=True)
+class IntakeAuth:
+    """The one authorization point of event intake (``POST /api/v1/events``, and the OTLP
+    intake to come): who may hand events in, given what the web layer already checked."""
+
+    tokens: PushTokens = NO_PUSH_TOKENS
+
+    @property
+    def token_required(self) -> bool:
+        return bool(self.tokens)
+
+    def authorize(self, verified: Identity | None, authorization: str) -> Identity | Refusal:
+        """The caller, or why not.
+
+        ``verified``: the identity the web layer authenticated (``IDENTITY_KEY``; its role
+        was checked against the route there), or None without the web layer in front (an
+        embedding application) or for anonymous access. Then a push token is required
+        when any is configured (``Authorization: Bearer <token>``, compared in constant
+        time); with none configured intake is open."""
+        if verified is not None and verified.method != "none":
+            return verified
+        if not self.tokens:
+            return verified if verified is not None else ANONYMOUS
+        scheme, _, credentials = authorization.partition(" ")
+        given = credentials.strip().encode()
+        matched = self.tokens.matches(given)
+        if scheme.lower() == "bearer" and given and matched:
+            return PUSH_IDENTITY
+        return Refusal(401, "bad_token" if authorization else "missing",
+                       challenge=BEARER_CHALLENGE)
 
 
 @dataclass(frozen=True)
@@ -207,8 +323,8 @@ def route_role(method: str, path: str) -> str:
         return ""
     if path.startswith("/-/"):
         return ADMIN
-    if path == "/api/v1/events":
-        return "operator" if method not in ("GET", "HEAD") else "viewer"
+    if path in INTAKE_PATHS:
+        return OPERATOR if method not in ("GET", "HEAD") else "viewer"
     if method in ("GET", "HEAD"):
         return "viewer"
     return ADMIN
@@ -221,7 +337,7 @@ class Policy:
     open_routes: frozenset[str] = frozenset()
     watcher: WebConfigWatcher | None = None
     static_tokens: list[StaticToken] = field(default_factory=list)
-    push_tokens: list[bytes] = field(default_factory=list)
+    push_tokens: PushTokens = NO_PUSH_TOKENS
     jwt_key: Any = None
     jwt_algorithm: str = ""
     jwt_audience: str = ""
@@ -249,18 +365,11 @@ class Policy:
     def tls(self) -> bool:
         return self.watcher is not None and self.watcher.context is not None
 
-
-def _push_tokens(cfg: Config) -> list[bytes]:
-    """``sources.push.tokens`` and ``sources.push.tokens_file`` (one token a line):
-    plain shared secrets kept working as operator tokens; stored as SHA-256 only."""
-    push = cfg.sources.push
-    plain = [t.strip() for t in push.tokens if t.strip()]
-    if push.tokens_file:
-        text = read_secret_file(push.tokens_file, "sources.push.tokens_file").decode(
-            "utf-8", "replace")
-        plain.extend(line.strip() for line in text.splitlines()
-                     if line.strip() and not line.strip().startswith("#"))
-    return [hashlib.sha256(t.encode()).digest() for t in plain]
+    @property
+    def intake(self) -> IntakeAuth:
+        """Event intake's authorization under this policy (an intake route's check, with
+        the push tokens of the configuration in force)."""
+        return IntakeAuth(self.push_tokens)
 
 
 def build_policy(cfg: Config) -> Policy:
@@ -287,7 +396,8 @@ def build_policy(cfg: Config) -> Policy:
             policy.static_tokens = parse_token_file(text.decode("utf-8"))
         except UnicodeDecodeError:
             raise ConfigError("web.security.tokens_file: not UTF-8 text") from None
-    policy.push_tokens = _push_tokens(cfg)
+    # Push tokens keep working as operator tokens on every route (the older setting).
+    policy.push_tokens = load_push_tokens(cfg.sources.push)
     _jwt_settings(cfg, policy)
     if sec.anonymous_role is None:
         # Only push tokens configured (the older setting): reads stay open as before.
@@ -443,11 +553,8 @@ class Security:
                 found = entry
         if found is not None:
             return Identity(f"token:{found.name}", found.role, "token")
-        push_ok = False
-        for push_digest in policy.push_tokens:
-            push_ok |= hmac.compare_digest(push_digest, digest)
-        if push_ok:
-            return Identity("token:push", "operator", "push_token")
+        if policy.push_tokens.matches(raw):
+            return PUSH_IDENTITY
         key = hashlib.sha256(b"bearer\0" + raw).digest()
         cached = self._cached(key)
         if cached is not None:
@@ -550,9 +657,9 @@ class Security:
     def _challenge(policy: Policy, settings: WebSettings | None) -> str:
         parts = []
         if settings is not None and settings.basic_auth_users:
-            parts.append('Basic realm="ai-metrics-exporter", charset="UTF-8"')
+            parts.append(BASIC_CHALLENGE)
         if policy.static_tokens or policy.push_tokens or policy.jwt_key:
-            parts.append('Bearer realm="ai-metrics-exporter"')
+            parts.append(BEARER_CHALLENGE)
         return ", ".join(parts)
 
 

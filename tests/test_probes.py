@@ -18,10 +18,12 @@ import pytest
 from prometheus_client.exposition import generate_latest
 
 from exporter import config
-from exporter.collectors.base import CollectorContext
+from exporter.collectors.base import CollectorContext, CollectorDeps
 from exporter.collectors.probes import ProbesCollector, ProbeService
 from exporter.config import ProbeConfig
+from exporter.runtime import Runtime
 from exporter.scrape import StaticFamilies
+from exporter.web import create_app
 from tests.procs import LOOPBACK, Exporter, Prometheus, free_port, sample_value, wait_until
 
 UP = "ai_component_up"
@@ -228,6 +230,7 @@ def test_headers_and_bearer_token_file(target: Target, tmp_path: Path) -> None:
     assert (r.up, r.reason) == (False, "credentials")
 
 
+@pytest.mark.e2e
 def test_tls_verified_with_ca_file_reports_expiry(tls_files: tuple[Path, Path]) -> None:
     server = Target(tls_files)
     try:
@@ -287,6 +290,7 @@ def _exporter(workdir: Path, probes: list[dict[str, Any]], **collectors: Any) ->
     return Exporter(workdir, cfg)
 
 
+@pytest.mark.e2e
 def test_component_going_down_flips_up_within_one_scrape(tmp_path: Path) -> None:
     server = Target()
     port = server.port
@@ -314,6 +318,7 @@ def test_component_going_down_flips_up_within_one_scrape(tmp_path: Path) -> None
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_hanging_target_never_delays_the_scrape_past_its_deadline(tmp_path: Path) -> None:
     server = Target()
     garbage = GarbageServer()
@@ -360,25 +365,58 @@ def test_hanging_target_never_delays_the_scrape_past_its_deadline(tmp_path: Path
         exp.stop()
 
 
-def test_reload_keeps_failure_counters_and_swaps_the_service(target: Target) -> None:
-    services: dict[str, Any] = {}
+def _probes_collector(runtime: Runtime) -> ProbesCollector:
+    found = [c for c in runtime.runner.collectors if isinstance(c, ProbesCollector)]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_reload_keeps_failure_counters_and_swaps_the_service(target: Target,
+                                                             tmp_path: Path) -> None:
+    """The runtime owns the probe service: a reload builds the new one from the old one's
+    counters, hands it to the new collector and to /probe, and closes the old one."""
     refused = f"http://{LOOPBACK}:{free_port()}/"
-    cfg = config.build({"components": {"probes": [{"name": "a", "url": refused}]}})
-    old = ProbesCollector(CollectorContext(cfg, services))
-    list(old.collect())
-    cfg2 = config.build({"components": {"probes": [
+    storage = {"storage": {"path": str(tmp_path / "data")}}
+    cfg = config.build({**storage, "components": {"probes": [{"name": "a", "url": refused}]}})
+    cfg2 = config.build({**storage, "components": {"probes": [
         {"name": "a", "url": refused}, {"name": "b", "url": f"{target.url}/healthz"}]}})
-    new = ProbesCollector(CollectorContext(cfg2, services))
-    old.close()  # the runtime closes the old runner after building the new one
-    assert services["probes"] is new.service
-    text = generate_latest(StaticFamilies(list(new.collect()))).decode()
-    assert sample_value(text, "ai_component_probe_failures_total",
-                        {"component": "a", "reason": "connection_refused"}) == 2
-    assert sample_value(text, UP, {"component": "b"}) == 1
-    new.close()
-    assert "probes" not in services
+    runtime = Runtime(cfg, loader=lambda: cfg2)
+    try:
+        old = runtime.probes
+        assert old is not None and _probes_collector(runtime).service is old
+        list(_probes_collector(runtime).collect())
+        assert runtime.reload() == (True, "reloaded")
+        new = runtime.probes
+        assert new is not None and new is not old
+        collector = _probes_collector(runtime)
+        assert collector.service is new
+        text = generate_latest(StaticFamilies(list(collector.collect()))).decode()
+        assert sample_value(text, "ai_component_probe_failures_total",
+                            {"component": "a", "reason": "connection_refused"}) == 2
+        assert sample_value(text, UP, {"component": "b"}) == 1
+        probe = create_app(runtime).test_client().get("/probe", query_string={"target": "b"})
+        assert sample_value(probe.text, UP, {"component": "b"}) == 1
+    finally:
+        runtime.stop()
 
 
+def test_collector_built_alone_owns_its_service() -> None:
+    cfg = config.build({"components": {"probes": [
+        {"name": "a", "url": f"http://{LOOPBACK}:{free_port()}/"}]}})
+    collector = ProbesCollector(CollectorContext(cfg))
+    assert set(collector.service.specs) == {"a"}
+    collector.close()
+    shared = ProbeService(cfg.components.probes, 1)
+    try:
+        given = ProbesCollector(CollectorContext(cfg, CollectorDeps(probes=shared)))
+        assert given.service is shared
+        given.close()  # the owner (the runtime) closes a shared service, not the collector
+        assert not shared._pool._shutdown
+    finally:
+        shared.close()
+
+
+@pytest.mark.e2e
 def test_prometheus_scrapes_components_through_probe(target: Target, tmp_path: Path) -> None:
     """The documented multi-target scrape config, run by a real Prometheus."""
     exp = _exporter(tmp_path, [

@@ -22,6 +22,7 @@ from exporter import config
 from exporter.aggregator import Aggregator
 from exporter.ingest import Ingestor
 from exporter.runtime import Runtime
+from exporter.security import PushTokens
 from exporter.sources.push import PushSource
 from exporter.web import create_app
 from tests.procs import (
@@ -162,6 +163,7 @@ def mixed_array(tag: str) -> tuple[bytes, dict[int, str]]:
     return b"[" + b",\n".join(elements) + b"]", bad_at
 
 
+@pytest.mark.e2e
 def test_every_kind_in_a_mixed_batch_reaches_metrics_exactly(push: Exporter) -> None:
     tag = "mixed"
     delta = Delta(push)
@@ -231,7 +233,7 @@ def test_every_kind_in_a_mixed_batch_reaches_metrics_exactly(push: Exporter) -> 
     rl = {"gen_ai_provider_name": f"{tag}-openai", "limit_type": "tokens"}
     assert v("ai_provider_rate_limit_remaining", **rl) == 5000
     assert v("ai_provider_rate_limit_capacity", **rl) == 80000
-    assert v("ai_provider_rate_limit_reset_seconds", **rl) == 1767225600
+    assert v("ai_provider_rate_limit_reset_timestamp_seconds", **rl) == 1767225600
     assert v("ai_component_heartbeat_up", component=tag, kind="agent") == 1
     assert v("ai_component_info", component=tag, version="9.9", status="up") == 1
 
@@ -242,6 +244,7 @@ def test_every_kind_in_a_mixed_batch_reaches_metrics_exactly(push: Exporter) -> 
     assert metric(push, f"{dur}_count", **chat, error_type="") == 2
 
 
+@pytest.mark.e2e
 def test_valid_arrays_take_the_fast_path_with_the_same_result(push: Exporter) -> None:
     delta = Delta(push)
     events = every_kind("fast") * 3
@@ -254,6 +257,7 @@ def test_valid_arrays_take_the_fast_path_with_the_same_result(push: Exporter) ->
     assert metric(push, "ai_tasks_total", component="fast", status="queued") == 6
 
 
+@pytest.mark.e2e
 def test_single_object_and_empty_array(push: Exporter) -> None:
     response = push.post(URL, json={"kind": "error", "component": "single",
                                     "category": "auth"})
@@ -264,6 +268,7 @@ def test_single_object_and_empty_array(push: Exporter) -> None:
     assert metric(push, "ai_errors_total", component="single") == 1
 
 
+@pytest.mark.e2e
 def test_ndjson_gzip_with_line_numbers(push: Exporter) -> None:
     delta = Delta(push)
     lines = [
@@ -287,6 +292,7 @@ def test_ndjson_gzip_with_line_numbers(push: Exporter) -> None:
     assert metric(push, "ai_errors_total", component="ndjson", category="network") == 2
 
 
+@pytest.mark.e2e
 def test_whole_request_refusals_are_counted_with_reasons(push: Exporter) -> None:
     delta = Delta(push)
     event = json.dumps({"kind": "error", "component": "refused", "category": "auth"})
@@ -314,6 +320,7 @@ def test_whole_request_refusals_are_counted_with_reasons(push: Exporter) -> None
     assert metric(push, "ai_errors_total", component="refused") == 0
 
 
+@pytest.mark.e2e
 def test_gzip_bomb_is_refused_before_inflating(push: Exporter) -> None:
     delta = Delta(push)
     bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
@@ -323,6 +330,7 @@ def test_gzip_bomb_is_refused_before_inflating(push: Exporter) -> None:
     assert delta() == ({}, {"too_large": 1})
 
 
+@pytest.mark.e2e
 def test_rejections_are_logged_at_most_once_per_interval(push: Exporter) -> None:
     for _ in range(50):
         push.post(URL, data=b'[{"kind":"nope"}]', headers=JSON)
@@ -332,6 +340,7 @@ def test_rejections_are_logged_at_most_once_per_interval(push: Exporter) -> None
                   reason="unknown_kind") >= 50
 
 
+@pytest.mark.e2e
 def test_json_views_and_schema(push: Exporter) -> None:
     push.post(URL, json=[{"kind": "component_status", "component": "views",
                           "component_kind": "gateway", "version": "3.1"},
@@ -351,6 +360,7 @@ def test_json_views_and_schema(push: Exporter) -> None:
     assert schema.json() == published
 
 
+@pytest.mark.e2e
 def test_body_over_the_limit_is_413_and_counted(tmp_path: Path) -> None:
     proc = Exporter(tmp_path, config={"web": {"max_request_bytes": 4096}})
     try:
@@ -373,13 +383,14 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.e2e
 def test_distinct_label_values_are_capped_in_the_real_process(tmp_path: Path) -> None:
     cap = 50
     proc = Exporter(tmp_path, config={"ai": {"max_series_per_metric": cap,
                                              "max_tracked_ids": 1000}})
     try:
         def batch(start: int) -> bytes:
-            events = []
+            events: list[dict[str, Any]] = []
             for i in range(start, start + 1000):
                 events.append({"kind": "error", "component": f"c-{i}", "category": "auth"})
                 events.append({"kind": "task", "component": f"c-{i}", "status": "queued",
@@ -419,6 +430,7 @@ TOKEN_A = "push-token-a-0123456789abcdef"
 TOKEN_B = "push-token-b-from-the-file-9876"
 
 
+@pytest.mark.e2e
 def test_bearer_tokens_when_configured(tmp_path: Path) -> None:
     tokens_file = tmp_path / "push-tokens"
     tokens_file.write_text(f"# one token a line\n\n{TOKEN_B}\n")
@@ -450,7 +462,8 @@ def test_bearer_tokens_when_configured(tmp_path: Path) -> None:
 def test_push_source_checks_tokens_itself_in_constant_time() -> None:
     """Without the web layer in front (an embedding app), the source refuses by itself."""
     ingestor = Ingestor(Aggregator())
-    source = PushSource(ingestor, 1 << 20, tokens=(TOKEN_A.encode(), TOKEN_B.encode()))
+    source = PushSource(ingestor, 1 << 20,
+                        tokens=PushTokens.of((TOKEN_A.encode(), TOKEN_B.encode())))
     for header in ("", "Bearer", f"Bearer {TOKEN_A[:-1]}", f"Token {TOKEN_A}",
                    f"Bearer {TOKEN_A} {TOKEN_B}"):
         refused = source.authorize(header)
@@ -462,6 +475,7 @@ def test_push_source_checks_tokens_itself_in_constant_time() -> None:
     assert PushSource(ingestor, 1 << 20).authorize("") is None  # no tokens: open
 
 
+@pytest.mark.e2e
 def test_unreadable_tokens_file_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "exporter.yml"
     cfg.write_text(f"sources:\n  push:\n    tokens_file: {tmp_path / 'missing'}\n")
@@ -471,6 +485,7 @@ def test_unreadable_tokens_file_is_a_config_error(tmp_path: Path) -> None:
     assert "sources.push.tokens_file" in result.stderr
 
 
+@pytest.mark.e2e
 def test_prometheus_reads_pushed_series_through_promql(push: Exporter, tmp_path: Path) -> None:
     prom = Prometheus(tmp_path, [static_job("exporter", f"127.0.0.1:{push.port}")],
                       interval="1s")

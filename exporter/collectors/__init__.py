@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from exporter.collectors.base import Collector, CollectorContext
+from exporter.collectors.base import Collector, CollectorContext, CollectorDeps
 
 _MODULES = (
     "cpu",
@@ -44,4 +44,4 @@ def _load() -> dict[str, type[Collector]]:
 
 COLLECTORS: dict[str, type[Collector]] = _load()
 
-__all__ = ["COLLECTORS", "Collector", "CollectorContext"]
+__all__ = ["COLLECTORS", "Collector", "CollectorContext", "CollectorDeps"]

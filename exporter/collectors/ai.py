@@ -14,7 +14,7 @@ class AiCollector(Collector):
     description = "AI activity aggregated from events (push, files, Redis, demo)."
 
     def collect(self) -> Iterable[Metric]:
-        ingestor = self.ctx.services.get("ingestor")
+        ingestor = self.ctx.deps.ingestor
         if ingestor is None:
             return
         # The scrape's deadline: building the families stops there (and the runner's

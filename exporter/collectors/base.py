@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.hostpaths import HostPaths
+
 if TYPE_CHECKING:
+    from exporter.collectors.probes import ProbeService
     from exporter.config import Config
+    from exporter.ingest import Ingestor
+    from exporter.otlp.pusher import OtlpPusher
+    from exporter.security import Security
+    from exporter.sources.base import SelfMetrics
 
 
 # Monotonic time by which the runner needs the running collector's families; set by the
@@ -37,12 +44,41 @@ def time_left(default: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
 
 
-@dataclass
+def _no_sources() -> Sequence[SelfMetrics]:
+    return ()
+
+
+@dataclass(frozen=True)
+class CollectorDeps:
+    """The runtime-owned objects a collector may read, each named and typed.
+
+    Built by the runtime for each set of collectors (at start and on every reload) and
+    handed to every collector's constructor; a collector built in a test gets the defaults
+    (nothing shared) or exactly the fakes it names. ``None`` means the
+    feature is off (no OTLP push configured, the probes collector disabled), which is not
+    a failure for the collector that reports it."""
+
+    ingestor: Ingestor | None = None
+    security: Security | None = None
+    otlp: OtlpPusher | None = None
+    probes: ProbeService | None = None
+    # The running sources that report self metrics, asked at scrape time: sources are
+    # rebuilt on reload after the collectors, and a collector must see the new ones.
+    sources: Callable[[], Sequence[SelfMetrics]] = _no_sources
+
+
+@dataclass(frozen=True)
 class CollectorContext:
-    """What a collector may read: the configuration and shared runtime services."""
+    """What a collector may read: the configuration and its typed dependencies."""
 
     config: Config
-    services: dict[str, Any] = field(default_factory=dict)
+    deps: CollectorDeps = field(default_factory=CollectorDeps)
+
+    @property
+    def host(self) -> HostPaths:
+        """Where the host's procfs is (``host.procfs_path``): a collector that reads procfs
+        files reads them under this root, so a test builds it on fixture files."""
+        return HostPaths.from_config(self.config)
 
 
 class Collector(ABC):

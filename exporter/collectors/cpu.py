@@ -1,4 +1,7 @@
-"""CPU time per logical CPU and mode, utilization since the previous scrape, CPU count."""
+"""CPU time per logical CPU and mode, utilization since the previous scrape, CPU count.
+
+Read from ``<host.procfs_path>/stat`` (``exporter.collectors.procfs``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ import contextlib
 import threading
 from collections.abc import Iterable
 
-import psutil
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
 from exporter.collectors.base import Collector, CollectorContext
+from exporter.collectors.procfs import read_stat
 
 # psutil field → OTel ``cpu.mode``; guest time is already part of user/nice time.
 MODES = {"user": "user", "nice": "nice", "system": "system", "idle": "idle",
@@ -18,7 +21,8 @@ MODES = {"user": "user", "nice": "nice", "system": "system", "idle": "idle",
 
 
 def mode_times(times: object) -> dict[str, float]:
-    """Map one psutil ``scputimes`` to OTel modes (fields absent on a platform are skipped)."""
+    """Map one ``scputimes`` (psutil's, or ``procfs.CpuTimes``) to OTel modes (fields
+    absent on a platform are skipped)."""
     return {mode: float(getattr(times, field)) for field, mode in MODES.items()
             if hasattr(times, field)}
 
@@ -36,17 +40,18 @@ class CpuCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
+        self._host = ctx.host
         self._lock = threading.Lock()
         self._previous: dict[str, float] = {}
         # The last shares computed: served again when no CPU time has passed since (two
         # collections within one clock tick, e.g. an OTLP push right after a scrape).
         self._shares: dict[str, float] = {}
         with contextlib.suppress(OSError):  # procfs unreadable: first scrape is since boot
-            self._previous = mode_times(psutil.cpu_times())
+            self._previous = mode_times(read_stat(self._host).total)
 
     def collect(self) -> Iterable[Metric]:
         time_family = catalog.SYSTEM_CPU_TIME.family()
-        per_cpu = psutil.cpu_times(percpu=True)
+        per_cpu = read_stat(self._host).per_cpu
         totals: dict[str, float] = {}
         for number, times in enumerate(per_cpu):
             cpu = str(number)

@@ -19,7 +19,7 @@ class HttpAuthCollector(Collector):
     description = "Refused web requests by reason (missing, bad_password, expired, ...)."
 
     def collect(self) -> Iterable[Metric]:
-        security = self.ctx.services.get("security")
+        security = self.ctx.deps.security
         if security is None:
             return
         yield from security.families()

@@ -1,7 +1,7 @@
 """The OTLP push's own health: exports by outcome, last success, last export duration.
 
-Reads the pusher from ``services["otlp"]``; when no push is configured there is nothing
-to report, which is not a failure.
+Reads the pusher from ``deps.otlp``; when no push is configured there is nothing to
+report, which is not a failure.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class OtlpCollector(Collector):
     description = "OTLP push outcomes, last success time and export duration."
 
     def collect(self) -> Iterable[Metric]:
-        pusher = self.ctx.services.get("otlp")
+        pusher = self.ctx.deps.otlp
         if pusher is None:
             return
         exports, last_success, duration = pusher.stats()

@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
 from exporter.collectors.base import Collector, CollectorContext, time_left
-from exporter.config import ProbeConfig, ProbeTlsConfig
+from exporter.config import Config, ProbeConfig, ProbeTlsConfig
 from exporter.version import build_info
 
 log = logging.getLogger(__name__)
@@ -455,20 +455,28 @@ class ProbeService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def build_probe_service(cfg: Config, previous: ProbeService | None = None) -> ProbeService:
+    """The service for this configuration's components; ``previous`` (the one a reload
+    replaces) hands over its failure counters and last results."""
+    components = cfg.components
+    return ProbeService(components.probes, components.probe_concurrency, previous)
+
+
 class ProbesCollector(Collector):
+    """Probes every component on each scrape through the runtime's ``ProbeService``
+    (``deps.probes``), which /probe and /api/status/ai share; a collector built without
+    one (a test) builds and owns its own."""
+
     name = "probes"
     description = "HTTP health probes of the AI components listed under components.probes."
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        components = ctx.config.components
-        previous = ctx.services.get("probes")
-        self.service = ProbeService(components.probes, components.probe_concurrency,
-                                    previous if isinstance(previous, ProbeService) else None)
-        ctx.services["probes"] = self.service
+        given = ctx.deps.probes
+        self._owned = given is None
+        self.service = given if given is not None else build_probe_service(ctx.config)
 
     def collect(self) -> Iterable[Metric]:
-        self.ctx.services["probes"] = self.service
         if not self.service.specs:
             return
         longest = max(s.timeout_seconds for s in self.service.specs.values())
@@ -478,6 +486,5 @@ class ProbesCollector(Collector):
         yield from self.service.families(results)
 
     def close(self) -> None:
-        if self.ctx.services.get("probes") is self.service:
-            del self.ctx.services["probes"]
-        self.service.close()
+        if self._owned:  # the runtime closes its own service when it replaces it
+            self.service.close()

@@ -1,8 +1,10 @@
 """Self metrics of the Redis Streams source: connection, entries, stream length, group lag.
 
-Sources are not collectors, so this collector finds the running Redis Streams sources
-through the runtime and asks each for its families; stream length, lag and pending are
-read from Redis at scrape time with a short timeout (skipped while Redis is down).
+Sources are not collectors, so this collector asks the runtime's running sources at
+scrape time (``deps.sources``) for the Redis Streams ones, typed by the
+``ReportsMetricsWithin`` protocol, and asks each for its families; stream length, lag and
+pending are read from Redis at scrape time with a short timeout (skipped while Redis is
+down).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, time_left
-from exporter.sources.redis_streams import RedisStreamsSource
+from exporter.sources.base import ReportsMetricsWithin
+
+# The source this collector reports (its ``name``, which is also its config section).
+REPORTED = "redis_streams"
 
 
 class RedisStreamsCollector(Collector):
@@ -20,7 +25,6 @@ class RedisStreamsCollector(Collector):
     description = "Redis Streams source: connection, entries, stream length, group lag."
 
     def collect(self) -> Iterable[Metric]:
-        runtime = self.ctx.services.get("runtime")
-        for source in getattr(runtime, "sources", ()):
-            if isinstance(source, RedisStreamsSource):
+        for source in self.ctx.deps.sources():
+            if source.name == REPORTED and isinstance(source, ReportsMetricsWithin):
                 yield from source.families(timeout=min(1.0, time_left(1.0) * 0.8))

@@ -1,15 +1,15 @@
-"""Boot time and uptime."""
+"""Boot time and uptime, from ``<host.procfs_path>/stat`` (``btime``)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
 
-import psutil
 from prometheus_client.metrics_core import Metric
 
 from exporter import catalog
 from exporter.collectors.base import Collector
+from exporter.collectors.procfs import read_stat
 
 
 class UptimeCollector(Collector):
@@ -17,7 +17,7 @@ class UptimeCollector(Collector):
     description = "Boot time and uptime."
 
     def collect(self) -> Iterable[Metric]:
-        boot = psutil.boot_time()
+        boot = read_stat(self.ctx.host).boot_time
         boot_family = catalog.SYSTEM_BOOT_TIME.family()
         boot_family.add_metric([], boot)
         uptime = catalog.SYSTEM_UPTIME.family()

@@ -2,16 +2,62 @@
 
 HTTP push, JSONL tailing, JSON snapshots, Redis Streams and the demo all implement this;
 the runtime starts and stops them without knowing which is which.
+
+A source that has self metrics of its own (files followed, stream lag, ...) reports them
+through ``ReportsMetrics`` (or ``ReportsMetricsWithin`` when reading them waits on a remote
+system): collectors are handed the running sources typed by these protocols, so no
+collector imports a source class.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
+
+from prometheus_client.metrics_core import Metric
 
 from exporter.ingest import Ingestor
+
+
+@runtime_checkable
+class ReportsMetrics(Protocol):
+    """A source that reports its own self metrics at scrape time, from memory."""
+
+    @property
+    def name(self) -> str:
+        """The source's name (``tail``, ``snapshot``, ...): how a collector picks its own."""
+        ...
+
+    def families(self) -> list[Metric]:
+        """The source's self metrics, built fresh for one scrape."""
+        ...
+
+
+@runtime_checkable
+class ReportsMetricsWithin(Protocol):
+    """A source whose self metrics are read from a remote system (Redis stream length,
+    consumer-group lag): the collector bounds the read by the scrape's time left."""
+
+    @property
+    def name(self) -> str:
+        """The source's name (``redis_streams``)."""
+        ...
+
+    def families(self, timeout: float) -> list[Metric]:
+        """The source's self metrics, each remote read bounded by ``timeout`` seconds."""
+        ...
+
+
+# A running source as the collectors see it: one of the two, picked by name.
+SelfMetrics = ReportsMetrics | ReportsMetricsWithin
+
+
+def reporting(sources: Iterable[Source]) -> list[SelfMetrics]:
+    """The sources among ``sources`` that report self metrics."""
+    return [s for s in sources if isinstance(s, ReportsMetrics | ReportsMetricsWithin)]
 
 
 class Source(ABC):

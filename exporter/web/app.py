@@ -1,4 +1,9 @@
-"""Application factory: routes grouped in blueprints, the runtime passed in explicitly."""
+"""Application factory: routes grouped in blueprints, the runtime passed in explicitly.
+
+Each blueprint is built by a function that takes what its views need, typed (the runtime,
+or only the probe service), and its views close over it: no view reads the runtime from
+Flask's ``current_app.config``.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,12 @@ SECURITY_HEADERS = {
 
 def create_app(runtime: Runtime) -> Flask:
     app = Flask("ai-metrics-exporter")
-    app.config["RUNTIME"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.config.web.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(routes_core.blueprint(runtime))
-    app.register_blueprint(routes_api.bp)
-    app.register_blueprint(routes_admin.bp)
-    app.register_blueprint(routes_probe.bp)
+    app.register_blueprint(routes_api.blueprint(runtime))
+    app.register_blueprint(routes_admin.blueprint(runtime))
+    app.register_blueprint(routes_probe.blueprint(lambda: runtime.probes))
     install_security(app, runtime)  # before `headers`: web-config headers apply last
     install_reserve(app, runtime.config.web.threads)  # runs before authentication
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 from flask import Flask, Response, g, jsonify, request
 
 from exporter.runtime import Runtime
-from exporter.security import Security
-
-PUSH_PATH = "/api/v1/events"
-IDENTITY_KEY = "ai_exporter.identity"
+from exporter.security import IDENTITY_KEY, INTAKE_PATHS, Security
 
 _DETAILS = {
     401: "authentication required",
@@ -61,9 +58,9 @@ def install(app: Flask, runtime: Runtime) -> None:
                            retry_after=decision.retry_after)
         g.identity = decision.identity
         if decision.identity is not None and decision.identity.method != "none":
-            # Views (the push source's own token check) may trust this identity.
+            # Intake (``IntakeAuth``, the push source's token check) trusts this identity.
             request.environ[IDENTITY_KEY] = decision.identity
-        if path == PUSH_PATH and request.method == "POST":
+        if path in INTAKE_PATHS and request.method == "POST":
             wait = sec.push_allowed(decision.identity, peer)
             if wait:
                 return refusal(429, retry_after=wait)

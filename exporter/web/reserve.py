@@ -15,10 +15,13 @@ import threading
 
 from flask import Flask, Response, g, request
 
-from exporter.web.auth import PUSH_PATH, refusal
+from exporter.security import INTAKE_PATHS
+from exporter.web.auth import refusal
+from exporter.web.routes_admin import RELOAD_PATH
+from exporter.web.routes_probe import PROBE_PATH
 
 RESERVED = 2
-SLOW_PATHS = frozenset({PUSH_PATH, "/probe", "/-/reload"})
+SLOW_PATHS = INTAKE_PATHS | {PROBE_PATH, RELOAD_PATH}
 _HELD = "ai_exporter.slow_slot"
 
 

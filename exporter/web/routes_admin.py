@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from exporter.runtime import Runtime
 
-bp = Blueprint("admin", __name__)
+RELOAD_PATH = "/-/reload"
 
 
-@bp.route("/-/reload", methods=["POST", "PUT"])
-def reload() -> tuple[Response, int]:
-    runtime: Runtime = current_app.config["RUNTIME"]
-    ok, message = runtime.reload()
-    if ok:
-        return jsonify(status="reloaded", detail=message), 200
-    # The full error (it may name a file path) goes to the log; the body names the field.
-    return jsonify(status="rejected", detail=public_reload_error(message)), 400
+def blueprint(runtime: Runtime) -> Blueprint:
+    bp = Blueprint("admin", __name__)
+
+    @bp.route(RELOAD_PATH, methods=["POST", "PUT"])
+    def reload() -> tuple[Response, int]:
+        ok, message = runtime.reload()
+        if ok:
+            return jsonify(status="reloaded", detail=message), 200
+        # The full error (it may name a file path) goes to the log; the body names the field.
+        return jsonify(status="rejected", detail=public_reload_error(message)), 400
+
+    return bp
 
 
 def public_reload_error(message: str) -> str:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import psutil
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from exporter.exposition import CONTENT_TYPE
 from exporter.runtime import Runtime
@@ -26,11 +26,6 @@ LINKS = (
     ("/api/metrics/system", "system metrics (JSON)"), ("/api/status/ai", "AI components"),
     ("/api/metrics/ai", "AI aggregates (JSON)"), ("/api/v1/schema", "event schema"),
 )
-
-
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.config["RUNTIME"]
-    return runtime
 
 
 def scrape_deadline(header: str | None) -> float | None:
@@ -89,9 +84,9 @@ def blueprint(runtime: Runtime) -> Blueprint:
     def metrics() -> Response:
         deadline = scrape_deadline(request.headers.get(SCRAPE_TIMEOUT_HEADER))
         # The OTLP push pauses its work until the response is written (shared GIL).
-        end_serving = _runtime().collect_gate.begin_serving()
+        end_serving = runtime.collect_gate.begin_serving()
         try:
-            body = _runtime().render_metrics(deadline)
+            body = runtime.render_metrics(deadline)
             response = Response(body, content_type=CONTENT_TYPE)
             if gzip_accepted(request.headers.get("Accept-Encoding", "")):
                 response.set_data(gzip.compress(body, compresslevel=1))
@@ -109,13 +104,13 @@ def blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.get("/readyz")
     def readyz() -> tuple[Response, int]:
-        checks = _runtime().readiness()
+        checks = runtime.readiness()
         ok = all(c["ok"] for c in checks.values())
         return jsonify(status="ok" if ok else "not ready", checks=checks), 200 if ok else 503
 
     @bp.get("/healthz")
     def healthz() -> tuple[Response, int]:
-        checks = health_checks(_runtime())
+        checks = health_checks(runtime)
         ok = all(c["ok"] for c in checks.values())
         return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
 
