@@ -53,7 +53,8 @@ from tests.procs import EXPORTER_BIN, free_port, sample_value, wait_until  # noq
 
 MTAIL = "/usr/bin/mtail"
 NATIVE_STAGE = "native line path (validate + aggregate)"
-STATE = "state/ai-metrics-exporter"  # the tail's state directory under base_dir
+STATE = "state/ai-metrics-exporter"  # the tail's state directory under base_dir (older)
+STORAGE = "data"  # the state store (--storage.path) under base_dir
 MTAIL_PROGRAM = r"""
 # LLM calls and input tokens by provider and model, from JSONL events (any key order).
 counter llm_calls_total by provider, model
@@ -129,8 +130,12 @@ class Tailer:
     def __init__(self, base: Path, **tail: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = {"sources": {"tail": {"enabled": True, "base_dir": str(base), **tail}},
-               "log_level": "warning"}
+        cfg: dict[str, Any] = {
+            "sources": {"tail": {"enabled": True, "base_dir": str(base), **tail}},
+            "log_level": "warning"}
+        if "checkpoint_interval_seconds" in tail:  # the state store commits as often
+            cfg["storage"] = {"checkpoint_interval_seconds": tail["checkpoint_interval_seconds"]}
+        cfg.setdefault("storage", {})["path"] = str(base / STORAGE)
         config = base / f"exporter-{self.port}.yml"
         config.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AI_EXPORTER_")}
@@ -164,12 +169,18 @@ class Tailer:
 
 
 def checkpointed(base: Path, name: str) -> int:
-    """The offset of ``name`` in the tail's checkpoint (0 before the first one)."""
-    try:
-        saved = json.loads((base / STATE / CHECKPOINT_FILE).read_bytes())
-    except (OSError, ValueError):
-        return 0
-    return sum(f["offset"] for f in saved.get("files", []) if f["path"].endswith(name))
+    """The offset of ``name`` committed by the tail (0 before the first commit): in the
+    state store's ``state.json`` (a cursor holding ``files``), or in the tail's own
+    checkpoint of the older layout."""
+    for path in (base / STORAGE / "state.json", base / STATE / CHECKPOINT_FILE):
+        try:
+            saved = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        cursors = [saved, *saved.get("cursors", {}).values()]
+        return sum(f["offset"] for c in cursors if isinstance(c, dict)
+                   for f in c.get("files", []) if f["path"].endswith(name))
+    return 0
 
 
 def run_exporter(base: Path, lines: int, log: Path) -> tuple[float, float, float, float]:
@@ -181,6 +192,7 @@ def run_exporter(base: Path, lines: int, log: Path) -> tuple[float, float, float
     the exporter's own ``ai_exporter_tail_last_read_timestamp_seconds``, so neither the
     checkpoint interval nor the polling inflates the time."""
     shutil.rmtree(base / STATE, ignore_errors=True)
+    shutil.rmtree(base / STORAGE, ignore_errors=True)
     size = log.stat().st_size
     tailer = Tailer(base, checkpoint_interval_seconds=0.5)
     try:
@@ -205,6 +217,7 @@ def steady_state(base: Path, rate: int, seconds: float) -> tuple[float, float, f
         sample = [next(handle) for _ in range(rate)]
     path.write_bytes(b"")
     shutil.rmtree(base / STATE, ignore_errors=True)
+    shutil.rmtree(base / STORAGE, ignore_errors=True)
     tailer = Tailer(base, paths=["state/telemetry/steady.jsonl"])
     try:
         wait_until(lambda: tailer.value("ai_exporter_tail_files") == 1, 30, what="following")
@@ -290,6 +303,7 @@ def startup(base: Path, progs: Path) -> tuple[float, float]:
     empty.parent.mkdir(parents=True, exist_ok=True)
     empty.write_bytes(b"")
     shutil.rmtree(base / STATE, ignore_errors=True)
+    shutil.rmtree(base / STORAGE, ignore_errors=True)
     m_s = run_mtail(progs, empty, base / "mtail-empty.json")[0]
     start = time.perf_counter()
     tailer = Tailer(base, paths=["state/empty/*.jsonl"])

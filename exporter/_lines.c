@@ -1,24 +1,33 @@
 /*
- * exporter._lines: the native JSONL line path of the AI aggregator.
+ * exporter._lines: the native ingest path of the AI aggregator.
  *
- * Why it exists: a JSONL line costs ~2.7 us in the Python path (msgspec decode, the
- * duplicate-key proof, then the Python handler). Here one pass validates a line and
+ * Why it exists: an event costs ~2.5 us in the Python path (msgspec decode, the
+ * duplicate-key proof, then the Python handler). Here one pass validates an event and
  * applies it to the aggregator's own containers (the same dicts and rows the Python
  * handlers update, in the same order, with the same float arithmetic), so the state is
- * identical to the Python path's, bit for bit.
+ * identical to the Python path's, bit for bit. Three shapes of input share the one
+ * validator and the handlers: JSON lines (run), single-event byte slices (run_items:
+ * Redis entries, NDJSON lines) and a whole JSON array body (run_array: a push).
  *
- * It is deliberately narrow. A line is taken here only when it is certainly valid and
+ * The containers come from one table, Aggregator.native_table() (the native contract,
+ * see exporter/native.py): the stores and tracked maps by catalog metric name, with their
+ * label names, and the histogram row layout, under a version. Lines() refuses a table
+ * whose version, row layout or label names are not the ones below (CONTRACT_VERSION,
+ * HISTOGRAM_ROW, STORE_LABELS); nothing of the aggregator is reached by attribute name.
+ *
+ * It is deliberately narrow. An event is taken here only when it is certainly valid and
  * simple: one flat JSON object of a kind this file handles, every key a field of that kind
  * at most once, strings of printable ASCII without escapes and at most 128 bytes (so
  * the labels need no sanitizing), numbers within msgspec's constraints (which the Python
- * side passes in, from the event model itself). Any other line stops the run at that
- * line and is given back to the Python path, which decides (event or rejection and its
+ * side passes in, from the event model itself). Any other event stops the run at that
+ * event and is given back to the Python path, which decides (event or rejection and its
  * reason) and applies it, then calls in again after it. So the native path never decides
  * a rejection and never accepts what msgspec would refuse; the differential tests check
  * both against each other.
  *
  * Kinds that are rare in real traffic (intervention, security_event, provider_limit,
- * component_status) are not handled here: their lines go to the Python path.
+ * component_status) are validated here and applied by the aggregator's Python handler
+ * (from the table), without a Python decode.
  */
 #define _GNU_SOURCE /* strtod_l */
 #define PY_SSIZE_T_CLEAN
@@ -128,13 +137,44 @@ enum { S_LLM_DURATION, S_LLM_TTFT, S_LLM_TOKEN_USAGE, S_LLM_REQUESTS, S_LLM_TOKE
        S_LLM_COST, S_TOOL_DURATION, S_TOOL_CALLS, S_TASKS, S_TASK_DURATION,
        S_GATE_DECISIONS, S_GATE_SCORE, S_RES_ATTEMPTS, S_RES_INCIDENTS, S_RES_CLOSURES,
        S_GUARDIAN_DECISIONS, S_GUARDIAN_DURATION, S_ERRORS, NSTORES };
+/* The native contract (exporter/native.py, "Native contract"): the store table that
+   Aggregator.native_table() exports, keyed by catalog metric names. Its version and the
+   histogram row layout are checked when a Lines is bound; so is every store's label
+   names, in the order the handlers here build the keys. A mismatch refuses the bind
+   (ValueError): the aggregator changed without this file, nothing is misread. */
+#define CONTRACT_VERSION 2
+static const char *const HISTOGRAM_ROW[] = {"buckets", "+Inf", "sum", NULL};
 static const char *const STORE_NAMES[NSTORES] = {
-    "llm_duration", "llm_ttft", "llm_token_usage", "llm_requests", "llm_tokens", "llm_cost",
-    "tool_duration", "tool_calls", "tasks", "task_duration", "gate_decisions", "gate_score",
-    "res_attempts", "res_incidents", "res_closures", "guardian_decisions",
-    "guardian_duration", "errors"};
+    "gen_ai_client_operation_duration_seconds",
+    "gen_ai_client_operation_time_to_first_chunk_seconds", "gen_ai_client_token_usage",
+    "ai_llm_requests_total", "ai_llm_tokens_total", "ai_llm_cost_usd_total",
+    "gen_ai_execute_tool_duration_seconds", "ai_tool_calls_total", "ai_tasks_total",
+    "ai_task_duration_seconds", "ai_quality_gate_decisions_total", "ai_quality_gate_score",
+    "ai_resolution_attempts_total", "ai_resolution_incidents_total",
+    "ai_resolution_closures_total", "ai_guardian_decisions_total",
+    "ai_guardian_duration_seconds", "ai_errors_total"};
+/* The label names of each store's keys, as the handlers below build them. */
+static const char *const STORE_LABELS[NSTORES] = {
+    "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model,error_type",
+    "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model",
+    "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model,gen_ai_token_type",
+    "gen_ai_provider_name,gen_ai_request_model,outcome,error_type",
+    "gen_ai_provider_name,gen_ai_request_model,gen_ai_token_type",
+    "gen_ai_provider_name,gen_ai_request_model",
+    "gen_ai_tool_name,gen_ai_agent_name,error_type",
+    "gen_ai_tool_name,gen_ai_agent_name,outcome", "component,queue,status",
+    "component,queue,status", "gate,decision", "gate", "component", "component",
+    "component,outcome", "guardian,guardian_type,verdict", "guardian,guardian_type",
+    "component,category"};
+/* Whether each store is a histogram (its rows laid out as HISTOGRAM_ROW). */
+static const int STORE_HISTOGRAM[NSTORES] = {1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 1,
+                                             0, 0, 0, 0, 1, 0};
 enum { TR_QUEUED, TR_RUNNING, TR_LOOPS, NTRACKED };
-static const char *const TRACKED_NAMES[NTRACKED] = {"queued", "running", "loops"};
+static const char *const TRACKED_NAMES[NTRACKED] = {"ai_task_queue_depth",
+                                                    "ai_task_in_progress",
+                                                    "ai_resolution_active"};
+static const char *const TRACKED_LABELS[NTRACKED] = {"component,queue", "component,queue",
+                                                     "component"};
 
 typedef struct {
     Py_ssize_t len;
@@ -324,9 +364,11 @@ static inline const char *scan_number(const char *p, const char *e, int *is_int)
     return p;
 }
 
-/* Splits one line into key/value entries; -1 when it is not a flat object of plain
-   values, 0 for a blank line, else the entry count. */
-static int split_object(const char *p, const char *e, const char *limit, Entry *out) {
+/* Parses one flat object of plain values from p (blank allowed before it) into key/value
+   entries; -1 when there is none, 0 when p..e is blank, else the entry count, with
+   *after just past the closing brace. */
+static int parse_object(const char *p, const char *e, const char *limit, Entry *out,
+                        const char **after) {
     p = skip_ws(p, e);
     if (p == e) return 0;
     if (*p != '{') return -1;
@@ -386,9 +428,17 @@ static int split_object(const char *p, const char *e, const char *limit, Entry *
             continue;
         }
         if (*p != '}') return -1;
-        p = skip_ws(p + 1, e);
-        return p == e ? n : -1;
+        *after = p + 1;
+        return n;
     }
+}
+
+/* Splits one line into key/value entries; -1 when it is not a flat object of plain
+   values, 0 for a blank line, else the entry count. */
+static int split_object(const char *p, const char *e, const char *limit, Entry *out) {
+    const char *after = e;
+    int n = parse_object(p, e, limit, out, &after);
+    return n > 0 && skip_ws(after, e) != e ? -1 : n;
 }
 
 /* strtod in the C locale whatever the process's is (a comma-decimal locale would misread
@@ -1195,6 +1245,125 @@ static int finish_run(Lines *self) {
     return flush(self);
 }
 
+/* What one call of run / run_items / run_array shares: the batch clock, the counts per
+   kind, the failures, and the parser's scratch space. */
+typedef struct {
+    PyObject *now_fn;
+    int have_now;
+    long long counts[MAX_KINDS];
+    PyObject *failures;
+    Entry entries[MAX_ENTRIES];
+    Value vals[MAX_FIELDS];
+    Hints hints;
+} Run;
+
+static int run_start(Run *r, PyObject *now_fn) {
+    r->now_fn = now_fn;
+    r->have_now = 0;
+    memset(r->counts, 0, sizeof r->counts);
+    memset(r->hints, -1, sizeof r->hints);
+    r->failures = PyList_New(0);
+    return r->failures ? 0 : -1;
+}
+
+enum { TAKEN = 1, BLANK = 0, NOT_TAKEN = -1, RUN_ERROR = -2 };
+
+/* One JSON object in p..e (``limit``: how far 8-byte reads may go): validated and applied
+   (TAKEN), blank (BLANK), left to the Python path (NOT_TAKEN), or RUN_ERROR when the
+   batch clock failed (an exception is set). A handler that fails is counted in the
+   failures, never stops the run. */
+static int take_entries(Lines *self, Run *r, int n);
+
+static int take_object(Lines *self, Run *r, const char *p, const char *e, const char *limit) {
+    int n = split_object(p, e, limit, r->entries);
+    if (n == 0) return BLANK;
+    if (n < 0) return NOT_TAKEN;
+    return take_entries(self, r, n);
+}
+
+/* take_object for the n entries already split into r->entries. */
+static int take_entries(Lines *self, Run *r, int n) {
+    Entry *entries = r->entries;
+    Value *vals = r->vals;
+    int kind = -1, kind_entry = -1;
+    for (int i = 0; i < n; i++) {
+        if (entries[i].key_len == 4 && memcmp(entries[i].key, "kind", 4) == 0) {
+            if (kind_entry >= 0 || entries[i].vkind != V_STR) return NOT_TAKEN;
+            kind_entry = i;
+        }
+    }
+    if (kind_entry < 0) return NOT_TAKEN;
+    const Entry *k = &entries[kind_entry];
+    for (int j = 0; j < self->n_kinds; j++) {
+        const KindSpec *ks = &self->kinds[j];
+        if (ks->enabled && ks->name_len == k->v_len &&
+            memcmp(ks->name, k->v, (size_t)k->v_len) == 0) {
+            kind = j;
+            break;
+        }
+    }
+    if (kind < 0 || !validate(&self->kinds[kind], r->hints[kind], entries, n, kind_entry, vals))
+        return NOT_TAKEN;
+    if (!r->have_now) { /* the batch's time, read at its first event */
+        PyObject *t = PyObject_CallNoArgs(r->now_fn);
+        double d = t ? PyFloat_AsDouble(t) : -1.0;
+        Py_XDECREF(t);
+        if (d == -1.0 && PyErr_Occurred()) return RUN_ERROR;
+        self->now = d;
+        r->have_now = 1;
+    }
+    int rc;
+    if (kind < NKINDS) {
+        self->slot = slot_of(self, kind, vals);
+        rc = HANDLERS[kind](self, vals);
+        self->slot = NULL;
+    } else {
+        rc = delegate(self, kind, vals);
+    }
+    if (rc < 0) {
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (PyList_GET_SIZE(r->failures) < 16) {
+            PyObject *pair = Py_BuildValue("sO", self->kinds[kind].name, exc ? exc : Py_None);
+            if (!pair || PyList_Append(r->failures, pair) < 0) PyErr_Clear();
+            Py_XDECREF(pair);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+    }
+    for (int j = 0; j < self->kinds[kind].n_fields; j++) Py_CLEAR(vals[j].owned);
+    if (self->orphan) {
+        free_slot(self->orphan);
+        self->orphan = NULL;
+    }
+    r->counts[kind]++;
+    return TAKEN;
+}
+
+/* The counts per kind as a tuple (in kinds() order); NULL on error. */
+static PyObject *run_counts(Lines *self, Run *r) {
+    PyObject *tuple = PyTuple_New(self->n_kinds);
+    for (int i = 0; tuple && i < self->n_kinds; i++) {
+        PyObject *c = PyLong_FromLongLong(r->counts[i]);
+        if (!c) {
+            Py_CLEAR(tuple);
+            break;
+        }
+        PyTuple_SET_ITEM(tuple, i, c);
+    }
+    return tuple;
+}
+
+/* Ends a call: the shadows written back when the Python path takes over (``stopped``)
+   or on error; NULL (the failures released) when something failed. */
+static int run_end(Lines *self, Run *r, int stopped, int error) {
+    if ((stopped || error) && finish_run(self) < 0) error = 1;
+    if (error) Py_CLEAR(r->failures);
+    return error ? -1 : 0;
+}
+
 PyDoc_STRVAR(run_doc,
 "run(body, pos, now, max_line) -> (pos, lines, counts, failures, stopped, end)\n\n"
 "Apply the lines of ``body`` (complete lines, without the last newline) from offset\n"
@@ -1213,14 +1382,9 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nOn", &buf, &pos, &now_fn, &max_line)) return NULL;
     const char *base = buf.buf;
     Py_ssize_t size = buf.len, lines = 0, stop_end = size;
-    long long counts[MAX_KINDS] = {0};
-    int stopped = 0, have_now = 0;
-    Entry entries[MAX_ENTRIES];
-    Value vals[MAX_FIELDS];
-    Hints hints;
-    memset(hints, -1, sizeof hints);
-    PyObject *failures = PyList_New(0);
-    if (!failures) {
+    int stopped = 0, error = 0;
+    Run r;
+    if (run_start(&r, now_fn) < 0) {
         PyBuffer_Release(&buf);
         return NULL;
     }
@@ -1229,109 +1393,227 @@ static PyObject *Lines_run(Lines *self, PyObject *args) {
         const char *p = base + pos;
         const char *nl = memchr(p, '\n', (size_t)(size - pos));
         const char *e = nl ? nl : base + size;
-        if (e - p > max_line) {
+        int took = e - p > max_line ? NOT_TAKEN : take_object(self, &r, p, e, base + size);
+        if (took == RUN_ERROR) {
+            error = 1;
+            break;
+        }
+        if (took == NOT_TAKEN) {
             stopped = 1;
             stop_end = e - base;
             break;
         }
-        int n = split_object(p, e, base + size, entries);
-        if (n == 0) { /* blank */
-            lines++;
-            pos = e - base + 1;
-            continue;
-        }
-        int kind = -1, kind_entry = -1;
-        for (int i = 0; i < n; i++) {
-            if (entries[i].key_len == 4 && memcmp(entries[i].key, "kind", 4) == 0) {
-                if (kind_entry >= 0 || entries[i].vkind != V_STR) {
-                    kind_entry = -2;
-                    break;
-                }
-                kind_entry = i;
-            }
-        }
-        if (kind_entry >= 0) {
-            const Entry *k = &entries[kind_entry];
-            for (int j = 0; j < self->n_kinds; j++) {
-                const KindSpec *ks = &self->kinds[j];
-                if (ks->enabled && ks->name_len == k->v_len &&
-                    memcmp(ks->name, k->v, (size_t)k->v_len) == 0) {
-                    kind = j;
-                    break;
-                }
-            }
-        }
-        if (kind < 0 ||
-            !validate(&self->kinds[kind], hints[kind], entries, n, kind_entry, vals)) {
-            stopped = 1;
-            stop_end = e - base;
-            break;
-        }
-        if (!have_now) { /* the batch's time, read at its first event */
-            PyObject *t = PyObject_CallNoArgs(now_fn);
-            double d = t ? PyFloat_AsDouble(t) : -1.0;
-            Py_XDECREF(t);
-            if (d == -1.0 && PyErr_Occurred()) {
-                Py_DECREF(failures);
-                PyBuffer_Release(&buf);
-                finish_run(self);
-                return NULL;
-            }
-            self->now = d;
-            have_now = 1;
-        }
-        int rc;
-        if (kind < NKINDS) {
-            self->slot = slot_of(self, kind, vals);
-            rc = HANDLERS[kind](self, vals);
-            self->slot = NULL;
-        } else {
-            rc = delegate(self, kind, vals);
-        }
-        if (rc < 0) {
-            PyObject *type, *exc, *tb;
-            PyErr_Fetch(&type, &exc, &tb);
-            PyErr_NormalizeException(&type, &exc, &tb);
-            if (PyList_GET_SIZE(failures) < 16) {
-                PyObject *pair = Py_BuildValue("sO", self->kinds[kind].name,
-                                               exc ? exc : Py_None);
-                if (!pair || PyList_Append(failures, pair) < 0) PyErr_Clear();
-                Py_XDECREF(pair);
-            }
-            Py_XDECREF(type);
-            Py_XDECREF(exc);
-            Py_XDECREF(tb);
-        }
-        for (int j = 0; j < self->kinds[kind].n_fields; j++) Py_CLEAR(vals[j].owned);
-        if (self->orphan) {
-            free_slot(self->orphan);
-            self->orphan = NULL;
-        }
-        counts[kind]++;
         lines++;
         pos = e - base + 1;
     }
     PyBuffer_Release(&buf);
-    if (stopped && finish_run(self) < 0) {
-        Py_DECREF(failures);
+    if (run_end(self, &r, stopped, error) < 0) return NULL;
+    PyObject *counts = run_counts(self, &r);
+    if (!counts) {
+        Py_DECREF(r.failures);
         return NULL;
     }
-    PyObject *tuple = PyTuple_New(self->n_kinds);
-    if (!tuple) {
-        Py_DECREF(failures);
+    return Py_BuildValue("nnNNOn", pos, lines, counts, r.failures,
+                         stopped ? Py_True : Py_False, stop_end);
+}
+
+PyDoc_STRVAR(run_items_doc,
+"run_items(items, index, now, max_event) -> (index, taken, counts, failures, stopped)\n\n"
+"Apply the single JSON objects ``items[index:]`` (bytes-like: Redis entries, push\n"
+"elements) in order, as ``run`` does lines, until one this path does not take (blank,\n"
+"over ``max_event`` bytes, or anything not certainly valid and simple): ``stopped`` is\n"
+"then True and ``index`` is that item's, for the Python path to decode; else ``index``\n"
+"is len(items). ``taken`` counts the items applied.");
+
+static PyObject *Lines_run_items(Lines *self, PyObject *args) {
+    PyObject *items, *now_fn;
+    Py_ssize_t index, max_event;
+    if (!PyArg_ParseTuple(args, "O!nOn", &PyList_Type, &items, &index, &now_fn, &max_event))
         return NULL;
-    }
-    for (int i = 0; i < self->n_kinds; i++) {
-        PyObject *c = PyLong_FromLongLong(counts[i]);
-        if (!c) {
-            Py_DECREF(tuple);
-            Py_DECREF(failures);
-            return NULL;
+    Py_ssize_t taken = 0;
+    int stopped = 0, error = 0;
+    Run r;
+    if (run_start(&r, now_fn) < 0) return NULL;
+    if (index < 0) index = 0;
+    for (; index < PyList_GET_SIZE(items); index++) {
+        PyObject *item = PyList_GET_ITEM(items, index);
+        Py_buffer buf;
+        int took;
+        Py_INCREF(item); /* a handler could change the list */
+        if (PyBytes_CheckExact(item)) {
+            const char *p = PyBytes_AS_STRING(item);
+            Py_ssize_t n = PyBytes_GET_SIZE(item);
+            took = n > max_event ? NOT_TAKEN : take_object(self, &r, p, p + n, p + n);
+        } else if (PyObject_GetBuffer(item, &buf, PyBUF_SIMPLE) == 0) {
+            const char *p = buf.buf;
+            took = buf.len > max_event ? NOT_TAKEN : take_object(self, &r, p, p + buf.len,
+                                                                 p + buf.len);
+            PyBuffer_Release(&buf);
+        } else {
+            PyErr_Clear(); /* not bytes-like: the Python path says why */
+            took = NOT_TAKEN;
         }
-        PyTuple_SET_ITEM(tuple, i, c);
+        Py_DECREF(item);
+        if (took == RUN_ERROR) {
+            error = 1;
+            break;
+        }
+        if (took != TAKEN) {
+            stopped = 1;
+            break;
+        }
+        taken++;
     }
-    return Py_BuildValue("nnNNOn", pos, lines, tuple, failures, stopped ? Py_True : Py_False,
-                         stop_end);
+    if (run_end(self, &r, stopped, error) < 0) return NULL;
+    PyObject *counts = run_counts(self, &r);
+    if (!counts) {
+        Py_DECREF(r.failures);
+        return NULL;
+    }
+    return Py_BuildValue("nnNNO", index, taken, counts, r.failures,
+                         stopped ? Py_True : Py_False);
+}
+
+/* ---- JSON arrays: the elements as exporter.sources.push.split_array cuts them ------- */
+static inline int is_space6(char c) { /* bytes.strip()'s whitespace */
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c';
+}
+
+/* The end of the item that starts at p: the first comma or ']' at depth 0, outside
+   strings, or e; exactly the cut of split_array's tolerant scan (its _TOKEN regex:
+   strings may be unterminated, a backslash escapes any byte, a stray '}' at depth 0 makes
+   the depth negative). For a valid array it is the strict element too. */
+static const char *item_end(const char *p, const char *e) {
+    Py_ssize_t depth = 0;
+    while (p < e) {
+        char c = *p;
+        if (c == '"') {
+            p++;
+            for (;;) {
+                const char *q = p;
+                while (q < e && *q != '"' && *q != '\\') q++;
+                if (q >= e) return e; /* unterminated: the string runs to the end */
+                if (*q == '"') {
+                    p = q + 1;
+                    break;
+                }
+                if (q + 1 >= e) { /* a lone backslash at the end: not a token */
+                    p = e;
+                    break;
+                }
+                p = q + 2;
+            }
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            if (depth == 0 && c == ']') return p;
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            return p;
+        }
+        p++;
+    }
+    return e;
+}
+
+PyDoc_STRVAR(run_array_doc,
+"run_array(body, pos, state, index, now, max_event)\n"
+"    -> (pos, state, taken, counts, failures, stopped, start, end)\n\n"
+"Apply the elements of the JSON array ``body`` from ``pos``, cut as\n"
+"exporter.sources.push.split_array cuts them (strict for a valid array, at the top-level\n"
+"commas for a broken one, anything after the closing bracket one more element).\n"
+"``state`` 0: ``pos`` starts an element (the first call: just after the '['); 1: ``pos``\n"
+"is just after the closing bracket; 2: done. ``index`` is the elements seen so far.\n"
+"Stops at an element this path does not take: ``stopped`` True, body[start:end] (already\n"
+"stripped) for the Python path, ``pos``/``state`` to call again with after it.");
+
+static PyObject *Lines_run_array(Lines *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, index, max_event;
+    int state;
+    PyObject *now_fn;
+    if (!PyArg_ParseTuple(args, "y*ninOn", &buf, &pos, &state, &index, &now_fn, &max_event))
+        return NULL;
+    const char *base = buf.buf, *end = base + buf.len;
+    Py_ssize_t taken = 0, s_off = 0, e_off = 0;
+    int stopped = 0, error = 0;
+    Run r;
+    if (run_start(&r, now_fn) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (pos < 0 || pos > buf.len) pos = buf.len;
+    const char *p = base + pos;
+    while (state != 2) {
+        const char *s = p, *t;
+        if (state == 1) { /* after the closing bracket: the rest is one element, if any */
+            while (s < end && is_space6(*s)) s++;
+            t = end;
+            while (t > s && is_space6(t[-1])) t--;
+            state = 2;
+            p = end;
+            if (s == t) break;
+            stopped = 1;
+            s_off = s - base;
+            e_off = t - base;
+            break;
+        }
+        while (s < end && is_space6(*s)) s++;
+        const char *sep = NULL;
+        int took = NOT_TAKEN;
+        if (s < end && *s == '{') {
+            /* the common case: one flat object of plain values (so it holds no bracket,
+               no escape, no comma outside its strings: split_array's cut is its end),
+               then the separator */
+            const char *after = NULL, *q;
+            int n = parse_object(s, end, end, r.entries, &after);
+            if (n > 0) {
+                q = after;
+                while (q < end && is_space6(*q)) q++;
+                if (q < end && (*q == ',' || *q == ']')) {
+                    sep = q;
+                    t = after;
+                    took = t - s > max_event ? NOT_TAKEN : take_entries(self, &r, n);
+                }
+            }
+        }
+        if (took == RUN_ERROR) {
+            error = 1;
+            break;
+        }
+        if (!sep) { /* not the common case: cut where split_array cuts */
+            sep = item_end(s, end);
+            t = sep;
+            while (t > s && is_space6(t[-1])) t--;
+            if (s == t && index == 0 && (sep == end || *sep == ']')) {
+                /* "[]": no element at all */
+                p = sep == end ? end : sep + 1;
+                state = sep == end ? 2 : 1;
+                continue;
+            }
+        }
+        p = sep == end ? end : sep + 1;
+        state = sep == end ? 2 : *sep == ']' ? 1 : 0;
+        if (took != TAKEN) {
+            stopped = 1;
+            s_off = s - base;
+            e_off = t - base;
+            break;
+        }
+        taken++;
+        index++;
+    }
+    PyBuffer_Release(&buf);
+    if (run_end(self, &r, stopped, error) < 0) return NULL;
+    PyObject *counts = run_counts(self, &r);
+    if (!counts) {
+        Py_DECREF(r.failures);
+        return NULL;
+    }
+    return Py_BuildValue("ninNNOnn", (Py_ssize_t)(p - base), state, taken, counts, r.failures,
+                         stopped ? Py_True : Py_False, s_off, e_off);
 }
 
 static PyObject *Lines_finish(Lines *self, PyObject *Py_UNUSED(ignored)) {
@@ -1508,15 +1790,50 @@ static int load_delegated(Lines *self, PyObject *spec, PyObject *delegate) {
     return 0;
 }
 
-static int load_store(Lines *self, Store *st, const char *name, PyObject *stores) {
-    /* stores[name] = (values dict, slow-path callable, bounds tuple or None) */
+/* Whether ``labels`` (a tuple of str) is exactly the comma-separated ``expected``. */
+static int labels_match(PyObject *labels, const char *expected) {
+    if (!PyTuple_Check(labels)) return 0;
+    const char *p = expected;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(labels); i++) {
+        PyObject *label = PyTuple_GET_ITEM(labels, i);
+        Py_ssize_t len;
+        const char *text = PyUnicode_Check(label) ? PyUnicode_AsUTF8AndSize(label, &len) : NULL;
+        if (!text) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (i > 0 && *p++ != ',') return 0;
+        if (strncmp(p, text, (size_t)len) != 0) return 0;
+        p += len;
+        if (*p != ',' && *p != '\0') return 0;
+    }
+    return *p == '\0';
+}
+
+/* table["stores"][name] = (labels, values dict, admit callable, bounds tuple or None):
+   admit is the store's slow path for a label set not stored yet (CounterStore.add_new
+   for counters, HistogramStore.row for histograms). */
+static int load_store(Lines *self, int s, PyObject *stores) {
+    Store *st = &self->stores[s];
+    const char *name = STORE_NAMES[s];
     PyObject *desc = PyDict_GetItemString(stores, name);
-    PyObject *values, *slow, *bounds;
+    PyObject *labels, *values, *slow, *bounds;
     if (!desc) {
-        PyErr_Format(PyExc_KeyError, "stores[%s] is missing", name);
+        PyErr_Format(PyExc_ValueError, "native table: no store %s", name);
         return -1;
     }
-    if (!PyArg_ParseTuple(desc, "O!OO", &PyDict_Type, &values, &slow, &bounds)) return -1;
+    if (!PyArg_ParseTuple(desc, "OO!OO", &labels, &PyDict_Type, &values, &slow, &bounds))
+        return -1;
+    if (!labels_match(labels, STORE_LABELS[s])) {
+        PyErr_Format(PyExc_ValueError, "native table: store %s has labels %R, not (%s)",
+                     name, labels, STORE_LABELS[s]);
+        return -1;
+    }
+    if ((bounds != Py_None) != STORE_HISTOGRAM[s]) {
+        PyErr_Format(PyExc_ValueError, "native table: store %s is %s a histogram here", name,
+                     STORE_HISTOGRAM[s] ? "" : "not");
+        return -1;
+    }
     if (keep(self, desc) < 0) return -1;
     st->values = values;
     st->slow = slow;
@@ -1546,18 +1863,73 @@ static int load_store(Lines *self, Store *st, const char *name, PyObject *stores
     return 0;
 }
 
+/* table["tracked"][name] = (labels, where, groups, open, limit): where maps an open item
+   to its key, groups a key to {item: since} in opening order, open is _Tracked.open (for
+   a new key, the id cap, eviction), limit the id cap. */
+static int load_tracked(Lines *self, int t, PyObject *tracked) {
+    PyObject *desc = PyDict_GetItemString(tracked, TRACKED_NAMES[t]), *labels;
+    Tracked *tr = &self->tracked[t];
+    if (!desc) {
+        PyErr_Format(PyExc_ValueError, "native table: no tracked map %s", TRACKED_NAMES[t]);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(desc, "OO!O!On", &labels, &PyDict_Type, &tr->where, &PyDict_Type,
+                          &tr->by_key, &tr->open, &tr->limit))
+        return -1;
+    if (!labels_match(labels, TRACKED_LABELS[t])) {
+        PyErr_Format(PyExc_ValueError, "native table: tracked %s has labels %R, not (%s)",
+                     TRACKED_NAMES[t], labels, TRACKED_LABELS[t]);
+        return -1;
+    }
+    return keep(self, desc);
+}
+
+/* The table's version and histogram row layout are the ones this file was written for. */
+static int check_table(PyObject *table) {
+    PyObject *version = PyDict_GetItemString(table, "version");
+    long v = version && PyLong_Check(version) ? PyLong_AsLong(version) : -1;
+    if (v != CONTRACT_VERSION) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "native table version %R, this build knows %d",
+                         version ? version : Py_None, CONTRACT_VERSION);
+        return -1;
+    }
+    PyObject *row = PyDict_GetItemString(table, "histogram_row");
+    Py_ssize_t n = 0;
+    while (HISTOGRAM_ROW[n]) n++;
+    int ok = row && PyTuple_Check(row) && PyTuple_GET_SIZE(row) == n;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(row, i);
+        ok = PyUnicode_Check(part) && PyUnicode_CompareWithASCIIString(part, HISTOGRAM_ROW[i]) == 0;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "native table: histogram rows laid out as %R",
+                     row ? row : Py_None);
+        return -1;
+    }
+    return 0;
+}
+
 static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"spec", "stores", "tracked", "spend_for", "delegate", NULL};
-    PyObject *spec, *stores, *tracked, *spend_for, *delegate;
+    static char *kwlist[] = {"spec", "table", "delegate", NULL};
+    PyObject *spec, *table, *delegate, *stores, *tracked, *spend_for;
     if (self->keep) {
         PyErr_SetString(PyExc_RuntimeError, "Lines is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OO!", kwlist, &PyDict_Type, &spec,
-                                     &PyDict_Type, &stores, &PyDict_Type, &tracked,
-                                     &spend_for, &PyDict_Type, &delegate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!", kwlist, &PyDict_Type, &spec,
+                                     &PyDict_Type, &table, &PyDict_Type, &delegate))
         return -1;
+    if (check_table(table) < 0) return -1;
+    stores = PyDict_GetItemString(table, "stores");
+    tracked = PyDict_GetItemString(table, "tracked");
+    spend_for = PyDict_GetItemString(table, "spend_for");
+    if (!stores || !PyDict_Check(stores) || !tracked || !PyDict_Check(tracked) || !spend_for) {
+        PyErr_SetString(PyExc_ValueError, "native table: stores, tracked and spend_for needed");
+        return -1;
+    }
     if (!(self->keep = PyList_New(0))) return -1;
+    if (keep(self, table) < 0) return -1;
     self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
     self->cells = PyMem_Calloc(CELL_BUCKETS, sizeof(Cell *));
     self->slots = PyMem_Calloc(SLOT_CACHE, sizeof(Slot *));
@@ -1573,19 +1945,10 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
     self->n_kinds = NKINDS;
     if (load_delegated(self, spec, delegate) < 0) return -1;
     for (int s = 0; s < NSTORES; s++) {
-        if (load_store(self, &self->stores[s], STORE_NAMES[s], stores) < 0) return -1;
+        if (load_store(self, s, stores) < 0) return -1;
     }
     for (int t = 0; t < NTRACKED; t++) {
-        PyObject *desc = PyDict_GetItemString(tracked, TRACKED_NAMES[t]);
-        Tracked *tr = &self->tracked[t];
-        if (!desc) {
-            PyErr_Format(PyExc_KeyError, "tracked[%s] is missing", TRACKED_NAMES[t]);
-            return -1;
-        }
-        if (!PyArg_ParseTuple(desc, "OO!O!n", &tr->open, &PyDict_Type, &tr->where,
-                              &PyDict_Type, &tr->by_key, &tr->limit))
-            return -1;
-        if (keep(self, desc) < 0) return -1;
+        if (load_tracked(self, t, tracked) < 0) return -1;
     }
     self->spend_for = spend_for;
     if (keep(self, spend_for) < 0) return -1;
@@ -1658,6 +2021,8 @@ static PyObject *Lines_kinds(Lines *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyMethodDef Lines_methods[] = {
     {"run", (PyCFunction)Lines_run, METH_VARARGS, run_doc},
+    {"run_items", (PyCFunction)Lines_run_items, METH_VARARGS, run_items_doc},
+    {"run_array", (PyCFunction)Lines_run_array, METH_VARARGS, run_array_doc},
     {"finish", (PyCFunction)Lines_finish, METH_NOARGS,
      "Write the shadows back into the stores: the end of a batch."},
     {"enabled", (PyCFunction)Lines_enabled, METH_NOARGS,
@@ -1691,9 +2056,10 @@ PyMODINIT_FUNC PyInit__lines(void) {
     }
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    /* the aggregator attributes Lines() is given: named here, read by exporter.native */
+    /* the contract: its version, the histogram row layout and the table's names */
     struct { const char *name; const char *const *names; Py_ssize_t n; } lists[] = {
-        {"STORES", STORE_NAMES, NSTORES}, {"TRACKED", TRACKED_NAMES, NTRACKED}};
+        {"STORES", STORE_NAMES, NSTORES}, {"TRACKED", TRACKED_NAMES, NTRACKED},
+        {"HISTOGRAM_ROW", HISTOGRAM_ROW, 3}};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
         PyObject *names = names_tuple(lists[i].names, lists[i].n);
         if (!names || PyModule_AddObject(m, lists[i].name, names) < 0) {
@@ -1701,6 +2067,7 @@ PyMODINIT_FUNC PyInit__lines(void) {
             goto fail;
         }
     }
+    if (PyModule_AddIntConstant(m, "CONTRACT_VERSION", CONTRACT_VERSION) < 0) goto fail;
     Py_INCREF(&LinesType);
     if (PyModule_AddObject(m, "Lines", (PyObject *)&LinesType) < 0) {
         Py_DECREF(&LinesType);

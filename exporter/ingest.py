@@ -1,8 +1,13 @@
 """The one path every source takes into the aggregator: decode, validate, count, apply.
 
-Sources hand over raw JSON objects (or already-built events, for the demo); the ingestor
-decodes each one independently, so a bad event is rejected with its index and reason
-while the valid events of the same batch are applied exactly once, in one lock.
+Sources hand over raw JSON objects (``ingest_raw``: Redis entries, NDJSON lines), a whole
+JSON array (``ingest_array``: a push body), JSON lines (``ingest_lines``: the tail) or
+already-built events (``apply``: the demo); the ingestor decodes each event independently,
+so a bad event is rejected with its index and reason while the valid events of the same
+batch are applied exactly once, in one lock. Each method takes the batch's time ``now``
+(the aggregator's clock when None; a log replay passes the original time). Where the
+native extension is built, every method but ``apply`` runs through it
+(``exporter.native``), with the same outcome.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from prometheus_client.metrics_core import Metric
 from exporter import catalog
 from exporter import native as exporter_native
 from exporter.aggregator import Aggregator
+from exporter.bodies import split_array
 from exporter.events import KIND_OF, AnyEvent, EventDecoder, Rejection
 from exporter.logutil import RateLimitedLogger
 
@@ -48,14 +54,52 @@ class Ingestor:
         """Decode each raw object; returns the events and (index, rejection) pairs."""
         return self.decoder.decode_many(raws)
 
-    def ingest_raw(self, source: str, raws: Iterable[bytes | memoryview]
-                   ) -> tuple[int, list[tuple[int, Rejection]]]:
-        """Decode and apply; returns (accepted count, rejections with their index)."""
-        events, rejections = self.decode(raws)
-        self.apply(source, events)
+    def ingest_raw(self, source: str, raws: Iterable[bytes | memoryview],
+                   now: float | None = None) -> tuple[int, list[tuple[int, Rejection]]]:
+        """Decode and apply single JSON objects (each rejection reported as ``event
+        <index>``); returns (accepted count, rejections with their index)."""
+        accepted, rejections = self.apply_raw(source, raws, now)
         for index, rejection in rejections:
             self.reject(source, rejection, where=f"event {index}")
-        return len(events), rejections
+        return accepted, rejections
+
+    def apply_raw(self, source: str, raws: Iterable[bytes | memoryview],
+                  now: float | None = None, events: Sequence[AnyEvent] = ()
+                  ) -> tuple[int, list[tuple[int, Rejection]]]:
+        """Apply ``events`` (already valid), then decode and apply each raw JSON object, in
+        one batch; the rejections are returned, not reported (the caller says where they
+        came from, e.g. a Redis stream). Returns (accepted count, (index, rejection))."""
+        native = self._bind_native()
+        if native is None:
+            decoded, rejections = self.decode(raws)
+            applied = [*events, *decoded] if events else decoded
+            self.apply(source, applied, now)
+            return len(applied), rejections
+        counts: dict[str, int] = {}
+        items = raws if isinstance(raws, list) else list(raws)
+        rejections = native.apply_items(items, self.decoder, counts, now, events)
+        self._count(source, counts, now)
+        return sum(counts.values()), rejections
+
+    def ingest_array(self, source: str, body: bytes, now: float | None = None
+                     ) -> tuple[int, list[tuple[int, Rejection]]]:
+        """Decode and apply the elements of a JSON array body (its first non-blank byte is
+        ``[``), cut by ``exporter.bodies.split_array`` (a broken element is rejected, the
+        others still apply); each rejection is reported as ``event <index>``. Returns
+        (accepted count, rejections with their element index)."""
+        native = self._bind_native()
+        if native is None:
+            events = self.decoder.decode_array(body)
+            if events is not None:
+                self.apply(source, events, now)
+                return len(events), []
+            return self.ingest_raw(source, split_array(body), now)
+        counts: dict[str, int] = {}
+        _, rejections = native.apply_array(body, self.decoder, counts, now)
+        self._count(source, counts, now)
+        for index, rejection in rejections:
+            self.reject(source, rejection, where=f"event {index}")
+        return sum(counts.values()), rejections
 
     def _bind_native(self) -> exporter_native.NativeLines | None:
         if self._native is None and self._use_native:
@@ -63,12 +107,13 @@ class Ingestor:
         return self._native
 
     def ingest_lines(self, source: str, data: bytes, max_line: int, start: int = 0,
-                     end: int | None = None) -> tuple[int, int, list[tuple[int, Rejection]]]:
+                     end: int | None = None, *, now: float | None = None
+                     ) -> tuple[int, int, list[tuple[int, Rejection]]]:
         """Decode and apply the JSON lines of ``data[start:end]`` (complete lines without
         the last newline, e.g. all of one read; blank lines are skipped, a line over
         ``max_line`` bytes is refused as too large). Returns (lines, events, (line index,
         rejection) pairs); the caller reports each rejection through ``reject`` (with its
-        file and line number).
+        file and line number). ``now``: the time of every batch (else the clock's).
 
         The lines go in slices (views, not copies), one batch each. The native path
         (``exporter.native``, when built and not switched off by ``ai.native_lines``) takes
@@ -93,23 +138,23 @@ class Ingestor:
             if native is not None:
                 counts: dict[str, int] = {}
                 n, rejected = native.apply_lines(view[start:stop], max_line, self.decoder,
-                                                 counts)
-                self._count(source, counts)
+                                                 counts, now)
+                self._count(source, counts, now)
                 applied = sum(counts.values())
             else:
                 n, applied, rejected = self._ingest_lines_python(source, data[start:stop],
-                                                                 max_line)
+                                                                 max_line, now)
             rejects.extend((lines + index, rejection) for index, rejection in rejected)
             lines += n
             events += applied
             start = stop + 1
         return lines, events, rejects
 
-    def _ingest_lines_python(self, source: str, body: bytes, max_line: int
-                             ) -> tuple[int, int, list[tuple[int, Rejection]]]:
+    def _ingest_lines_python(self, source: str, body: bytes, max_line: int,
+                             now: float | None) -> tuple[int, int, list[tuple[int, Rejection]]]:
         events = self.decoder.decode_lines(body, max_line)
         if events is not None:
-            self.apply(source, events)
+            self.apply(source, events, now)
             return len(events), len(events), []
         batch = body.split(b"\n")
         rejects: list[tuple[int, Rejection]] = []
@@ -121,21 +166,24 @@ class Ingestor:
                     batch[i] = b""
         decoded, rejections = self.decode(batch)
         rejects.extend((i, r) for i, r in rejections if batch[i].strip())
-        self.apply(source, decoded)
+        self.apply(source, decoded, now)
         return len(batch), len(decoded), sorted(rejects, key=lambda r: r[0])
 
-    def apply(self, source: str, events: Sequence[AnyEvent]) -> None:
-        """Count and aggregate events that are already valid."""
+    def apply(self, source: str, events: Sequence[AnyEvent], now: float | None = None
+              ) -> None:
+        """Count and aggregate events that are already valid (at ``now``, the batch's time,
+        when given)."""
         if not events:
             return
-        self.aggregator.ingest(events)
-        self._count(source, {KIND_OF[cls]: n for cls, n in Counter(map(type, events)).items()})
+        self.aggregator.ingest(events, now)
+        self._count(source, {KIND_OF[cls]: n for cls, n in Counter(map(type, events)).items()},
+                    now)
 
-    def _count(self, source: str, counts: dict[str, int]) -> None:
+    def _count(self, source: str, counts: dict[str, int], now: float | None = None) -> None:
         """Add accepted events per kind (and the time of the last one) for ``source``."""
         if not counts:
             return
-        now = time.time()
+        now = time.time() if now is None else now
         with self._lock:
             accepted = self.accepted
             for kind, n in counts.items():

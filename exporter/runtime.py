@@ -224,8 +224,7 @@ class Runtime:
             self.config, self.runner, self.sources = new, runner, sources
             self.probes = probes
             self.security.install(policy)
-            for key, value in _aggregator_settings(new).items():
-                setattr(self.aggregator, key, value)
+            self.aggregator.reconfigure(**_aggregator_settings(new))
             for source in sources:
                 source.start()
         old_runner.close()

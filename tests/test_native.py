@@ -1,4 +1,9 @@
-"""The native JSONL line path (exporter/_lines.c) against the Python path, and its memory.
+"""The native ingest path (exporter/_lines.c) against the Python path, and its memory.
+
+Three entry points share the C validator and handlers: JSON lines (``ingest_lines``),
+single objects (``ingest_raw`` / ``apply_raw``: Redis entries, NDJSON lines) and a whole
+JSON array (``ingest_array``: a push body, cut as ``exporter.bodies.split_array`` cuts it);
+the native contract (``Aggregator.native_table``) is checked at bind time.
 
 The C extension takes the lines it is certain about and hands every other line back to the
 Python path; the outcome must be the Python path's exactly: the same (lines, events,
@@ -33,6 +38,7 @@ from hypothesis import strategies as st
 
 from exporter import native
 from exporter.aggregator import Aggregator
+from exporter.bodies import split_array
 from exporter.events import (
     EVENT_TYPES,
     KIND_OF,
@@ -54,6 +60,7 @@ from exporter.ingest import Ingestor
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "file"
+PUSH = "push"
 NOW = 1.76e9
 BIG_LINE = 1 << 20  # the default max line: only the event size limit applies
 SMALL_LINE = 300  # small enough that generated lines go over it
@@ -462,6 +469,30 @@ class Pair:
                 ingestor.reject(SOURCE, rejection, where=f"line {index + 1}")
         return outcome(expected)
 
+    def ingest_raw(self, raws: list[bytes], events: list[AnyEvent] | None = None
+                   ) -> tuple[int, list[tuple[int, str, str]]]:
+        """``apply_raw`` on both (``events`` first, then the raw objects, as the Redis
+        source hands them over), then ``ingest_raw``-style reporting; results equal."""
+        expected = self.python_ingestor.apply_raw(PUSH, raws, events=events or ())
+        actual = self.native_ingestor.apply_raw(PUSH, list(raws), events=events or ())
+        assert self.python_ingestor._native is None
+        assert self.native_ingestor._native is not None
+        result = (expected[0], [(i, r.reason, r.detail) for i, r in expected[1]])
+        assert (actual[0], [(i, r.reason, r.detail) for i, r in actual[1]]) == result, raws
+        for ingestor, (_, rejects) in ((self.python_ingestor, expected),
+                                       (self.native_ingestor, actual)):
+            for index, rejection in rejects:
+                ingestor.reject(PUSH, rejection, where=f"event {index}")
+        return result
+
+    def ingest_array(self, body: bytes) -> tuple[int, list[tuple[int, str, str]]]:
+        """``ingest_array`` (a push body) on both; the results must be equal."""
+        expected = self.python_ingestor.ingest_array(PUSH, body)
+        actual = self.native_ingestor.ingest_array(PUSH, body)
+        result = (expected[0], [(i, r.reason, r.detail) for i, r in expected[1]])
+        assert (actual[0], [(i, r.reason, r.detail) for i, r in actual[1]]) == result, body
+        return result
+
     def apply(self, events: list[AnyEvent]) -> None:
         """Python-only ingestion (already-decoded events) on both."""
         self.python_ingestor.apply("push", events)
@@ -736,6 +767,134 @@ def test_bodies_in_sequence_with_python_only_ingest_agree(
 
 
 @PROPERTY
+@given(lines=st.lists(any_line(DEFAULT_POOLS), min_size=1, max_size=30),
+       pushed=st.one_of(st.none(), valid_bodies(max_lines=5)))
+def test_raw_items_agree(lines: list[bytes], pushed: bytes | None) -> None:
+    """Single objects (Redis entries, NDJSON lines, push elements) through
+    ``apply_raw``: every item is one event or one rejection (a blank item too), with
+    already-built events applied first, as the Redis source does."""
+    pair = Pair(budgets={"openai": 1.0})
+    pair.ingest_raw(lines, decoded(pushed) if pushed is not None else None)
+    pair.ingest_raw([b"  " + line + b"\n" for line in lines])
+    pair.assert_same(lines)
+
+
+SEPARATORS = st.sampled_from([b",", b", ", b" ,\n", b",,", b"\x0c,", b" ] , ", b"]"])
+
+
+@st.composite
+def arrays(draw: st.DrawFn, pools: Pools = DEFAULT_POOLS) -> bytes:
+    """JSON array bodies, mostly well formed, some broken: a stray separator, a nested
+    value, escapes, an unterminated string, trailing data after the closing bracket."""
+    lines = draw(st.lists(any_line(pools), min_size=0, max_size=20))
+    if draw(st.booleans()):
+        separators = [b","] * max(len(lines) - 1, 0)
+    else:
+        separators = [draw(SEPARATORS) for _ in range(max(len(lines) - 1, 0))]
+    body = draw(st.sampled_from([b"[", b" [", b"\n[ "]))
+    for i, line in enumerate(lines):
+        body += (separators[i - 1] if i else b"") + draw(WS.map(str.encode)) + line
+    end = draw(st.sampled_from([b"]", b" ]", b"]\n", b"", b"] x", b"] , 1", b"]]",
+                                b'] "a,b"', b'{"a":[1,"]"]}]', b',"\\', b',"x\\"]']))
+    return body + end
+
+
+@PROPERTY
+@given(body=arrays())
+def test_push_arrays_agree(body: bytes) -> None:
+    """A push body through ``ingest_array``: the native cut of the elements is
+    ``split_array``'s (strict for a valid array, tolerant for a broken one), so every
+    element gets the same index, event or reason."""
+    pair = Pair(budgets={"openai": 1.0})
+    pair.ingest_array(body)
+    pair.assert_same(body)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"[ ]", b"[", b"[,]", b"[1,]", b"[] x", b"[ ] 1, 2",
+                                  b"[{}]", b'[{"kind":"error"}', b'["a\\', b'[{"a":"}"}, 1]',
+                                  b'[{"kind":"error","component":"c","category":"internal"}}]',
+                                  b'[{"kind":"error","component":"c","category":"internal"}]]'])
+def test_push_array_edges_agree(body: bytes) -> None:
+    pair = Pair()
+    pair.ingest_array(body)
+    pair.assert_same(body)
+
+
+def test_push_array_elements_are_cut_as_split_array_cuts_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The elements handed to the Python path are exactly ``split_array``'s, by index."""
+    body = (b'[{"kind":"error","component":"c","category":"internal"} , 1,{"a":[1,"]"]},'
+            b' "x,y" ,{"kind":"error","component":"\\u00e9","category":"internal"}] tail, 2')
+    ingestor = Ingestor(Aggregator())
+    native_lines = ingestor._bind_native()
+    assert native_lines is not None
+    seen: list[bytes] = []
+    original = native_lines._python
+
+    def spy(raw: Any, decoder: EventDecoder, apply: Callable[[AnyEvent], None],
+            counts: dict[str, int]) -> Rejection | None:
+        seen.append(bytes(raw))
+        return original(raw, decoder, apply, counts)
+
+    monkeypatch.setattr(native_lines, "_python", spy)
+    accepted, rejections = ingestor.ingest_array(PUSH, body)
+    assert seen == split_array(body)[1:]
+    assert accepted == 2
+    assert [i for i, _ in rejections] == [1, 2, 3, 5]
+
+
+def test_native_table_is_versioned_and_checked() -> None:
+    """The C binds to the aggregator's table only: a wrong version, row layout or label
+    order is refused at bind time, never misread."""
+    from exporter import _lines
+
+    aggregator = Aggregator()
+    table = aggregator.native_table()
+    assert table["version"] == _lines.CONTRACT_VERSION
+    assert table["histogram_row"] == _lines.HISTOGRAM_ROW
+    assert set(_lines.STORES) <= set(table["stores"])
+    assert set(_lines.TRACKED) <= set(table["tracked"])
+    spec, delegate = native.model_spec(), dict[str, Any]()
+    _lines.Lines(spec=spec, table=table, delegate=delegate)
+    name = _lines.STORES[0]
+    broken: list[dict[str, Any]] = [
+        {**table, "version": table["version"] + 1},
+        {**table, "histogram_row": ("sum", "buckets", "+Inf")},
+        {**table, "stores": {**table["stores"], name: table["stores"][name]._replace(
+            labels=tuple(reversed(table["stores"][name].labels)))}},
+        {**table, "stores": {k: v for k, v in table["stores"].items() if k != name}},
+    ]
+    for bad in broken:
+        with pytest.raises(ValueError, match="native table"):
+            _lines.Lines(spec=spec, table=bad, delegate=delegate)
+
+
+def test_given_batch_time_is_used_on_both_paths() -> None:
+    """``now`` (a log replay's original time) replaces the clock on every method."""
+    clock_reads: list[int] = []
+
+    def clock() -> Callable[[], float]:
+        def read() -> float:
+            clock_reads.append(1)
+            return NOW
+        return read
+
+    pair = Pair(clock=clock)
+    lines = [b'{"kind":"task","component":"c","status":"started","task_id":"t1"}',
+             b'{"kind":"task","component":"c","status":"succeeded","task_id":"t1"}']
+    for ingestor in (pair.python_ingestor, pair.native_ingestor):
+        ingestor.ingest_lines(SOURCE, lines[0], BIG_LINE, now=NOW - 30)
+        ingestor.ingest_raw(PUSH, [lines[1]], now=NOW - 20)
+        ingestor.ingest_array(PUSH, b"[" + lines[0].replace(b"t1", b"t2") + b"]", now=NOW - 10)
+        ingestor.apply(PUSH, decoded(lines[1].replace(b"t1", b"t2")), now=NOW)
+        assert ingestor.last_event[PUSH] == NOW
+    assert not clock_reads
+    pair.assert_same()
+    rows = pair.native.snapshot()["stores"]["ai_task_duration_seconds"]
+    assert [row[1][-1] for row in rows] == [20.0]
+
+
+@PROPERTY
 @given(steps=st.lists(st.tuples(bodies(CAPS_POOLS, max_lines=20), max_lines()),
                       min_size=1, max_size=5))
 def test_caps_agree(steps: list[tuple[bytes, int]]) -> None:
@@ -765,7 +924,7 @@ def test_caps_fold_and_evict_alike() -> None:
     overflow = pair.native.snapshot()["overflow"]
     assert overflow["gen_ai_client_operation_duration_seconds"] > 0
     assert overflow["ai_task_queue_depth"] > 0
-    assert len(pair.native.queued.where) == 4
+    assert len(pair.native.state.queued.where) == 4
     assert pair.native.spend["openai"] == pair.python.spend["openai"] > 0
 
 
@@ -810,8 +969,8 @@ def test_sample_budget_folds_alike() -> None:
                    "ai_task_queue_depth", "ai_resolution_active", "ai_errors_total"):
         assert overflow.get(metric, 0) > 0, metric
     other = ("other",) * 4
-    assert pair.native.llm_duration.values[other][-1] == pair.python.llm_duration.values[
-        other][-1] > 0
+    assert (pair.native.state.llm_duration.values[other][-1]
+            == pair.python.state.llm_duration.values[other][-1] > 0)
 
 
 @settings(max_examples=120, deadline=None,
@@ -1031,6 +1190,7 @@ def run_script(script: str, *flags: str, env: dict[str, str] | None = None
                           check=False)
 
 
+@pytest.mark.e2e
 def test_native_path_is_memory_safe_under_the_debug_allocator() -> None:
     """70,000 distinct model names (the C cell cache passes its 65,536-cell limit several
     times, also within one run, and is written back and dropped), thousands of mixed and
@@ -1045,6 +1205,7 @@ def test_native_path_is_memory_safe_under_the_debug_allocator() -> None:
     assert json.loads(proc.stdout.splitlines()[-1])["lines"] == 75000
 
 
+@pytest.mark.e2e
 def test_memory_does_not_grow_over_repeated_high_cardinality_ingest() -> None:
     """100,000 lines of distinct labels into a fresh aggregator, five times: what one round
     holds (~50 MB of state, the C caches and cells) is freed with its aggregator. RSS is

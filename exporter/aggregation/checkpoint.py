@@ -1,0 +1,82 @@
+"""The state as plain JSON-able data, and back: what a restart keeps.
+
+The format is the one checkpoints have always held (``stores`` by metric name with
+``[key, value]`` rows, histogram rows as lists laid out as ``HISTOGRAM_ROW``; ``tracked``
+by metric name; ``heartbeats`` as ``[kind, version, status, last_seen]``; the day's spend
+and the overflow counts), so older checkpoints restore unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.aggregation.state import AiState, Heartbeat, utc_day
+from exporter.aggregation.stores import CounterStore, GaugeStore, HistogramStore
+
+
+def snapshot(state: AiState) -> dict[str, Any]:
+    """Call with the lock held."""
+    stores = {name: [[list(key), list(value) if isinstance(value, list) else value]
+                     for key, value in store.values.items()]
+              for name, store in state.stores.items()}
+    tracked = {t.items.name: {"items": [[item, list(key), t.items.by_key[key][item]]
+                                        for item, key in t.items.where.items()],
+                              "keys": [list(key) for key in t.items.by_key]}
+               for t in state.tracked}
+    return {"stores": stores, "tracked": tracked,
+            "heartbeats": {name: list(hb) for name, hb in state.heartbeats.items()},
+            "spend_day": state.spend.day, "spend": dict(state.spend.by_scope),
+            "overflow": dict(state.overflow)}
+
+
+def restore(state: AiState, saved: dict[str, Any], now: float) -> None:
+    """Add a ``snapshot()`` into ``state`` (lock held): counters and histograms add up,
+    gauges, open items and heartbeats fill in where the state has none. Rows that no
+    longer fit (a metric gone, labels or histogram buckets changed) are skipped."""
+    for name, rows in saved.get("stores", {}).items():
+        store = state.stores.get(name)
+        if store is not None:
+            _restore_rows(store, rows)
+    for t in state.tracked:
+        tr = t.items
+        kept = saved.get("tracked", {}).get(tr.name, {})
+        for key in kept.get("keys", []):
+            if tuple(key) not in tr.by_key and tr.admits():
+                tr.by_key[tuple(key)] = {}
+        for item, key, since in kept.get("items", []):
+            if item not in tr.where:
+                tr.open(item, tuple(key), float(since))
+    for name, (kind, version, status, last) in saved.get("heartbeats", {}).items():
+        if name in state.heartbeats:
+            if state.heartbeats[name].last_seen < last:
+                state.heartbeats[name] = Heartbeat(kind, version, status, float(last))
+        elif state.admit_heartbeat(name):
+            state.heartbeats[name] = Heartbeat(kind, version, status, float(last))
+    day, start, end = utc_day(now)
+    spend = state.spend
+    if saved.get("spend_day") == day:
+        if not spend.holds(start):
+            spend.day, spend.start, spend.end = day, start, end
+            spend.by_scope = {}
+        for scope, usd in saved.get("spend", {}).items():
+            spend.by_scope[scope] = spend.by_scope.get(scope, 0.0) + float(usd)
+    for name, count in saved.get("overflow", {}).items():
+        state.overflow[name] = state.overflow.get(name, 0.0) + float(count)
+
+
+def _restore_rows(store: CounterStore | HistogramStore, rows: list[list[Any]]) -> None:
+    width = len(store.spec.labels)
+    for raw_key, value in rows:
+        key = tuple(raw_key)
+        if len(key) != width:
+            continue
+        if isinstance(store, HistogramStore):
+            if isinstance(value, list) and len(value) == len(store.bounds) + 2:
+                row = store.row(key)
+                for i, n in enumerate(value):
+                    row[i] += float(n)
+        elif isinstance(store, GaugeStore):
+            if key not in store.values:
+                store.set(key, float(value))
+        elif not isinstance(value, list):
+            store.inc(key, float(value))

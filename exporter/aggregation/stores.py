@@ -1,0 +1,244 @@
+"""The stores of the AI state: bounded label sets of counters, gauges, histograms, and the
+bounded maps of open items (queued tasks, loops, interventions, security events).
+
+Every store admits a label set through ``_Capped.admit``: sanitized once, capped per metric
+and by the shared ``SampleBudget``, folded into ``other`` past either (counted as overflow).
+Nothing here knows an event kind; ``exporter.aggregation.handlers`` does.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+from exporter import catalog
+from exporter.catalog import MetricSpec
+
+OTHER = "other"
+MAX_LABEL_LENGTH = 128
+
+Key = tuple[str, ...]
+
+
+def sanitize(value: str) -> str:
+    """Label values from events: non-printable characters (C0/C1 controls, bidi overrides,
+    line separators, zero-width and format characters, lone surrogates) dropped, length
+    capped. ``str.isprintable`` makes the common clean case one C-level pass."""
+    cleaned = value if value.isprintable() else "".join(c for c in value if c.isprintable())
+    return cleaned[:MAX_LABEL_LENGTH] if len(cleaned) > MAX_LABEL_LENGTH else cleaned
+
+
+def _clean(key: Key) -> Key:
+    return tuple(sanitize(v) for v in key)
+
+
+class SampleBudget:
+    """The samples that the label sets of every AI metric together may expose.
+
+    Why: the per-metric cap alone let a cardinality attack fill ~35 metrics with 10,000
+    label sets each, histograms at up to 17 samples a label set: 1.6 M lines, 300 MB and
+    12 s to render, past any scrape timeout, so even the host metrics were lost. A label
+    set takes its samples here when it is first admitted (a counter or gauge 1, a
+    histogram its buckets + ``+Inf`` + ``_sum`` + ``_count``) and keeps them: nothing is
+    ever removed, so ``used`` only grows. Past the limit a new label set folds into
+    ``other`` like one past the per-metric cap; the ``other`` label sets themselves are
+    not charged (at most one per metric).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, samples: int) -> bool:
+        return self.used + samples <= self.limit
+
+    def take(self, samples: int) -> bool:
+        """Charge ``samples`` if they fit; False (nothing charged) when they do not."""
+        if not self.fits(samples):
+            return False
+        self.used += samples
+        return True
+
+
+def exposed_samples(spec: MetricSpec) -> int:
+    """Samples one label set of ``spec`` adds to /metrics."""
+    return len(spec.buckets) + 3 if spec.kind is catalog.Kind.HISTOGRAM else 1
+
+
+class _Capped:
+    """Label-set admission shared by every store: sanitize once, cap, fold to ``other``."""
+
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
+        self.spec = spec
+        self.cap = cap
+        self.samples = exposed_samples(spec)
+        self._overflow = overflow
+        self._budget = budget
+        self._other: Key = (OTHER,) * len(spec.labels)
+
+    def folds(self, key: Key) -> bool:
+        """Whether ``key`` (not stored yet) would fold into ``other``."""
+        known: dict[Key, Any] = self.values  # type: ignore[attr-defined]
+        return (key not in known and _clean(key) not in known
+                and (len(known) >= self.cap or not self._budget.fits(self.samples)))
+
+    def admit(self, key: Key, known: dict[Key, Any]) -> Key:
+        """The key to store under: ``key`` cleaned, or the ``other`` key past the cap or
+        the sample budget. The native line path calls this too (through ``add_new`` and
+        ``row``) for every label set it has not seen, so both paths fold alike."""
+        clean = _clean(key)
+        if clean in known or (len(known) < self.cap and self._budget.take(self.samples)):
+            return clean
+        self._overflow[self.spec.name] = self._overflow.get(self.spec.name, 0.0) + 1
+        return self._other
+
+
+class CounterStore(_Capped):
+    """Monotonic totals per label set."""
+
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
+        super().__init__(spec, cap, overflow, budget)
+        self.values: dict[Key, float] = {}
+
+    def inc(self, key: Key, amount: float = 1.0) -> None:
+        try:
+            self.values[key] += amount
+        except KeyError:
+            self.add_new(key, amount)
+
+    def add_new(self, key: Key, amount: float) -> None:
+        """Slow path of ``inc``: a label set not seen yet (admitted, or folded)."""
+        key = self.admit(key, self.values)
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def snapshot(self) -> list[tuple[Key, Any]]:
+        """A copy of the values, taken under the aggregator's lock."""
+        return list(self.values.items())
+
+    def family(self, extra: Sequence[str], extra_values: Key,
+               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
+        """The family for one scrape; samples are appended directly (no per-sample call)."""
+        fam = self.spec.family(extra)
+        name = fam.name + "_total" if self.spec.kind is catalog.Kind.COUNTER else fam.name
+        names = (*self.spec.labels, *extra)
+        append = fam.samples.append
+        for key, value in self.values.items() if rows is None else rows:
+            append(Sample(name, dict(zip(names, key + extra_values, strict=True)), value, None,
+                          None))
+        return fam
+
+
+class GaugeStore(CounterStore):
+    """Last value per label set."""
+
+    def set(self, key: Key, value: float) -> None:
+        if key not in self.values:
+            key = self.admit(key, self.values)
+        self.values[key] = value
+
+
+class HistogramStore(_Capped):
+    """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum."""
+
+    def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
+                 budget: SampleBudget) -> None:
+        super().__init__(spec, cap, overflow, budget)
+        self.bounds = list(spec.buckets)
+        self.values: dict[Key, list[float]] = {}
+        self._width = len(self.bounds) + 2
+        self._les = [*(repr(float(b)) for b in self.bounds), "+Inf"]
+
+    def row(self, key: Key) -> list[float]:
+        """The row of ``key`` (created, or the ``other`` row past the cap)."""
+        row = self.values.get(key)
+        if row is None:
+            key = self.admit(key, self.values)
+            row = self.values.get(key)
+            if row is None:
+                row = self.values[key] = [0.0] * self._width
+        return row
+
+    def observe(self, key: Key, value: float) -> None:
+        row = self.values.get(key) or self.row(key)
+        row[bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def snapshot(self) -> list[tuple[Key, Any]]:
+        return [(key, row.copy()) for key, row in self.values.items()]
+
+    def family(self, extra: Sequence[str], extra_values: Key,
+               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
+        fam = self.spec.family(extra)
+        bucket, count, total = fam.name + "_bucket", fam.name + "_count", fam.name + "_sum"
+        names = (*self.spec.labels, *extra)
+        les = self._les
+        append = fam.samples.append
+        for key, row in self.values.items() if rows is None else rows:
+            labels = dict(zip(names, key + extra_values, strict=True))
+            running = 0.0
+            for le, n in zip(les, row, strict=False):
+                running += n
+                append(Sample(bucket, {**labels, "le": le}, running, None, None))
+            append(Sample(count, labels, running, None, None))
+            append(Sample(total, labels, row[-1], None, None))
+        return fam
+
+
+class Tracked:
+    """Open items (queued tasks, loops, interventions...) grouped by label set.
+
+    Bounded twice: at most ``limit`` open ids (the oldest is forgotten past that, counted as
+    overflow of ``name``), at most ``max_keys`` label sets and the sample budget (the rest
+    fold into ``other``); each label set exposes ``samples`` samples (the count, and the
+    oldest age where there is one). Items are kept in opening order, so the oldest of a
+    group is its first.
+    """
+
+    def __init__(self, name: str, limit: int, max_keys: int, overflow: dict[str, float],
+                 *, budget: SampleBudget, samples: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.max_keys = max_keys
+        self.samples = samples
+        self._overflow = overflow
+        self._budget = budget
+        self.by_key: dict[Key, dict[str, float]] = {}
+        self.where: dict[str, Key] = {}
+
+    def admits(self) -> bool:
+        """Whether a label set not held yet fits (its samples are then charged)."""
+        return len(self.by_key) < self.max_keys and self._budget.take(self.samples)
+
+    def open(self, item: str, key: Key, since: float) -> None:
+        self.close(item)
+        if key not in self.by_key:
+            key = _clean(key)
+            if key not in self.by_key and not self.admits():
+                key = (OTHER,) * len(key)
+                self._count_overflow()
+        if len(self.where) >= self.limit:
+            self.close(next(iter(self.where)))
+            self._count_overflow()
+        self.where[item] = key
+        self.by_key.setdefault(key, {})[item] = since
+
+    def _count_overflow(self) -> None:
+        self._overflow[self.name] = self._overflow.get(self.name, 0.0) + 1
+
+    def close(self, item: str) -> tuple[Key, float] | None:
+        key = self.where.pop(item, None)
+        if key is None:
+            return None
+        since = self.by_key[key].pop(item)
+        return key, since
+
+    def counts(self) -> Iterator[tuple[Key, int, float | None]]:
+        """(key, open count, oldest since) for every key ever seen (0 once drained)."""
+        for key, group in self.by_key.items():
+            yield key, len(group), next(iter(group.values())) if group else None
