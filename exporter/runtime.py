@@ -94,7 +94,10 @@ def _legacy(cfg: Config) -> Callable[[], tuple[State, Callable[[], None]] | None
 class Runtime:
     """Holds everything a request handler or a scrape needs."""
 
-    def __init__(self, cfg: Config, loader: Callable[[], Config] | None = None) -> None:
+    def __init__(self, cfg: Config, loader: Callable[[], Config] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: the wall clock of the AI state (batch times, heartbeats, the UTC
+        day of budgets); a test passes a fake one."""
         self._loader = loader
         self._lock = threading.Lock()
         self.started_at = time.time()
@@ -105,7 +108,7 @@ class Runtime:
             extra.setdefault("demo", "true")
         self.aggregator = Aggregator(
             max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
-            max_samples=cfg.ai.max_total_samples, extra_labels=extra,
+            max_samples=cfg.ai.max_total_samples, extra_labels=extra, clock=clock,
             **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)

@@ -162,7 +162,7 @@ def point_time(request: ExportMetricsServiceRequest) -> float:
     """Collection time of a request (every point carries the snapshot's time)."""
     for metric in metrics_of(request):
         kind = metric.WhichOneof("data")
-        points = getattr(metric, kind).data_points
+        points = getattr(metric, kind or "").data_points
         if points:
             return float(points[0].time_unix_nano) / 1e9
     return 0.0
@@ -218,10 +218,10 @@ def collector_name(name: str, unit: str, kind: str) -> str:
 
 def prometheus_name(metric: metrics_pb2.Metric) -> str:
     """OTLP metric → Prometheus metric name, as a collector translates it."""
-    kind = metric.WhichOneof("data")
+    kind: str = metric.WhichOneof("data") or ""
     if kind == "sum" and metric.sum.is_monotonic:
         kind = "counter"
-    return collector_name(metric.name, metric.unit, kind or "")
+    return collector_name(metric.name, metric.unit, kind)
 
 
 def _labels(kvs: Any, extra: dict[str, str] | None = None) -> frozenset[tuple[str, str]]:
@@ -231,7 +231,7 @@ def _labels(kvs: Any, extra: dict[str, str] | None = None) -> frozenset[tuple[st
 
 
 def _fmt_le(bound: float) -> str:
-    return str(floatToGoString(bound))
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 def to_prometheus(request: ExportMetricsServiceRequest) -> dict[SampleKey, float]:

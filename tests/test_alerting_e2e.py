@@ -34,6 +34,8 @@ from tests.alerting import (
 )
 from tests.procs import LOOPBACK, Exporter, Prometheus, static_job, wait_until
 
+pytestmark = pytest.mark.e2e
+
 FACTOR = 60              # 1 minute of rule and grouping time per second of test
 EPISODE_AFTER = 15.0     # seconds of normal traffic first
 EPISODE_DURATION = 45.0  # the outage; long enough for the warning form to fire under it

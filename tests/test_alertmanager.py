@@ -44,11 +44,13 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # --- configuration ------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_amtool_check_config() -> None:
     result = amtool("check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_test_overlay_passes_check_config(tmp_path: Path) -> None:
     overlay = alertmanager_overlay(tmp_path, "http://127.0.0.1:9", factor=60)
     result = amtool("check-config", str(overlay))
@@ -68,6 +70,7 @@ def test_route_tree_groups_by_incident_and_uses_matchers() -> None:
 
 
 @pytest.mark.parametrize(("alertname", "severity"), alert_forms())
+@pytest.mark.e2e
 def test_every_alert_reaches_its_receiver(alertname: str, severity: str) -> None:
     expected = ",".join(expected_receivers(alertname, severity))
     result = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
@@ -77,6 +80,7 @@ def test_every_alert_reaches_its_receiver(alertname: str, severity: str) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_unrouted_alerts_fall_back_to_email() -> None:
     result = amtool("config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
                     "--verify.receivers=email", "alertname=SomethingElse")
@@ -168,6 +172,7 @@ def test_templates_used_by_receivers_are_defined() -> None:
 
 @pytest.mark.parametrize("name", _defined_templates())
 @pytest.mark.parametrize("status", ["firing", "resolved"])
+@pytest.mark.e2e
 def test_every_template_renders(name: str, status: str, tmp_path: Path) -> None:
     data = _data([_alert("AiComponentDown", "critical", status, component="mcp-github",
                          kind="mcp_server", check="probe")])
@@ -176,6 +181,7 @@ def test_every_template_renders(name: str, status: str, tmp_path: Path) -> None:
     assert "<no value>" not in out
 
 
+@pytest.mark.e2e
 def test_title_names_status_count_alert_and_incident(tmp_path: Path) -> None:
     firing = _data([_alert("AiLlmProviderErrorRateHigh", "critical",
                            gen_ai_provider_name="anthropic")])
@@ -187,6 +193,7 @@ def test_title_names_status_count_alert_and_incident(tmp_path: Path) -> None:
         "[RESOLVED] AiComponentDown (critical) · mcp-github on exporter:10102"
 
 
+@pytest.mark.e2e
 def test_body_has_summary_description_runbook_and_grafana_links(tmp_path: Path) -> None:
     alerts = [_alert("AiLlmProviderErrorRateHigh", "critical", gen_ai_provider_name="anthropic")]
     text = render("ai.text", _data(alerts), tmp_path)
@@ -203,6 +210,7 @@ def test_body_has_summary_description_runbook_and_grafana_links(tmp_path: Path) 
     assert f'<a href="{GRAFANA_URL}/d/ai-llm-providers?orgId=1' in html
 
 
+@pytest.mark.e2e
 def test_body_lists_every_alert_of_a_group(tmp_path: Path) -> None:
     alerts = [_alert("HostFilesystemAlmostFull", "warning", system_device=d,
                      system_filesystem_mountpoint=m)
@@ -214,6 +222,7 @@ def test_body_lists_every_alert_of_a_group(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("alertname", sorted({name for name, _ in alert_forms()}))
+@pytest.mark.e2e
 def test_every_alert_links_to_an_existing_dashboard(alertname: str, tmp_path: Path) -> None:
     severity = next(s for n, s in alert_forms() if n == alertname)
     uid = render("ai.dashboard_uid", _data([_alert(alertname, severity)]), tmp_path)
@@ -256,6 +265,7 @@ def _delivered(receiver: WebhookReceiver, name: str) -> list[dict[str, str]]:
     return [a["labels"] for n in receiver.received(name) for a in n.body["alerts"]]
 
 
+@pytest.mark.e2e
 def test_inhibition_on_a_real_alertmanager(alertmanager: Alertmanager,
                                            receiver: WebhookReceiver) -> None:
     am = alertmanager
@@ -343,6 +353,7 @@ def _delivered_chat_labels(receiver: WebhookReceiver) -> list[dict[str, str]]:
     return found
 
 
+@pytest.mark.e2e
 def test_watchdog_reaches_the_heartbeat_receiver(alertmanager: Alertmanager,
                                                  receiver: WebhookReceiver) -> None:
     alertmanager.post_alerts([{"labels": {"alertname": "Watchdog", "severity": "none"},

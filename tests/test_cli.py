@@ -67,6 +67,7 @@ def test_build_identity_is_resolved_once_across_threads() -> None:
     assert version.build_info().version and version.build_info().python_version
 
 
+@pytest.mark.e2e
 def test_port_in_use_exits_1_naming_the_address() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind((LOOPBACK, 0))

@@ -375,6 +375,7 @@ def test_runner_renders_only_when_asked(pool: ThreadPoolExecutor) -> None:
 PROCFS_COLLECTORS = {"cpu", "memory", "filesystem", "network", "uptime"}
 
 
+@pytest.mark.e2e
 def test_empty_procfs_fails_procfs_collectors_only(workdir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "proc"
     empty.mkdir()

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from exporter import catalog, config
+from exporter import catalog, cli, config
 from exporter.config import ConfigError
 from exporter.runtime import Runtime
 from exporter.web import routes_admin
@@ -96,6 +96,7 @@ def test_build_errors_name_the_field(layer: dict[str, Any], field: str) -> None:
 
 # --- real process: precedence ------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_process_precedence_file_env_flag(workdir: Path) -> None:
     cfg = {"web": {"cors_origin": "https://file.example"},
            "health": {"max_memory_utilization": 0.91}}
@@ -118,6 +119,7 @@ def test_process_precedence_file_env_flag(workdir: Path) -> None:
             proc.stop()
 
 
+@pytest.mark.e2e
 def test_listen_address_from_environment(workdir: Path) -> None:
     """``AI_EXPORTER_WEB__LISTEN_ADDRESS`` alone (no flag) decides where the process listens."""
     port = free_port()
@@ -134,6 +136,7 @@ def test_listen_address_from_environment(workdir: Path) -> None:
         assert proc.stop() == 0
 
 
+@pytest.mark.e2e
 def test_collector_flags_override_file(workdir: Path) -> None:
     proc = Exporter(workdir, config={"collectors": {"enabled": {"loadavg": False}}},
                     args=["--collector.loadavg", "--no-collector.uptime"])
@@ -191,6 +194,7 @@ def _assert_one_line_naming(result: subprocess.CompletedProcess[str], field: str
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
 @pytest.mark.parametrize("case", sorted(INVALID))
+@pytest.mark.e2e
 def test_invalid_file_exits_2_naming_field(tmp_path: Path, case: str, command: str) -> None:
     data, field = INVALID[case]
     path = _write(tmp_path / f"{case}.yml", data)
@@ -202,6 +206,7 @@ def test_invalid_file_exits_2_naming_field(tmp_path: Path, case: str, command: s
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.e2e
 def test_unreadable_file_exits_2(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "missing.yml"
     result = _run([command, f"--config.file={missing}"])
@@ -212,6 +217,7 @@ def test_unreadable_file_exits_2(tmp_path: Path, command: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.e2e
 def test_invalid_environment_exits_2(command: str) -> None:
     result = _run([command, f"--web.listen-address={LOOPBACK}:{free_port()}"],
                   env={"AI_EXPORTER_WEB__THREADS": "lots"})
@@ -221,6 +227,7 @@ def test_invalid_environment_exits_2(command: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.e2e
 def test_environment_clashing_with_a_file_section_exits_2(tmp_path: Path, command: str) -> None:
     path = _write(tmp_path / "c.yml", {"web": {"security": {"anonymous_role": "viewer"}}})
     result = _run([command, f"--config.file={path}",
@@ -234,11 +241,13 @@ def test_environment_clashing_with_a_file_section_exits_2(tmp_path: Path, comman
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.e2e
 def test_invalid_flag_value_exits_2(command: str) -> None:
     result = _run([command, "--web.listen-address=127.0.0.1:0"])
     _assert_one_line_naming(result, "web.listen_address")
 
 
+@pytest.mark.e2e
 def test_check_config_ok(tmp_path: Path) -> None:
     path = _write(tmp_path / "ok.yml", {"web": {"cors_origin": "https://grafana.example"},
                                         "collectors": {"enabled": {"battery": False}},
@@ -251,6 +260,70 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert defaults.stdout.strip() == "configuration OK: built-in defaults"
 
 
+# --- the same errors through the command line's main(), in process (the fast tier) --------
+# Only check-config: an accepted configuration would make ``serve`` serve for good.
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``cli.main(args)`` with exactly ``env`` as the AI_EXPORTER_ environment, read back as
+    ``_run`` reads the process."""
+    for key in [k for k in os.environ if k.startswith("AI_EXPORTER_")]:
+        monkeypatch.delenv(key)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_check_config_in_process_exits_2_naming_field(
+        tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data, field = INVALID[case]
+    path = _write(tmp_path / f"{case}.yml", data)
+    _assert_one_line_naming(_main(["check-config", f"--config.file={path}"], capsys,
+                                  monkeypatch), field)
+
+
+def test_check_config_in_process_names_bad_files_and_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "missing.yml"
+    result = _main(["check-config", f"--config.file={missing}"], capsys, monkeypatch)
+    _assert_one_line_naming(result, "config.file")
+    assert str(missing) in result.stderr
+    _assert_one_line_naming(_main(["check-config", f"--config.file={tmp_path}"], capsys,
+                                  monkeypatch), "config.file")
+    _assert_one_line_naming(_main(["check-config"], capsys, monkeypatch,
+                                  {"AI_EXPORTER_WEB__THREADS": "lots"}), "web.threads")
+    _assert_one_line_naming(_main(["check-config"], capsys, monkeypatch,
+                                  {"AI_EXPORTER_WEB__NO_SUCH": "1"}), "web.no_such")
+    section = _write(tmp_path / "c.yml", {"web": {"security": {"anonymous_role": "viewer"}}})
+    clash = _main(["check-config", f"--config.file={section}"], capsys, monkeypatch,
+                  {"AI_EXPORTER_WEB__SECURITY": "admin"})
+    _assert_one_line_naming(clash, "web.security")
+    assert "the environment sets a single value where the file has a section" in clash.stderr
+    _assert_one_line_naming(_main(["check-config", "--web.listen-address=127.0.0.1:0"],
+                                  capsys, monkeypatch), "web.listen_address")
+
+
+def test_check_config_in_process_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "ok.yml", {"web": {"cors_origin": "https://grafana.example"},
+                                        "collectors": {"enabled": {"battery": False}},
+                                        "health": {"disk_paths": ["/"]}})
+    result = _main(["check-config", f"--config.file={path}"], capsys, monkeypatch)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"configuration OK: {path}"
+    defaults = _main(["check-config"], capsys, monkeypatch)
+    assert defaults.returncode == 0, defaults.stderr
+    assert defaults.stdout.strip() == "configuration OK: built-in defaults"
+
+
+@pytest.mark.e2e
 def test_check_config_does_not_serve(tmp_path: Path) -> None:
     """check-config returns at once even when the listen port is taken by someone else."""
     with socket.socket() as busy:

@@ -49,10 +49,14 @@ RULES_DIR = ROOT / "prometheus" / "rules"
 
 
 def _load_build() -> ModuleType:
+    # build.py imports the dashboard modules next to it (grafana/dashboards_src) the way a
+    # script does, from its own directory on the import path.
+    if str(ROOT / "grafana") not in sys.path:
+        sys.path.append(str(ROOT / "grafana"))
     spec = importlib.util.spec_from_file_location("grafana_build", ROOT / "grafana" / "build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -281,6 +285,27 @@ def test_thresholds_follow_alert_parameters() -> None:
     assert params["parameter:system_cpu_utilization:warning"] in values
 
 
+def test_thresholds_come_from_the_parameters_file_given(tmp_path: Path) -> None:
+    """The builders read nothing at import: another parameters file gives other thresholds,
+    and the committed JSON is then stale."""
+    rules = yaml.safe_load((RULES_DIR / "parameters.rules.yml").read_text(encoding="utf-8"))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("record") == "parameter:system_cpu_utilization:warning":
+                rule["expr"] = "vector(0.42)"
+    path = tmp_path / "parameters.rules.yml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    host = build.dashboards(path)["ai-host-gpu.json"]
+    cpu = next(p for p in host["panels"] if p["title"] == "CPU busy (5m)")
+    assert 0.42 in [s["value"] for s in cpu["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert "ai-host-gpu.json" in build.stale_files(parameters_file=path)
+
+
+def test_check_command_passes() -> None:
+    """``python grafana/build.py --check`` (what CI runs) exits 0 on the committed JSON."""
+    assert build.main(["--check"]) == 0
+
+
 # --- 2. the dashboard-linter rules -------------------------------------------------------
 @pytest.mark.parametrize("name", list(DASHBOARDS))
 def test_dashboard_settings(name: str) -> None:
@@ -382,8 +407,9 @@ def test_dashboards_link_to_each_other() -> None:
                 target = re.match(r"/d/([^?/]+)", link["url"])
                 assert target and target.group(1) in uids, f"{name}: {link['url']}"
     overview = DASHBOARDS["ai-platform-overview.json"]
-    linked = {re.match(r"/d/([^?/]+)", link["url"]).group(1)  # type: ignore[union-attr]
-              for panel in overview["panels"] for link in panel.get("links", [])}
+    # Every link matched the pattern above.
+    linked = {target.group(1) for panel in overview["panels"] for link in panel.get("links", [])
+              if (target := re.match(r"/d/([^?/]+)", link["url"]))}
     assert uids - {overview["uid"], build.UID_EXPORTER} <= linked
 
 
@@ -395,6 +421,7 @@ def test_overview_has_an_alert_list() -> None:
 
 
 # --- 3. every expression parses ----------------------------------------------------------
+@pytest.mark.e2e
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     rules = [{"record": f"dashboard:check_{i}:expr", "expr": substitute(q.expr)}
@@ -412,7 +439,7 @@ def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
 # --- 4. every metric exists --------------------------------------------------------------
 def test_every_metric_is_in_the_catalog_or_recorded() -> None:
     known = catalog.known_series_names() | set(RECORDED)
-    unknown = set()
+    unknown: set[str] = set()
     for query in QUERIES:
         for sel in selectors(query.expr):
             names = [metric_name(sel)]
@@ -480,7 +507,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-EVENT_LINES = [
+EVENT_LINES: list[dict[str, Any]] = [
     {"kind": "llm_call", "provider": "openai", "model": "gpt-4o", "input_tokens": 100,
      "output_tokens": 20, "duration_seconds": 0.5, "cost_usd": 0.001},
     {"kind": "task", "component": "planner", "status": "queued", "task_id": "tail-1"},
@@ -610,6 +637,7 @@ def _excluded(expr: str) -> str:
     return "; ".join(sorted(reasons))
 
 
+@pytest.mark.e2e
 def test_every_panel_query_returns_data(stack: Stack) -> None:
     prom = stack.prometheus
     pending = {i: q for i, q in enumerate(QUERIES) if not _excluded(q.expr)}
@@ -627,6 +655,7 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
     assert not missing, "queries without data:\n" + "\n".join(missing)
 
 
+@pytest.mark.e2e
 def test_otlp_sink_received_exports(stack: Stack) -> None:
     """The OTLP panels' data is real: the local receiver got export requests."""
     wait_until(lambda: _Sink.received, 20, what="an OTLP export at the local receiver")

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.aggregator import CONFIG_FED, FEEDS
@@ -42,6 +43,7 @@ def samples_by_metric(text: str) -> dict[str, Samples]:
     return out
 
 
+@pytest.mark.e2e
 def test_demo_moves_every_event_fed_ai_metric(demo_exporter: Exporter) -> None:
     first = samples_by_metric(demo_exporter.metrics())
     unmoved = set(EVENT_FED)
@@ -60,6 +62,7 @@ def test_demo_moves_every_event_fed_ai_metric(demo_exporter: Exporter) -> None:
         assert last[name], f"{name} has no sample in the demo"
 
 
+@pytest.mark.e2e
 def test_demo_series_carry_the_demo_mark(demo_exporter: Exporter) -> None:
     text = demo_exporter.metrics()
     seen = 0
@@ -79,6 +82,7 @@ def test_demo_series_carry_the_demo_mark(demo_exporter: Exporter) -> None:
     assert {c["component"] for c in components} >= {"planner", "mcp-github", "vllm"}
 
 
+@pytest.mark.e2e
 def test_plain_exporter_never_invents_ai_data(tmp_path: Path) -> None:
     proc = Exporter(tmp_path)
     try:
@@ -95,6 +99,7 @@ def test_plain_exporter_never_invents_ai_data(tmp_path: Path) -> None:
         proc.stop()
 
 
+@pytest.mark.e2e
 def test_provider_outage_episode(tmp_path: Path) -> None:
     proc = Exporter(tmp_path, command="demo",
                     args=["--demo.rate=400", "--demo.episode=provider_outage",
@@ -129,6 +134,7 @@ def test_provider_outage_episode(tmp_path: Path) -> None:
         proc.stop()
 
 
+@pytest.mark.e2e
 def test_stuck_loop_episode(tmp_path: Path) -> None:
     proc = Exporter(tmp_path, command="demo",
                     args=["--demo.rate=40", "--demo.episode=stuck_loop",
@@ -181,6 +187,7 @@ def test_workload_state_stays_bounded_and_covers_every_kind() -> None:
     assert len(world.security) < 200
 
 
+@pytest.mark.e2e
 def test_demo_flags_are_validated() -> None:
     for flag, field in (("--demo.rate=1e9", "demo.rate_per_second"),
                         ("--demo.episode=meteor", "demo.episode")):

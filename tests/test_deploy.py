@@ -63,11 +63,13 @@ def compose() -> dict[str, Any]:
     return resolved
 
 
+@pytest.mark.e2e
 def test_compose_is_valid(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"ai-metrics-exporter", "prometheus", "alertmanager",
                                         "grafana", "otel-collector"}
 
 
+@pytest.mark.e2e
 def test_compose_requires_a_grafana_admin_password() -> None:
     result = compose_config({})
     assert result.returncode != 0
@@ -88,6 +90,7 @@ def _binds(service: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.e2e
 def test_every_mounted_path_exists(compose: dict[str, Any]) -> None:
     mounts = [(name, src) for name, svc in compose["services"].items() for src, _ in _binds(svc)]
     assert mounts
@@ -100,6 +103,7 @@ def test_every_mounted_path_exists(compose: dict[str, Any]) -> None:
                 assert source in compose["volumes"], f"{name}: volume {source} is not declared"
 
 
+@pytest.mark.e2e
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         if "build" in svc:
@@ -110,6 +114,7 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
 
 
+@pytest.mark.e2e
 def test_healthchecks_named_volumes_and_published_ports(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         check = svc.get("healthcheck", {})
@@ -127,6 +132,7 @@ def test_healthchecks_named_volumes_and_published_ports(compose: dict[str, Any])
         assert any(not str(v).startswith(("/", ".")) for v in compose["services"][name]["volumes"])
 
 
+@pytest.mark.e2e
 def test_grafana_is_provisioned_and_private_by_default(compose: dict[str, Any]) -> None:
     grafana = compose["services"]["grafana"]
     env = grafana["environment"]
@@ -146,6 +152,7 @@ def test_grafana_is_provisioned_and_private_by_default(compose: dict[str, Any]) 
     assert (ROOT / "grafana" / "dashboards" / home.rsplit("/", 1)[1]).exists()
 
 
+@pytest.mark.e2e
 def test_grafana_datasources_point_into_the_stack(compose: dict[str, Any]) -> None:
     sources = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources"
                               / "datasources.yaml").read_text())["datasources"]
@@ -160,6 +167,7 @@ def test_grafana_datasources_point_into_the_stack(compose: dict[str, Any]) -> No
     assert prometheus["jsonData"]["alertmanagerUid"] == alertmanager["uid"]
 
 
+@pytest.mark.e2e
 def test_prometheus_and_otlp_targets_are_compose_services(compose: dict[str, Any]) -> None:
     scrape = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in scrape["scrape_configs"] for sc in job.get("static_configs", [])
@@ -182,6 +190,7 @@ def test_prometheus_and_otlp_targets_are_compose_services(compose: dict[str, Any
     assert prom_binds["/etc/prometheus/rules"] == ROOT / "prometheus" / "rules"
 
 
+@pytest.mark.e2e
 def test_compose_runs_the_demo_as_a_non_root_read_only_container(
         compose: dict[str, Any]) -> None:
     exporter = compose["services"]["ai-metrics-exporter"]
@@ -218,6 +227,7 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
         assert (ROOT / source).exists()
 
 
+@pytest.mark.e2e
 def test_image_build_context_builds_the_package(tmp_path: Path) -> None:
     """What .dockerignore lets into the build context is enough for the image's
     ``pip install .``: the same files, copied alone, build a wheel with the CLI."""
@@ -259,6 +269,7 @@ def _healthcheck_argv(command: list[str]) -> list[str]:
     return [sys.executable, *command[2:]]
 
 
+@pytest.mark.e2e
 def test_health_checks_run_against_the_real_exporter(
         exporter: Exporter, compose: dict[str, Any]) -> None:
     """The image's and the compose file's health check commands, run for real."""
@@ -316,6 +327,7 @@ def test_systemd_unit_command_line_is_accepted_by_the_exporter() -> None:
     assert _unit()["ConfigurationDirectory"] == ["ai-metrics-exporter"]
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     analyze = require_binary("systemd-analyze")
     binary = str(Path(sys.executable).parent / "ai-metrics-exporter")
@@ -351,6 +363,7 @@ def test_kustomization_lists_every_manifest() -> None:
                                  "ServiceMonitor", "PrometheusRule"}
 
 
+@pytest.mark.e2e
 def test_deployment_probes_and_ports(exporter: Exporter) -> None:
     m = _manifests()
     pod = m["Deployment"]["spec"]["template"]
@@ -399,6 +412,7 @@ def test_service_and_service_monitor_select_the_exporter() -> None:
     assert f'job="{JOB}"' in rules
 
 
+@pytest.mark.e2e
 def test_configmap_is_a_valid_exporter_configuration(tmp_path: Path) -> None:
     text = _manifests()["ConfigMap"]["data"]["config.yml"]
     cfg = exporter_config.build(yaml.safe_load(text))

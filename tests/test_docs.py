@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from exporter import catalog, docs
 from exporter.collectors import COLLECTORS
 from tests.procs import ROOT
@@ -44,6 +46,7 @@ def test_table_cells_are_escaped() -> None:
     assert rows[2] == "| `x_y_seconds` | gauge | `s` | `a_b` | `x.y` | p\\|q |"
 
 
+@pytest.mark.e2e
 def test_check_mode_reports_stale_file(tmp_path: Path) -> None:
     out = tmp_path / "metrics.md"
     out.write_text("stale\n")

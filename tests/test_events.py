@@ -212,7 +212,7 @@ def test_decode_lines_takes_the_fast_path_only_when_every_line_is_one_valid_even
 
 # --- properties -------------------------------------------------------------------------
 
-labels = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+labels = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=20)
 seconds = st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False)
 tokens = st.integers(min_value=0, max_value=10**9)
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import msgspec
+import pytest
 import yaml
 
 from exporter import config
@@ -18,6 +19,7 @@ EXAMPLE = ROOT / "examples" / "config.yml"
 DOC = ROOT / "docs" / "components.md"
 
 
+@pytest.mark.e2e
 def test_check_config_accepts_the_example() -> None:
     result = subprocess.run([EXPORTER_BIN, "check-config", f"--config.file={EXAMPLE}"],
                             check=False, capture_output=True, text=True, timeout=60)

@@ -87,7 +87,7 @@ def test_real_runtime_families_identical() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**60), 2**60))
 def test_format_value_matches_go_formatting(value: float) -> None:
-    assert exposition.format_value(value) == floatToGoString(value)
+    assert exposition.format_value(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
 
 
 @settings(max_examples=100, deadline=None)

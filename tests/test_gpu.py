@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 
 from exporter import config
 from exporter.collectors import gpu
@@ -33,7 +34,7 @@ T4 = GpuReading(
                                                                 "memory": 405})
 
 
-def render(families: list) -> str:  # type: ignore[type-arg]
+def render(families: list[Metric]) -> str:
     return generate_latest(StaticFamilies(families)).decode()
 
 
@@ -112,7 +113,7 @@ def test_missing_driver_is_found_without_importing_pynvml(
     monkeypatch.delitem(sys.modules, "pynvml")
     module, reason = gpu.load_nvml()
     assert module is None and "pynvml" not in sys.modules
-    import pynvml
+    import pynvml  # type: ignore[import-untyped]
 
     with pytest.raises(pynvml.NVMLError) as failure:
         pynvml.nvmlInit()
@@ -126,6 +127,7 @@ def test_driver_check_asks_the_dynamic_loader(monkeypatch: pytest.MonkeyPatch) -
     assert gpu._driver_library_missing()
 
 
+@pytest.mark.e2e
 def test_exporter_scrape_unaffected_without_gpu(tmp_path: Path) -> None:
     exp = Exporter(tmp_path)
     try:

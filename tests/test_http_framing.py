@@ -11,13 +11,15 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.procs import LOOPBACK, Exporter, sample_value
+
+pytestmark = pytest.mark.e2e
 
 LIMIT = 1024 * 1024  # web.max_request_bytes of the exporter under test
 MiB = 1024 * 1024
@@ -36,7 +38,7 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-def exchange(proc: Exporter, head: bytes, body_parts: Iterator[bytes] | list[bytes] = (),
+def exchange(proc: Exporter, head: bytes, body_parts: Iterable[bytes] = (),
              timeout: float = 20.0) -> bytes:
     """Send ``head`` then each body part (stopping quietly when the server has closed),
     and return what the server answered before closing or within ``timeout``."""

@@ -6,11 +6,14 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import catalog
 from tests.procs import LOOPBACK, Exporter, Prometheus, static_job, wait_until
 from tests.samples import promtool_check
+
+pytestmark = pytest.mark.e2e
 
 
 def test_promtool_check_metrics_default(exporter: Exporter) -> None:

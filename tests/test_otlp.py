@@ -53,7 +53,16 @@ from tests.otlp_receiver import (
     scraped,
     to_prometheus,
 )
-from tests.procs import EXPORTER_BIN, LOOPBACK, ROOT, Exporter, free_port, sample_value, wait_until
+from tests.procs import (
+    EXPORTER_BIN,
+    LOOPBACK,
+    ROOT,
+    Exporter,
+    free_port,
+    sample,
+    sample_value,
+    wait_until,
+)
 
 DEMO = ["--demo.rate=300", "--demo.episode=none"]
 
@@ -82,9 +91,11 @@ def scrape_and_match(exp: Exporter, pushed: Callable[[], list[ExportMetricsServi
         t0 = time.time()
         text = exp.metrics()
         t1 = time.time()
+        def after(b: float = t1) -> list[ExportMetricsServiceRequest]:
+            return [r for r in pushed() if point_time(r) > b]
+
         try:
-            wait_until(lambda b=t1: [r for r in pushed() if point_time(r) > b], 5,
-                       interval=0.05, what="an export after this scrape")
+            wait_until(after, 5, interval=0.05, what="an export after this scrape")
         except AssertionError:
             continue  # the push was backing off; scrape again
         inside = [r for r in pushed() if t0 <= point_time(r) <= t1]
@@ -117,6 +128,7 @@ def exports(exp: Exporter, outcome: str) -> float:
 
 
 # --- identity -------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_push_matches_metrics_name_for_name_and_value_for_value(
         workdir: Path, receiver: OtlpReceiver) -> None:
     env = {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=ai%20platform",
@@ -175,6 +187,7 @@ def test_push_matches_metrics_name_for_name_and_value_for_value(
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_own_collections_never_collide_with_scrapes(workdir: Path,
                                                     receiver: OtlpReceiver) -> None:
     """With scrape re-use off, the push collects every 0.2 s while scrapes run back to
@@ -203,7 +216,7 @@ def test_own_collections_never_collide_with_scrapes(workdir: Path,
         last = receiver.requests()[-1].request
         served, pushed = scraped(text), to_prometheus(last)
         moving_free = {k for k in served if k[0] in {
-            "system_memory_limit_bytes", "system_cpu_logical_cpus", "system_boot_time_seconds",
+            "system_memory_limit_bytes", "system_cpu_logical_cpus", "system_boot_timestamp_seconds",
             "ai_exporter_build_info", "ai_exporter_config_last_reload_success_timestamp_seconds",
             "process_start_time_seconds", "system_filesystem_limit_bytes"}}
         assert len(moving_free) >= 6
@@ -218,6 +231,7 @@ def test_own_collections_never_collide_with_scrapes(workdir: Path,
 
 
 # --- outages --------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_receiver_down_then_up_loses_nothing(workdir: Path) -> None:
     receiver = OtlpReceiver()  # not started: connection refused
     # A short timeout ends each failing round (the OTLP exporter retries a refused
@@ -240,7 +254,7 @@ def test_receiver_down_then_up_loses_nothing(workdir: Path) -> None:
             assert events_pushed >= events_during
             text, got = same_snapshot(exp, receiver)
             assert_same_series(text, got.request)
-            assert sample_value(text, "ai_exporter_otlp_last_success_timestamp_seconds") > 0
+            assert sample(text, "ai_exporter_otlp_last_success_timestamp_seconds") > 0
         finally:
             receiver.stop()
     finally:
@@ -265,6 +279,7 @@ def to_prometheus_single(metric: Any) -> dict[Any, float]:
     return to_prometheus(request)
 
 
+@pytest.mark.e2e
 def test_delta_temporality_adds_up_across_an_outage(workdir: Path) -> None:
     port = free_port()
     receiver = OtlpReceiver(port).start()
@@ -294,6 +309,7 @@ def test_delta_temporality_adds_up_across_an_outage(workdir: Path) -> None:
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_retry_after_is_honoured_on_429_and_503(workdir: Path, receiver: OtlpReceiver) -> None:
     receiver.replies = [(503, {"Retry-After": "2"}), (429, {"Retry-After": "2"})]
     exp = _exporter(workdir, {"endpoint": receiver.base_url, "interval_seconds": 1.0})
@@ -317,6 +333,7 @@ def test_retry_after_is_honoured_on_429_and_503(workdir: Path, receiver: OtlpRec
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_a_hung_collector_does_not_hold_up_scrapes(workdir: Path,
                                                    receiver: OtlpReceiver) -> None:
     receiver.hang_seconds = 3.0
@@ -389,7 +406,7 @@ def test_a_round_in_several_requests_carries_the_scrape_on_both_routes(
             assert pusher.export_once()
             got = [r.request for r in receiver.requests()[before:]]
             assert len(got) >= 5
-            assert all(sum(len(getattr(m, m.WhichOneof("data")).data_points)
+            assert all(sum(len(getattr(m, m.WhichOneof("data") or "").data_points)
                            for m in metrics_of(r)) <= 60 for r in got)
             merged = ExportMetricsServiceRequest()
             for r in got:
@@ -448,7 +465,8 @@ def test_a_round_gives_way_to_a_scrape_being_served(runtime: Runtime,
         pusher.stop()
 
 
-def test_metrics_requests_are_known_to_the_gate_until_written(runtime: Runtime) -> None:
+def test_metrics_requests_are_known_to_the_gate_until_written(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real server: every /metrics request ends its "being served" mark once the
     response is written, including gzip and HEAD requests."""
     server = build_server(runtime)
@@ -464,7 +482,7 @@ def test_metrics_requests_are_known_to_the_gate_until_written(runtime: Runtime) 
         seen.append(gate.requests_in_flight)
         return end
 
-    gate.begin_serving = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(gate, "begin_serving", spy)
     try:
         url = f"http://{runtime.config.listen_host_port()[0]}:" \
               f"{runtime.config.listen_host_port()[1]}/metrics"
@@ -501,6 +519,7 @@ def _certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+@pytest.mark.e2e
 def test_tls_with_a_generated_certificate(workdir: Path, tmp_path: Path) -> None:
     cert, key = _certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -540,10 +559,12 @@ class _GrpcReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
+@pytest.mark.e2e
 def test_grpc_protocol(workdir: Path) -> None:
     servicer = _GrpcReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server)
     port = server.add_insecure_port(f"{LOOPBACK}:0")
     server.start()
     try:
@@ -561,6 +582,7 @@ def test_grpc_protocol(workdir: Path) -> None:
 
 
 # --- configuration ----------------------------------------------------------------------
+@pytest.mark.e2e
 def test_check_config_names_the_bad_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump({"otlp": {"endpoint": "http://127.0.0.1:4318",
@@ -578,6 +600,7 @@ def test_check_config_names_the_bad_field(tmp_path: Path) -> None:
     assert "OTEL_METRIC_EXPORT_INTERVAL" in env_bad.stderr
 
 
+@pytest.mark.e2e
 def test_push_is_off_without_an_endpoint(exporter: Exporter) -> None:
     text = exporter.metrics()
     assert sample_value(text, "ai_exporter_otlp_exports_total", {"outcome": "success"}) is None

@@ -442,8 +442,12 @@ def test_the_push_gives_way_while_metrics_is_served() -> None:
 def test_a_scrape_never_waits_past_half_its_deadline() -> None:
     gate = CollectGate()
     done = threading.Event()
-    holder = threading.Thread(target=lambda: (gate.acquire_exclusive(1), done.wait(5),
-                                              gate.release_exclusive()))
+    def hold() -> None:
+        gate.acquire_exclusive(1)
+        done.wait(5)
+        gate.release_exclusive()
+
+    holder = threading.Thread(target=hold)
     holder.start()
     time.sleep(0.05)
     start = time.monotonic()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import exporter
 
 
@@ -17,6 +19,7 @@ def test_every_public_name_resolves_to_its_definition() -> None:
     assert set(exporter.__all__) <= set(dir(exporter))
 
 
+@pytest.mark.e2e
 def test_importing_a_module_does_not_import_the_web_stack() -> None:
     # A fresh interpreter: this one has imported Flask through other tests already.
     code = ("import sys, exporter.catalog, exporter.config; "

@@ -54,7 +54,8 @@ class Origin:
         self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def headers(self, path: str) -> dict[str, str]:
@@ -93,6 +94,7 @@ def _assert_no_credentials(headers: dict[str, str]) -> None:
     assert headers["user-agent"].startswith("ai-metrics-exporter/")  # the default is back
 
 
+@pytest.mark.e2e
 def test_real_exporter_keeps_credentials_within_the_probed_origin(
         origins: tuple[Origin, Origin], tmp_path: Path) -> None:
     a, b = origins

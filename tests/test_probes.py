@@ -96,7 +96,8 @@ class Target:
             scheme = "https"
         self.port = self.server.server_address[1]
         self.url = f"{scheme}://{LOOPBACK}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:

@@ -50,6 +50,7 @@ def known_names() -> set[str]:
 
 
 # --- promtool ---------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_promtool_check_config() -> None:
     result = promtool("check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -67,16 +68,19 @@ def test_prometheus_config_scrapes_exporter_prometheus_and_alertmanager() -> Non
     assert exporter_job["static_configs"][0]["targets"][0].endswith(":10102")
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_promtool_test_rules() -> None:
     result = promtool("test", "rules", *map(str, RULE_TEST_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_compressed_rules_stay_valid(tmp_path: Path) -> None:
     """The end-to-end test runs the rules with every window shortened; they must parse."""
     files = compressed_rule_files(tmp_path, 60)
@@ -121,6 +125,7 @@ def test_runbook_entry_explains_cause_impact_diagnosis_fix(anchor: str) -> None:
     assert runbook_queries(body), f"{anchor}: diagnosis has no ```promql block"
 
 
+@pytest.mark.e2e
 def test_runbook_queries_parse_and_use_known_metrics(tmp_path: Path) -> None:
     known = known_names()
     rules: list[dict[str, str]] = []

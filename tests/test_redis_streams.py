@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from exporter.events import Task
+from exporter.events import Rejection, Task
 from exporter.sources.redis_streams import AppliedIds, entry_payload, event_from_fields
 from tests.procs import (
     LOOPBACK,
@@ -23,8 +23,6 @@ from tests.procs import (
     sample_value,
     wait_until,
 )
-
-pytestmark = pytest.mark.e2e
 
 STREAM = "ai:events"
 GROUP = "ai-metrics-exporter"
@@ -114,12 +112,15 @@ def wait_drained(server: RedisServer, timeout: float = 30.0) -> None:
 # --- pure pieces ----------------------------------------------------------------------------
 def test_entry_payload_and_whole_entry_fields() -> None:
     assert entry_payload({b"event": b"{}"}, "event") == b"{}"
-    assert entry_payload({b"other": b"{}"}, "event").reason == "missing_field"  # type: ignore[union-attr]
+    missing = entry_payload({b"other": b"{}"}, "event")
+    assert isinstance(missing, Rejection) and missing.reason == "missing_field"
     fields = entry_payload({b"kind": b"task", b"component": b"c", b"status": b"failed",
                             b"duration_seconds": b"1.5"}, "")
-    event = event_from_fields(fields)  # type: ignore[arg-type]
+    assert isinstance(fields, dict)
+    event = event_from_fields(fields)
     assert isinstance(event, Task) and event.duration_seconds == 1.5
-    assert event_from_fields({"kind": "task", "component": "c"}).reason == "missing_field"  # type: ignore[union-attr]
+    partial = event_from_fields({"kind": "task", "component": "c"})
+    assert isinstance(partial, Rejection) and partial.reason == "missing_field"
 
 
 def test_applied_ids_are_bounded_and_an_older_journal_is_read(tmp_path: Path) -> None:
@@ -135,6 +136,7 @@ def test_applied_ids_are_bounded_and_an_older_journal_is_read(tmp_path: Path) ->
 
 
 # --- the real exporter against a real redis-server -----------------------------------------
+@pytest.mark.e2e
 def test_entries_counted_once_rejects_reported_and_acked(redis_server: RedisServer,
                                                          tmp_path: Path) -> None:
     exp = Exporter(tmp_path, exporter_config(redis_server, tmp_path))
@@ -167,6 +169,7 @@ def test_entries_counted_once_rejects_reported_and_acked(redis_server: RedisServ
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_redis_down_at_start_then_restarted_mid_stream(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     server.stop()  # down before the exporter starts
@@ -198,6 +201,7 @@ def test_redis_down_at_start_then_restarted_mid_stream(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.e2e
 def test_exporter_graceful_restart_mid_stream(redis_server: RedisServer,
                                               tmp_path: Path) -> None:
     cfg = exporter_config(redis_server, tmp_path, batch_size=10)
@@ -218,6 +222,7 @@ def test_exporter_graceful_restart_mid_stream(redis_server: RedisServer,
         exp2.stop()
 
 
+@pytest.mark.e2e
 def test_exporter_crash_mid_stream_counts_each_entry_once(redis_server: RedisServer,
                                                           tmp_path: Path) -> None:
     cfg = exporter_config(redis_server, tmp_path, batch_size=10)
@@ -240,6 +245,7 @@ def test_exporter_crash_mid_stream_counts_each_entry_once(redis_server: RedisSer
         exp2.stop()
 
 
+@pytest.mark.e2e
 def test_counted_but_unacked_entries_are_not_counted_again(redis_server: RedisServer,
                                                            tmp_path: Path) -> None:
     """The exact state a crash between counting and acknowledging leaves behind."""
@@ -259,6 +265,7 @@ def test_counted_but_unacked_entries_are_not_counted_again(redis_server: RedisSe
         exp.stop()
 
 
+@pytest.mark.e2e
 def test_pending_entries_of_a_dead_consumer_are_reclaimed(redis_server: RedisServer,
                                                           tmp_path: Path) -> None:
     client = redis_server.client()

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.aggregator import OTHER, exposed_samples
 from tests.procs import Exporter, sample_value, wait_until
 from tests.samples import EVENT_FED, promtool_check, split_ai_samples
+
+pytestmark = pytest.mark.e2e
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 URL = "/api/v1/events"

@@ -167,7 +167,7 @@ def test_jwt_signed_with_another_key_or_alg_none_401(client: FlaskClient) -> Non
     forged = token({"role": "admin"}, key="another-secret-another-secret-0123")
     assert client.get("/metrics", headers=bearer(forged)).status_code == 401
     unsigned = jwt.encode({"role": "admin", "aud": AUDIENCE,
-                           "exp": int(time.time()) + 60}, key=None, algorithm="none")
+                           "exp": int(time.time()) + 60}, key="", algorithm="none")
     assert client.get("/metrics", headers=bearer(unsigned)).status_code == 401
 
 
@@ -295,8 +295,8 @@ def _hold(port: int) -> socket.socket:
 def test_concurrent_request_cap_503() -> None:
     with running_server({"web": {"threads": 6, "security": {
             "limits": {"max_concurrent_requests": 2}}}}) as rt:
-        url = f"http://{LOOPBACK}:{rt.port}"  # type: ignore[attr-defined]
-        held = [_hold(rt.port) for _ in range(2)]  # type: ignore[attr-defined]
+        url = f"http://{LOOPBACK}:{rt.port}"
+        held = [_hold(rt.port) for _ in range(2)]
         try:
             wait_until(lambda: rt.security.concurrency.in_flight == 2, 10,
                        what="two requests in flight")
@@ -348,7 +348,7 @@ def test_reload_swaps_tokens_and_hides_paths(tmp_path: Path, secured: dict[str, 
         tokens = tmp_path / "tokens2"
         tokens.write_text(sha256_line("admin", "fresh-token", "fresh"))
         settings["web"]["security"]["tokens_file"] = str(tokens)
-        settings["web"]["listen_address"] = f"{LOOPBACK}:{rt.port}"  # type: ignore[attr-defined]
+        settings["web"]["listen_address"] = f"{LOOPBACK}:{rt.port}"
         write_yaml(tmp_path / "exporter.yml", settings)
         assert c.post("/-/reload", headers=admin).status_code == 200
         assert c.get("/metrics", headers=bearer("fresh-token")).status_code == 200

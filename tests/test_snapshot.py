@@ -119,12 +119,14 @@ def layout(tmp_path: Path) -> Iterator[tuple[Path, Exporter]]:
     proc.stop()
 
 
+@pytest.mark.e2e
 def test_older_layout_served_and_followed(layout: tuple[Path, Exporter]) -> None:
     base, exporter = layout
     text = exporter.metrics()
     assert sample_value(text, "ai_provider_usage",
-                        {"provider": "openai", "limit_type": "tokens"}) == 830112
-    assert sample_value(text, "ai_provider_spend_today_usd", {"provider": "openai"}) == 18.42
+                        {"gen_ai_provider_name": "openai", "limit_type": "tokens"}) == 830112
+    assert sample_value(text, "ai_provider_spend_today_usd",
+                        {"gen_ai_provider_name": "openai"}) == 18.42
     assert sample_value(text, "ai_analytics_tasks",
                         {"component": "planner", "state": "failed"}) == 4
     assert sample_value(text, "ai_analytics_quality_score", {"component": "planner"}) == 0.81
@@ -180,6 +182,7 @@ def test_older_layout_served_and_followed(layout: tuple[Path, Exporter]) -> None
     assert exporter.get("/readyz").status_code == 200
 
 
+@pytest.mark.e2e
 def test_custom_mapping_and_check_config(tmp_path: Path) -> None:
     write_json(tmp_path / "queues.json", {"queues": [{"name": "fast", "depth": 4},
                                                      {"name": "slow", "depth": "12"}]})

@@ -18,7 +18,8 @@ import pytest
 from exporter.aggregator import Aggregator
 from exporter.config import TailConfig
 from exporter.ingest import Ingestor
-from exporter.sources.tail import CHECKPOINT_FILE, Checkpoint, SavedFile, legacy_state
+from exporter.sources.follow import SavedFile
+from exporter.sources.tail import CHECKPOINT_FILE, Checkpoint, legacy_state
 from exporter.storage import StateStore, StorageLockedError, StorageUnavailableError
 from exporter.storage.store import STATE_FILE
 from exporter.storage.wal import WalRecord, WriteAheadLog
@@ -42,7 +43,10 @@ def test_records_are_applied_in_log_order_and_replayed_after_the_applied_one(
     wal = WriteAheadLog(wal_dir, clock=lambda: 100.0)
     seen: list[int] = []
     for i in range(5):
-        assert wal.append("push", "object", b"%d" % i, lambda now, i=i: seen.append(i)) is None
+        def apply(now: float, i: int = i) -> None:
+            seen.append(i)
+
+        assert wal.append("push", "object", b"%d" % i, apply) is None
     assert seen == [0, 1, 2, 3, 4] and wal.applied_seq == 5
     wal.close()
     replayed: list[tuple[bytes, float]] = []

@@ -80,7 +80,6 @@ def tls_server(tmp_path: Path, pki: Pki) -> Iterator[Any]:
                                                   **(security or {})}}})
         runtime = cm.__enter__()
         stack.append(cm)
-        runtime.web_path = path
         return runtime
 
     yield start
@@ -281,6 +280,7 @@ rate_limit:
     assert parse_duration("1m30s") == 90.0
 
 
+@pytest.mark.e2e
 def test_cli_rejects_bad_web_config_with_exit_2(tmp_path: Path) -> None:
     bad = write_yaml(tmp_path / "web.yml", {"tls_server_config": {
         "cert_file": str(tmp_path / "missing.crt"), "key_file": str(tmp_path / "k")}})
@@ -308,6 +308,7 @@ class TlsExporter(Exporter):
         wait_until(ready, timeout, what="exporter /livez over TLS")
 
 
+@pytest.mark.e2e
 def test_prometheus_scrapes_over_mutual_tls_with_basic_auth(tmp_path: Path, pki: Pki) -> None:
     web = write_yaml(tmp_path / "web.yml", {
         "tls_server_config": {"cert_file": str(pki.server.cert),

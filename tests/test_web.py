@@ -19,6 +19,8 @@ import requests
 
 from tests.procs import LOOPBACK, Exporter
 
+pytestmark = pytest.mark.e2e
+
 SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy",
                     "Referrer-Policy")
 JSON_ROUTES = ("/healthz", "/readyz", "/livez", "/api/status/version", "/api/status/system",

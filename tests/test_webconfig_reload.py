@@ -73,6 +73,7 @@ def proc(tmp_path: Path, web: Path) -> Iterator[Exporter]:
     exporter.stop()
 
 
+@pytest.mark.e2e
 def test_truncated_web_config_keeps_auth_on_and_reports_failure(proc: Exporter,
                                                                  web: Path) -> None:
     assert anonymous_statuses(proc) == {"push": 401, "reload": 401, "metrics": 401}
@@ -106,6 +107,7 @@ def test_truncated_web_config_keeps_auth_on_and_reports_failure(proc: Exporter,
     assert proc.alive()
 
 
+@pytest.mark.e2e
 def test_emptied_web_config_without_roles_keeps_basic_auth_on(tmp_path: Path,
                                                               web: Path) -> None:
     """Nothing in the main configuration names a user here, so only the re-read's own rule
@@ -142,6 +144,7 @@ def _hammer(url: str, stop: threading.Event, seen: Counter[int]) -> None:
 
 
 @pytest.mark.parametrize("roles", [ROLES, {}], ids=["with-roles", "without-roles"])
+@pytest.mark.e2e
 def test_rewriting_web_config_in_place_never_lets_anonymous_in(
         tmp_path: Path, web: Path, roles: dict[str, str]) -> None:
     data = web.read_bytes()
@@ -190,6 +193,7 @@ def _shape(response: requests.Response) -> tuple[int, bytes, dict[str, str]]:
     return response.status_code, response.content, headers
 
 
+@pytest.mark.e2e
 def test_every_failed_basic_auth_gets_the_same_401(basic_proc: Exporter) -> None:
     attempts = {"unknown user, 73-byte password": ("nobody", LONG),
                 "known user, 73-byte password": ("viewer", LONG),
@@ -210,6 +214,7 @@ def test_every_failed_basic_auth_gets_the_same_401(basic_proc: Exporter) -> None
                         {"reason": "bad_password"}) == 2.0
 
 
+@pytest.mark.e2e
 def test_password_over_72_bytes_is_checked_on_its_first_72(basic_proc: Exporter) -> None:
     """The documented trade-off: the same answer htpasswd-made hashes get from Go."""
     assert basic_proc.get("/metrics", headers=basic("longpw", LONG)).status_code == 200
@@ -217,6 +222,7 @@ def test_password_over_72_bytes_is_checked_on_its_first_72(basic_proc: Exporter)
     assert basic_proc.get("/metrics", headers=basic("longpw", LONG[:71])).status_code == 401
 
 
+@pytest.mark.e2e
 def test_unknown_and_known_user_failures_cost_alike(basic_proc: Exporter) -> None:
     """Printed, never asserted: timing on a shared machine is too noisy to gate on."""
 
@@ -251,7 +257,7 @@ def test_emptied_web_config_keeps_client_allowed_sans(tmp_path: Path, pki: Pki) 
     allowed = client_context(pki.ca.path, (pki.client.cert, pki.client.key))
     settings: dict[str, Any] = {"web": {"security": {"web_config_file": str(web)}}}
     with running_server(settings) as runtime:
-        port = runtime.port  # type: ignore[attr-defined]
+        port = runtime.port
         web.write_bytes(b"")
         assert https_get(port, allowed)[0] == 200  # the re-read happens here
         with pytest.raises(OSError):  # refused at the handshake or the first read

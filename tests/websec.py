@@ -46,9 +46,15 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+class ServedRuntime(Runtime):
+    """A runtime served by ``running_server``, with the loopback port it listens on."""
+
+    port: int
+
+
 @contextmanager
 def running_server(settings: dict[str, Any], config_path: Path | None = None
-                   ) -> Iterator[Runtime]:
+                   ) -> Iterator[ServedRuntime]:
     """Serve ``settings`` (a config dict) on a free loopback port until the block ends.
 
     With ``config_path``, the settings are written there and reloads re-read that file.
@@ -59,15 +65,18 @@ def running_server(settings: dict[str, Any], config_path: Path | None = None
     if config_path is not None:
         write_yaml(config_path, layer)
         cfg = config.load(str(config_path), environ={})
-        runtime = Runtime(cfg, lambda: config.load(str(config_path), environ={}))
+        runtime = ServedRuntime(cfg, lambda: config.load(str(config_path), environ={}))
     else:
-        runtime = Runtime(config.build(layer))
+        runtime = ServedRuntime(config.build(layer))
     server = build_server(runtime)
+    # The serve loop checks for a stop this often (cheroot's default 0.5 s made every
+    # teardown wait that long).
+    server.expiration_interval = 0.02
     server.prepare()
     runtime.start()
     thread = threading.Thread(target=server.serve, name=f"test-server-{port}", daemon=True)
     thread.start()
-    runtime.port = port  # type: ignore[attr-defined]
+    runtime.port = port
     try:
         wait_until(lambda: server.ready, 10, what="server ready")
         yield runtime
