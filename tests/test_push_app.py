@@ -1,7 +1,8 @@
 """``POST /api/v1/events`` in process (Flask's test client on ``create_app``): the push
-API's answers, counters and views as ``test_push.py`` checks them on the real exporter,
-without starting it (the fast tier). Transport matters stay there: the body limit as the
-server enforces it on the socket, RSS of the process, PromQL over a real Prometheus."""
+API's answers, counters and views request by request, without starting the exporter (the
+fast tier). ``test_push.py`` keeps what needs the real process: a mixed batch read back
+from the scraped /metrics, the body limit as the server enforces it on the socket, RSS of
+the process, the rejection log, PromQL over a real Prometheus."""
 
 from __future__ import annotations
 
@@ -13,16 +14,14 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from exporter import config
 from exporter.runtime import Runtime
 from exporter.web import create_app
 from tests.procs import ROOT, sample_value
-from tests.test_push import JSON, NDJSON, URL, VALID_BY_KIND, counts, every_kind
-
-TOKEN_A = "push-token-a-0123456789abcdef"
-TOKEN_B = "push-token-b-from-the-file-9876"
+from tests.pushcases import JSON, NDJSON, TOKEN_A, TOKEN_B, URL, VALID_BY_KIND, Delta, every_kind
 
 
 class App:
@@ -46,26 +45,6 @@ class App:
 
     def delta(self) -> Delta:
         return Delta(self)
-
-
-class Delta:
-    """Accepted (by kind) and rejected (by reason) push counters before and after."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.accepted, self.rejected = self._read()
-
-    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
-        text = self.app.metrics()
-        return (counts(text, "ai_exporter_events_total", "kind"),
-                counts(text, "ai_exporter_events_rejected_total", "reason"))
-
-    def __call__(self) -> tuple[dict[str, float], dict[str, float]]:
-        accepted, rejected = self._read()
-        return ({k: v - self.accepted.get(k, 0) for k, v in accepted.items()
-                 if v != self.accepted.get(k, 0)},
-                {k: v - self.rejected.get(k, 0) for k, v in rejected.items()
-                 if v != self.rejected.get(k, 0)})
 
 
 def _json(response: TestResponse) -> Any:
@@ -150,6 +129,7 @@ def test_whole_request_refusals_are_counted_with_reasons(push: App) -> None:
 def test_gzip_bomb_is_refused_before_inflating(push: App) -> None:
     delta = push.delta()
     bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
+    assert len(bomb) < 200_000
     response = push.post(bomb, {**JSON, "Content-Encoding": "gzip"})
     assert response.status_code == 413
     assert delta() == ({}, {"too_large": 1})
@@ -165,10 +145,14 @@ def test_json_views_and_schema(push: App) -> None:
     [row] = [c for c in _json(status)["components"] if c["component"] == "app-views"]
     assert (row["kind"], row["version"], row["status"], row["fresh"]) == (
         "gateway", "3.1", "up", True)
-    rows = _json(push.client.get("/api/metrics/ai"))["ai_errors_total"]
+    aggregates = push.client.get("/api/metrics/ai")
+    assert aggregates.headers["Cache-Control"] == "no-store"
+    rows = _json(aggregates)["ai_errors_total"]
     assert {"labels": {"component": "app-views", "category": "server"}, "value": 1.0} in rows
+    schema = push.client.get("/api/v1/schema")
+    assert schema.status_code == 200
     published = json.loads((ROOT / "docs" / "events.schema.json").read_text())
-    assert _json(push.client.get("/api/v1/schema")) == published
+    assert _json(schema) == published
 
 
 def test_bearer_tokens_when_configured(tmp_path: Path) -> None:
@@ -190,5 +174,8 @@ def test_bearer_tokens_when_configured(tmp_path: Path) -> None:
             assert response.status_code == 200, response.text
         assert app.client.get("/metrics").status_code == 200  # reads stay open
         assert app.metric("ai_errors_total", component="authz") == 2
+        failures = sum(s.value for f in text_string_to_metric_families(app.metrics())
+                       for s in f.samples if s.name == "ai_exporter_http_auth_failures_total")
+        assert failures == 4
     finally:
         app.runtime.stop()

@@ -1,7 +1,12 @@
-"""The web application in process (Flask's test client on ``create_app``): routes, headers,
-error bodies, CORS and health, without starting the exporter. ``test_web.py`` checks the
-same through the real server (framing, keep-alive, the Server header); these are the fast
-tier's copy of its route logic."""
+"""The web routes in process (Flask's test client on ``create_app``): status, headers and
+JSON shape of every route, without starting the exporter.
+
+Security headers go on every response (errors included), JSON routes are never cached,
+CORS headers appear only when an origin is configured, unknown routes and wrong methods
+answer in JSON, and /metrics is gzip-compressed only when the client asks for it.
+``test_web.py`` runs the shared header checks (``tests/webchecks.py``) through the real
+server and keeps what only it shows: gzip framing, keep-alive, the Server header.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +22,7 @@ from werkzeug.test import TestResponse
 from exporter import config
 from exporter.runtime import Runtime
 from exporter.web import create_app
-
-SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy",
-                    "Referrer-Policy")
-JSON_ROUTES = ("/healthz", "/readyz", "/livez", "/api/status/version", "/api/status/system",
-               "/api/metrics/system", "/api/status/ai", "/api/metrics/ai", "/api/v1/schema")
-CORS_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
-                "Access-Control-Allow-Headers")
-ORIGIN = "https://grafana.example"
+from tests.webchecks import JSON_ROUTES, ORIGIN, assert_route_headers, assert_security_headers
 
 
 def _running(settings: dict[str, Any]) -> Iterator[Runtime]:
@@ -66,25 +64,9 @@ def _json(response: TestResponse) -> Any:
     return response.get_json(force=True)
 
 
-def _assert_security_headers(response: TestResponse) -> None:
-    for name in SECURITY_HEADERS:
-        assert response.headers.get(name), f"{response.request.path}: {name} missing"
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-
-
 @pytest.mark.parametrize("path", ["/", "/metrics", *JSON_ROUTES])
 def test_route_headers(client: FlaskClient, path: str) -> None:
-    response = client.get(path)
-    assert response.status_code in (200, 503), (path, response.status_code)
-    _assert_security_headers(response)
-    for name in CORS_HEADERS:
-        assert name not in response.headers, f"{path}: CORS header {name} without an origin"
-    if path in JSON_ROUTES:
-        assert response.headers["Content-Type"] == "application/json"
-        assert response.headers["Cache-Control"] == "no-store"
-        _json(response)
+    assert_route_headers(path, client.get(path))
 
 
 def test_landing_page_links_every_route_it_advertises(client: FlaskClient) -> None:
@@ -150,7 +132,7 @@ def test_healthz_503_names_each_failed_check(configured_client: FlaskClient) -> 
     assert body["checks"]["memory"]["threshold"] == 0.0
     assert body["checks"]["disk:/"]["ok"] is False
     assert body["checks"]["disk:/no/such/mount"] == {"ok": False, "error": "cannot stat"}
-    _assert_security_headers(response)
+    assert_security_headers(response, "/healthz")
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -161,6 +143,7 @@ def test_version_has_no_paths_or_config(client: FlaskClient) -> None:
     assert set(body) == {"version", "revision", "build_date", "python_version"}
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", body["revision"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", body["python_version"])
     for secret_ish in ("/", "\\", "listen", "config", "token", "secret"):
         assert secret_ish not in response.text, f"{secret_ish!r} in {response.text}"
 
@@ -173,12 +156,15 @@ def test_status_system_shape(client: FlaskClient) -> None:
     assert body["memory"]["limit_bytes"] > 0
     assert 0 <= body["memory"]["used_utilization"] <= 1
     assert body["uptime_seconds"] > 0
+    assert any(fs["mountpoint"] == "/" for fs in body["filesystems"]), body["filesystems"]
     for fs in body["filesystems"]:
         assert set(fs) == {"mountpoint", "type", "utilization"}
 
 
 def test_metrics_system_view_uses_the_series_names(client: FlaskClient) -> None:
     view: dict[str, list[dict[str, Any]]] = _json(client.get("/api/metrics/system"))
+    assert "system_memory_limit_bytes" in view
+    assert "system_cpu_time_seconds_total" in view
     row = view["system_cpu_time_seconds_total"][0]
     assert set(row) == {"labels", "value"}
     assert set(row["labels"]) == {"cpu_logical_number", "cpu_mode"}
@@ -192,6 +178,7 @@ def test_ai_routes_shape(client: FlaskClient) -> None:
     status = _json(client.get("/api/status/ai"))
     assert set(status) == {"components", "probes", "sources", "ingest"}
     assert status["sources"]["push"]["ok"] is True
+    assert isinstance(status["sources"]["push"]["detail"], str)
     assert isinstance(_json(client.get("/api/metrics/ai")), dict)
     assert _json(client.get("/api/v1/schema"))["$schema"].startswith("https://json-schema.org/")
 
@@ -201,7 +188,7 @@ def test_unknown_route_is_404_json_without_echoing_input(client: FlaskClient) ->
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["Cache-Control"] == "no-store"
-    _assert_security_headers(response)
+    assert_security_headers(response, "/no/such/route")
     body = _json(response)
     assert body["status"] == 404 and body["error"] == "Not Found"
     assert "script" not in response.text
@@ -217,7 +204,7 @@ def test_wrong_method_is_405_json(client: FlaskClient, method: str, path: str) -
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["Allow"]
     assert method not in response.headers["Allow"].split(", ")
-    _assert_security_headers(response)
+    assert_security_headers(response, path)
     assert _json(response)["status"] == 405
 
 
@@ -226,4 +213,4 @@ def test_cors_only_when_configured(configured_client: FlaskClient) -> None:
         response = configured_client.get(path, headers={"Origin": ORIGIN})
         assert response.headers["Access-Control-Allow-Origin"] == ORIGIN, path
         assert "Origin" in response.headers["Vary"]
-        _assert_security_headers(response)
+        assert_security_headers(response, path)
