@@ -23,7 +23,7 @@ from exporter.aggregator import Aggregator
 from exporter.collectors import COLLECTORS, Collector, CollectorContext
 from exporter.collectors.base import CollectorDeps
 from exporter.collectors.probes import ProbeService, build_probe_service
-from exporter.config import Config, ConfigError
+from exporter.config import Config, ConfigError, StorageConfig
 from exporter.hostpaths import HostPaths, check_unchanged, warn_if_unpinned
 from exporter.ingest import Ingestor
 from exporter.otlp import CollectGate, build_pusher
@@ -76,13 +76,24 @@ def _aggregator_settings(cfg: Config) -> dict[str, Any]:
     }
 
 
+DEMO_STORAGE_PATH = "data-demo"
+
+
 def build_store(cfg: Config) -> StateStore:
     """The state store of ``storage.path`` (nothing on disk is touched until ``open``)."""
     interval = cfg.storage.checkpoint_interval_seconds
     if cfg.sources.tail.enabled:  # the tail's older setting still shortens it
         interval = min(interval, cfg.sources.tail.checkpoint_interval_seconds)
-    return StateStore(Path(cfg.storage.path).absolute(), sync=cfg.storage.fsync,
+    return StateStore(Path(storage_path(cfg)).absolute(), sync=cfg.storage.fsync,
                       interval=interval)
+
+
+def storage_path(cfg: Config) -> str:
+    """``storage.path``; the demo's default is another directory, so that its invented
+    events never land in the store a plain exporter restores."""
+    if cfg.demo.enabled and cfg.storage.path == StorageConfig().path:
+        return DEMO_STORAGE_PATH
+    return cfg.storage.path
 
 
 def _legacy(cfg: Config) -> Callable[[], tuple[State, Callable[[], None]] | None] | None:

@@ -266,3 +266,13 @@ def test_an_older_tail_checkpoint_is_migrated_once(tmp_path: Path) -> None:
     again.open(fresh, legacy=lambda: legacy_state(cfg))
     assert errors_counted(fresh) == 7  # from the store now, not migrated twice
     again.close()
+
+
+def test_the_demo_keeps_its_state_apart_from_a_plain_exporter() -> None:
+    from exporter import config
+    from exporter.runtime import DEMO_STORAGE_PATH, storage_path
+
+    assert storage_path(config.build({})) == "data"
+    assert storage_path(config.build({"demo": {"enabled": True}})) == DEMO_STORAGE_PATH
+    assert storage_path(config.build({"demo": {"enabled": True},
+                                      "storage": {"path": "/srv/x"}})) == "/srv/x"
