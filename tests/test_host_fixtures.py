@@ -69,6 +69,19 @@ def test_cpu_time_per_cpu_and_mode(ctx: CollectorContext) -> None:
     assert samples(families, catalog.SYSTEM_CPU_LOGICAL_COUNT.name) == {(): 2.0}
 
 
+def test_cpu_utilization_is_served_before_any_cpu_time_passes(ctx: CollectorContext) -> None:
+    """The fixture's counters never move: the first collection (as right after a start)
+    still serves the shares, since boot, instead of no utilization series at all."""
+    families = list(CpuCollector(ctx).collect())
+    shares = samples(families, catalog.SYSTEM_CPU_UTILIZATION.name)
+    times = samples(families, catalog.SYSTEM_CPU_TIME.name)
+    total = sum(times.values())
+    for (mode,), share in shares.items():
+        assert share == pytest.approx(sum(v for (_, m), v in times.items() if m == mode)
+                                      / total)
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
 def test_uptime_counts_from_btime(ctx: CollectorContext) -> None:
     families = list(UptimeCollector(ctx).collect())
     assert samples(families, catalog.SYSTEM_BOOT_TIME.name) == {(): 1_700_000_000.0}

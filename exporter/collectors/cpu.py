@@ -64,8 +64,12 @@ class CpuCollector(Collector):
             shares = utilization(self._previous, totals)
             if shares:
                 self._previous, self._shares = totals, shares
-            else:
+            elif self._shares:
                 shares = self._shares
+            else:
+                # No CPU time since the collector started (its first collection within
+                # one clock tick): the shares since boot rather than no series at all.
+                shares = utilization({}, totals)
         util = catalog.SYSTEM_CPU_UTILIZATION.family()
         for mode, share in shares.items():
             util.add_metric([mode], share)
