@@ -195,7 +195,7 @@ class ExporterProc:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code, f"--config.file={path}",
                  f"--web.listen-address={LOOPBACK}:{self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
                 start_new_session=True)
         try:
             wait_for(f"{self.url}/livez", 30, self.proc)

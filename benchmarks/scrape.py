@@ -85,9 +85,11 @@ class Target:
 
 
 def start(name: str, argv: list[str], port: int, log: Path) -> Target:
+    # In the run's own directory: the exporter's state store (storage.path, default
+    # ``data``) starts empty there instead of restoring whatever the checkout holds.
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, cwd=log.parent)
     url = f"http://{LOOPBACK}:{port}/metrics"
     session = requests.Session()
     deadline = time.monotonic() + 30
