@@ -287,8 +287,12 @@ def test_cpu_and_uptime_collectors_read_the_procfs_root_they_are_given(
     assert times[("0", "interrupt")] == 0.0
     assert _samples(cpu, catalog.SYSTEM_CPU_LOGICAL_COUNT.name) == {(): 2.0}
     # The baseline is the aggregate line, the scrape the per-CPU sum: equal here, so no
-    # time has passed and no utilization is served yet.
-    assert _samples(cpu, catalog.SYSTEM_CPU_UTILIZATION.name) == {}
+    # time has passed: the utilization served is the fixture's shares since boot.
+    shares = _samples(cpu, catalog.SYSTEM_CPU_UTILIZATION.name)
+    total = sum(times.values())
+    assert shares[("user",)] == pytest.approx(
+        sum(v for (_, mode), v in times.items() if mode == "user") / total)
+    assert sum(shares.values()) == pytest.approx(1.0)
     uptime = list(UptimeCollector(ctx).collect())
     assert _samples(uptime, catalog.SYSTEM_BOOT_TIME.name) == {(): 1700000000.0}
 
