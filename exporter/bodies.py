@@ -1,4 +1,6 @@
-"""How a push body is cut into events: the elements of a JSON array, the lines of NDJSON.
+"""How a push body is read and cut into events: the piece size and the over-limit error
+of every body reader (the server's chunked decoder and the push source's own readers), the
+elements of a JSON array, the lines of NDJSON.
 
 One definition, shared by the push source and the ingestor (whose native path cuts an
 array exactly as ``split_array`` does, see ``exporter._lines.run_array``), so a rejection
@@ -10,6 +12,15 @@ from __future__ import annotations
 import re
 
 import msgspec
+from werkzeug.exceptions import RequestEntityTooLarge
+
+READ_PIECE = 64 * 1024  # bytes asked of a body stream at a time
+
+
+class BodyTooLargeError(RequestEntityTooLarge):
+    """The body (or its decompressed form) grew past ``web.max_request_bytes``."""
+
+    description = "request body is over web.max_request_bytes"
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 # Tokens of a JSON text that matter for splitting an array: strings (possibly unterminated)

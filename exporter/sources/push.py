@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from exporter.bodies import split_ndjson
+from exporter.bodies import READ_PIECE, BodyTooLargeError, split_ndjson
 from exporter.events import Rejection
 from exporter.ingest import Ingestor
 from exporter.security import (
@@ -41,13 +41,6 @@ RETRY_AFTER_SECONDS = 1
 
 if TYPE_CHECKING:
     from exporter.sources import SourceDeps
-
-
-class BodyTooLargeError(Exception):
-    """The (decompressed) body is over the configured limit."""
-
-
-READ_PIECE = 64 * 1024
 
 
 class PushRequest(Protocol):
@@ -151,7 +144,7 @@ class PushSource(Source):
         try:
             body = (request.get_data(cache=False) if length is not None
                     else read_unsized(request.environ["wsgi.input"], self.max_body_bytes))
-        except (BodyTooLargeError, RequestEntityTooLarge):  # a chunked body past the limit
+        except RequestEntityTooLarge:  # a chunked body past the limit (BodyTooLargeError)
             return self._too_large()
         return self.handle(body, request.headers.get("Content-Type", ""),
                            request.headers.get("Content-Encoding", ""))

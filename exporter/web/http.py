@@ -29,21 +29,16 @@ import re
 from typing import Any
 
 from cheroot import errors, server, wsgi
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest
+
+from exporter.bodies import READ_PIECE, BodyTooLargeError
 
 MAX_CHUNK_LINE = 4096  # chunk size in hex plus extensions; curl sends 3-8 bytes
 MAX_TRAILER_BYTES = 8192
 MAX_DRAIN_BYTES = 64 * 1024  # an unread body up to this is read off to keep the connection
-READ_PIECE = 64 * 1024
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")  # 15 hex digits: below 2**60
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _UNIQUE_HEADERS = frozenset({b"Content-Length", b"Transfer-Encoding", b"Host"})
-
-
-class BodyTooLargeError(RequestEntityTooLarge):
-    """The body grew past ``web.max_request_bytes`` while it was read."""
-
-    description = "request body is over web.max_request_bytes"
 
 
 class BadFramingError(BadRequest):
