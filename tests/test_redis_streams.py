@@ -266,6 +266,27 @@ def test_counted_but_unacked_entries_are_not_counted_again(redis_server: RedisSe
 
 
 @pytest.mark.e2e
+def test_redelivered_entries_that_change_nothing_are_still_acknowledged(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """Entries already counted and committed come again (here: the group is rewound, as
+    after an operator's XGROUP SETID). They change no state, so no commit has anything new
+    to write; they must be acknowledged all the same rather than stay pending."""
+    exp = Exporter(tmp_path, exporter_config(redis_server, tmp_path))
+    try:
+        redis_server.publish(10)
+        wait_counted(exp, 10)
+        wait_drained(redis_server)
+        redis_server.client().xgroup_setid(STREAM, GROUP, "0", entries_read=0)
+        wait_until(lambda: sample_value(exp.metrics(), "ai_exporter_redis_entries_total",
+                                        {"stream": STREAM, "outcome": "duplicate"}) == 10,
+                   10, what="10 duplicates seen")
+        wait_drained(redis_server, timeout=10)
+        assert counted(exp) == 10
+    finally:
+        exp.stop()
+
+
+@pytest.mark.e2e
 def test_pending_entries_of_a_dead_consumer_are_reclaimed(redis_server: RedisServer,
                                                           tmp_path: Path) -> None:
     client = redis_server.client()

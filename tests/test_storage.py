@@ -195,6 +195,21 @@ def test_state_and_cursors_are_committed_together_and_restored(tmp_path: Path) -
     again.close()
 
 
+def test_a_commit_that_changes_nothing_still_tells_each_participant(tmp_path: Path) -> None:
+    """Redelivered duplicates change no cursor; the source still waits on a commit to
+    acknowledge them, so an unchanged state must not skip the after-commit step."""
+    store, ingestor = open_store(tmp_path / "data")
+    counter = Counter(ingestor)
+    store.attach("counter", counter)
+    counter.feed()
+    assert store.commit() and counter.commits == 1
+    written = (tmp_path / "data" / STATE_FILE).stat().st_mtime_ns
+    assert store.commit() and counter.commits == 2
+    assert (tmp_path / "data" / STATE_FILE).stat().st_mtime_ns == written  # not rewritten
+    assert store.commits["success"] == 1
+    store.close()
+
+
 def test_a_second_store_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     store, _ = open_store(tmp_path / "data")
     with pytest.raises(StorageLockedError, match="in use by another exporter"):

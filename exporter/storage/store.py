@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -226,7 +226,10 @@ class StateStore:
                 ingest = self._ingestor.snapshot()
                 marker = msgspec.json.encode((cursors, ingest))
                 if marker == self._marker and not force and not self.problem:
+                    # What is on disk already holds these cursors: a batch of redelivered
+                    # duplicates changes no cursor, and its ids may be acknowledged now.
                     self._cursors = cursors
+                    self._after_commit(participants)
                     return True
                 state = State(version=STATE_VERSION, written_at=self.clock(),
                               aggregator=self._aggregator.snapshot(), ingest=ingest,
@@ -250,13 +253,17 @@ class StateStore:
             if self.problem:
                 _log.info("storage: %s is writable again", self.path)
             self.problem = ""
-            for _name, participant in participants:
-                try:
-                    participant.committed()
-                except Exception as exc:  # a source's after-commit step must not stop others
-                    _log.error("storage: after-commit step failed: %s: %s",
-                               type(exc).__name__, exc)
+            self._after_commit(participants)
             return True
+
+    @staticmethod
+    def _after_commit(participants: Sequence[tuple[str, Participant]]) -> None:
+        for _name, participant in participants:
+            try:
+                participant.committed()
+            except Exception as exc:  # a source's after-commit step must not stop others
+                _log.error("storage: after-commit step failed: %s: %s",
+                           type(exc).__name__, exc)
 
     def _failed(self, message: str) -> None:
         self.commits["failure"] += 1
