@@ -71,6 +71,10 @@ def _add_common(parser: argparse.ArgumentParser, demo: bool = False) -> None:
                             help=f"overrides config key {key}" + (
                                 " (seconds, or a duration such as 500ms, 30s, 5m)"
                                 if duration else ""))
+    parser.add_argument("--web.enable-lifecycle", dest="set:web.enable_lifecycle",
+                        action="store_const", const=True, default=argparse.SUPPRESS,
+                        help="serve POST /-/reload (config key web.enable_lifecycle; off "
+                             "by default; SIGHUP always reloads)")
     for name, cls in COLLECTORS.items():
         state = "enabled" if cls.default_enabled else "disabled"
         parser.add_argument(f"--collector.{name}", dest=f"collector:{name}",

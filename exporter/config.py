@@ -79,6 +79,9 @@ class JwtConfig(_Section):
     audience: str = ""
     issuer: str = ""
     role_claim: str = "role"
+    # A claim (dotted path) holding the token's scope: an object with the keys of a
+    # web.security.scopes entry. Empty: JWTs are scoped only by web.security.scopes.
+    scope_claim: str = ""
     leeway_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
 
 
@@ -89,6 +92,17 @@ class LimitsConfig(_Section):
     push_rate_per_second: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     push_burst: Count = 20
     tls_handshake_timeout_seconds: PositiveFloat = 5.0
+
+
+class ScopeConfig(_Section):
+    """What one credential may report for (docs/security.md, "Scoped credentials"): its
+    events must name one of ``components`` (filled in when there is one and the event
+    names none), be of ``kinds``, and carry the ``labels`` field values."""
+
+    components: list[str] = msgspec.field(default_factory=list)
+    service_names: list[str] = msgspec.field(default_factory=list)
+    kinds: list[str] = msgspec.field(default_factory=list)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class SecurityConfig(_Section):
@@ -104,6 +118,12 @@ class SecurityConfig(_Section):
     open_routes: list[str] = msgspec.field(
         default_factory=lambda: ["/livez", "/readyz", "/healthz"])
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    scopes: dict[str, ScopeConfig] = msgspec.field(default_factory=dict)
+
+
+# Who may write (push, OTLP intake, /-/reload) without a credential: loopback only, as
+# the OpenTelemetry Collector's receivers bind to localhost by default.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 class WebConfig(_Section):
@@ -119,6 +139,12 @@ class WebConfig(_Section):
     # 80000 exhausts the process's thread limit at start-up.
     threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     config_file: str = ""
+    # Client networks that may call write routes without a credential (CIDR).
+    write_allowed_networks: list[str] = msgspec.field(
+        default_factory=lambda: list(LOOPBACK_NETWORKS))
+    # POST /-/reload, off unless asked for (Prometheus' --web.enable-lifecycle); SIGHUP
+    # always reloads.
+    enable_lifecycle: bool = False
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
 
@@ -436,6 +462,22 @@ def _valid_host(host: str) -> bool:
             return False
         return True
     return len(host) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in host.split("."))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str], where: str = "web.write_allowed_networks"
+                   ) -> tuple[Network, ...]:
+    """CIDR blocks (a bare address is its /32 or /128); ``ConfigError`` names the entry."""
+    networks: list[Network] = []
+    for i, value in enumerate(values):
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}.{i}: not a network in CIDR form (such as "
+                              f"10.0.0.0/8 or fd00::/8): {value!r}") from None
+    return tuple(networks)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -859,6 +901,7 @@ def build(*layers: Mapping[str, Any],
         field, detail = validation_problem(exc)
         raise ConfigError(f"{field}: {detail}") from None
     parse_listen_address(config.web.listen_address)
+    parse_networks(config.web.write_allowed_networks)
     _check_telemetry_path(config.web.telemetry_path)
     _check_files(config, "")
     for name in ("filesystem_exclude_mountpoints", "network_exclude_interfaces",

@@ -162,6 +162,9 @@ class SecurityEvent(Event, tag="security_event", frozen=True):
         "Event id: an unresolved event with an id counts once and stays open until an event "
         "with the same id and resolved=true arrives.")] = ""
     resolved: Annotated[bool, _d("true once the event has been dealt with.")] = False
+    component: Annotated[OptLabel, _d(
+        "The component that reports it (informational, not a label); a scoped credential "
+        "may report only for its own components.")] = ""
 
 
 class Error(Event, tag="error", frozen=True):

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -80,6 +80,28 @@ class Ingestor:
         rejections = native.apply_items(items, self.decoder, counts, now, events)
         self._count(source, counts, now)
         return sum(counts.values()), rejections
+
+    def ingest_admitted(self, source: str, raws: Iterable[bytes | memoryview],
+                        admit: Callable[[AnyEvent], AnyEvent | Rejection],
+                        now: float | None = None) -> tuple[int, list[tuple[int, Rejection]]]:
+        """``ingest_raw`` with a check of each decoded event (a scoped credential's
+        bounds, ``exporter.scopes``): ``admit`` gives the event to count or the rejection.
+        The Python decode path: only requests that need the check pay for it."""
+        events: list[AnyEvent] = []
+        rejections: list[tuple[int, Rejection]] = []
+        decode = self.decoder.decode_one
+        for index, raw in enumerate(raws):
+            result = decode(raw)
+            if not isinstance(result, Rejection):
+                result = admit(result)
+            if isinstance(result, Rejection):
+                rejections.append((index, result))
+            else:
+                events.append(result)
+        self.apply(source, events, now)
+        for index, rejection in rejections:
+            self.reject(source, rejection, where=f"event {index}")
+        return len(events), rejections
 
     def ingest_array(self, source: str, body: bytes, now: float | None = None
                      ) -> tuple[int, list[tuple[int, Rejection]]]:

@@ -25,6 +25,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import re
@@ -32,13 +33,22 @@ import threading
 import time
 import typing
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter import catalog
-from exporter.config import Config, ConfigError, PushConfig, Role
+from exporter.config import (
+    Config,
+    ConfigError,
+    Network,
+    PushConfig,
+    Role,
+    parse_listen_address,
+    parse_networks,
+)
+from exporter.scopes import Scope, build_scopes, scope_from_claim
 from exporter.webconfig import WebConfigWatcher, WebSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +63,10 @@ OPERATOR = "operator"
 # intake adds its own) needs the operator role to POST and shares the push rate limit.
 PUSH_PATH = "/api/v1/events"
 INTAKE_PATHS = frozenset({PUSH_PATH})
+# Lifecycle routes (Prometheus' name): served only with --web.enable-lifecycle.
+RELOAD_PATH = "/-/reload"
+LIFECYCLE_PATHS = frozenset({RELOAD_PATH})
+LIFECYCLE_METHODS = frozenset({"POST", "PUT"})
 # The WSGI environ key under which the web layer leaves the caller it verified (a real
 # credential, not anonymous access), so that intake need not check a token again.
 IDENTITY_KEY = "ai_exporter.identity"
@@ -61,7 +75,17 @@ BASIC_CHALLENGE = 'Basic realm="ai-metrics-exporter", charset="UTF-8"'
 
 # The fixed ``reason`` values of ai_exporter_http_auth_failures_total.
 REASONS = ("missing", "malformed", "bad_password", "unknown_user", "bad_token", "expired",
-           "not_yet_valid", "wrong_audience", "no_role", "forbidden", "config_invalid")
+           "not_yet_valid", "wrong_audience", "no_role", "forbidden", "config_invalid",
+           "bad_scope", "network_not_allowed", "lifecycle_disabled")
+
+# What a 403 of the secure defaults says, naming the settings that open the route.
+NETWORK_DETAIL = ("writes without a credential are allowed only from "
+                  "web.write_allowed_networks ({networks}); configure authentication "
+                  "(web.security, docs/security.md) or add this client's network to "
+                  "web.write_allowed_networks")
+LIFECYCLE_DETAIL = ("the lifecycle API is off: start with --web.enable-lifecycle "
+                    "(web.enable_lifecycle: true) to serve POST /-/reload; SIGHUP always "
+                    "reloads")
 
 # bcrypt keys on at most this many password bytes; bcrypt 5 raises on longer input.
 BCRYPT_MAX_BYTES = 72
@@ -127,6 +151,7 @@ class Identity:
     name: str
     role: str
     method: str
+    scope: Scope | None = None  # what it may report for; None: anything
 
 
 @dataclass(frozen=True)
@@ -138,6 +163,8 @@ class Decision:
     reason: str = ""
     challenge: str = ""
     retry_after: int = 0
+    detail: str = ""  # a 403 of the secure defaults: what was refused and why
+    setting: str = ""  # ... and the setting that opens it
 
 
 ALLOW_ANON = Decision(0)
@@ -214,6 +241,7 @@ class IntakeAuth:
     intake to come): who may hand events in, given what the web layer already checked."""
 
     tokens: PushTokens = NO_PUSH_TOKENS
+    push_scope: Scope | None = None  # web.security.scopes["token:push"]
 
     @property
     def token_required(self) -> bool:
@@ -235,7 +263,7 @@ class IntakeAuth:
         given = credentials.strip().encode()
         matched = self.tokens.matches(given)
         if scheme.lower() == "bearer" and given and matched:
-            return PUSH_IDENTITY
+            return push_identity(self.push_scope)
         return Refusal(401, "bad_token" if authorization else "missing",
                        challenge=BEARER_CHALLENGE)
 
@@ -317,6 +345,24 @@ class TokenBucket:
             return wait
 
 
+def push_identity(scope: Scope | None) -> Identity:
+    """Who pushed with a ``sources.push`` token, with the scope ``token:push`` has."""
+    return PUSH_IDENTITY if scope is None else Identity(
+        PUSH_IDENTITY.name, PUSH_IDENTITY.role, PUSH_IDENTITY.method, scope)
+
+
+def in_networks(peer: str, networks: Sequence[Network]) -> bool:
+    """Whether the peer address is in one of ``networks`` (IPv4-mapped IPv6 addresses
+    count as their IPv4 address; anything unparseable, such as a Unix socket, is not)."""
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 def route_role(method: str, path: str) -> str:
     """The least role that may call a route (``""``: no role needed for OPTIONS preflight)."""
     if method == "OPTIONS":
@@ -351,6 +397,11 @@ class Policy:
     push_bucket: TokenBucket | None = None
     max_concurrent: int = 0
     global_bucket: TokenBucket | None = None
+    write_networks: tuple[Network, ...] = ()
+    write_networks_text: str = ""
+    lifecycle: bool = False
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
+    jwt_scope_claim: str = ""
 
     def enabled(self, settings: WebSettings | None) -> bool:
         """True when any credential is configured; otherwise every route is open.
@@ -369,7 +420,7 @@ class Policy:
     def intake(self) -> IntakeAuth:
         """Event intake's authorization under this policy (an intake route's check, with
         the push tokens of the configuration in force)."""
-        return IntakeAuth(self.push_tokens)
+        return IntakeAuth(self.push_tokens, self.scopes.get(PUSH_IDENTITY.name))
 
 
 def build_policy(cfg: Config) -> Policy:
@@ -379,7 +430,12 @@ def build_policy(cfg: Config) -> Policy:
                     basic_roles=dict(sec.basic_auth_roles),
                     basic_default_role=sec.basic_auth_default_role,
                     client_cert_role=sec.client_cert_role,
-                    max_concurrent=sec.limits.max_concurrent_requests)
+                    max_concurrent=sec.limits.max_concurrent_requests,
+                    write_networks=parse_networks(cfg.web.write_allowed_networks),
+                    write_networks_text=", ".join(cfg.web.write_allowed_networks) or "none",
+                    lifecycle=cfg.web.enable_lifecycle,
+                    scopes=build_scopes(sec.scopes),
+                    jwt_scope_claim=sec.jwt.scope_claim)
     for i, route in enumerate(sec.open_routes):
         if not route.startswith("/"):
             raise ConfigError(f"web.security.open_routes.{i}: must start with '/'")
@@ -588,12 +644,29 @@ class Security:
         if not role:
             return "no_role"
         subject = claims.get("sub")
-        name = subject[:64] if isinstance(subject, str) and subject else "jwt"
-        return Identity(f"jwt:{_printable(name)}", role, "jwt")
+        name = f"jwt:{_printable(subject[:64] if isinstance(subject, str) and subject else 'jwt')}"
+        if policy.jwt_scope_claim:
+            claim = _claim(claims, policy.jwt_scope_claim)
+            if claim is not None:
+                scope = scope_from_claim(name, claim)
+                if isinstance(scope, str):
+                    return scope
+                return Identity(name, role, "jwt", scope)
+        return Identity(name, role, "jwt")
 
     def authenticate(self, policy: Policy, settings: WebSettings | None, header: str,
                      environ: Mapping[str, Any]) -> Identity | str | None:
-        """The caller's identity, a failure reason, or None when no credential was sent."""
+        """The caller's identity (with its configured scope), a failure reason, or None
+        when no credential was sent."""
+        found = self._credential(policy, settings, header, environ)
+        if isinstance(found, Identity) and found.scope is None:
+            scope = policy.scopes.get(found.name)
+            if scope is not None:
+                return Identity(found.name, found.role, found.method, scope)
+        return found
+
+    def _credential(self, policy: Policy, settings: WebSettings | None, header: str,
+                    environ: Mapping[str, Any]) -> Identity | str | None:
         if header:
             if len(header) > _MAX_HEADER:
                 return "malformed"
@@ -615,6 +688,10 @@ class Security:
         policy = self.policy
         if path in policy.open_routes:
             return ALLOW_ANON
+        if path in LIFECYCLE_PATHS and method in LIFECYCLE_METHODS and not policy.lifecycle:
+            self.count_failure("lifecycle_disabled", peer)
+            return Decision(403, reason="lifecycle_disabled", detail=LIFECYCLE_DETAIL,
+                            setting="web.enable_lifecycle")
         if policy.global_bucket is not None:
             wait = policy.global_bucket.take("*")
             if wait:
@@ -625,7 +702,7 @@ class Security:
         settings = policy.watcher.refresh() if policy.watcher is not None else None
         needed = route_role(method, path)
         if not policy.enabled(settings):
-            return Decision(0, Identity("anonymous", ADMIN, "none"))
+            return self._anonymous(policy, needed, peer, ADMIN)
         result = self.authenticate(policy, settings, authorization, environ)
         if isinstance(result, str):
             self.count_failure(result, peer)
@@ -635,7 +712,7 @@ class Security:
                 return ALLOW_ANON
             anonymous = policy.anonymous_role
             if anonymous and RANK[anonymous] >= RANK[needed]:
-                return Decision(0, Identity("anonymous", anonymous, "none"))
+                return self._anonymous(policy, needed, peer, anonymous)
             self.count_failure("missing", peer)
             return Decision(401, reason="missing",
                             challenge=self._challenge(policy, settings))
@@ -643,6 +720,16 @@ class Security:
             self.count_failure("forbidden", peer)
             return Decision(403, identity=result, reason="forbidden")
         return Decision(0, result)
+
+    def _anonymous(self, policy: Policy, needed: str, peer: str, role: str) -> Decision:
+        """Anonymous access with ``role``: reads from anywhere, writes (any route that
+        needs more than a viewer) only from ``web.write_allowed_networks``."""
+        if needed in (OPERATOR, ADMIN) and not in_networks(peer, policy.write_networks):
+            self.count_failure("network_not_allowed", peer)
+            return Decision(403, reason="network_not_allowed",
+                            detail=NETWORK_DETAIL.format(networks=policy.write_networks_text),
+                            setting="web.write_allowed_networks")
+        return Decision(0, Identity("anonymous", role, "none"))
 
     def push_allowed(self, identity: Identity | None, peer: str) -> int:
         """0 when this client may push now, else seconds to wait (for ``Retry-After``)."""
@@ -663,13 +750,19 @@ class Security:
         return ", ".join(parts)
 
 
+def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted claim path, or None."""
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
 def _claim_role(claims: Mapping[str, Any], claim: str) -> str:
     """The highest known role in a claim (dotted path; a string or a list of strings)."""
-    value: Any = claims
-    for part in claim.split("."):
-        if not isinstance(value, Mapping):
-            return ""
-        value = value.get(part)
+    value = _claim(claims, claim)
     candidates = [value] if isinstance(value, str) else value if isinstance(value, list) else []
     roles = [c for c in candidates if isinstance(c, str) and c in RANK]
     return max(roles, key=RANK.__getitem__) if roles else ""
@@ -677,3 +770,34 @@ def _claim_role(claims: Mapping[str, Any], claim: str) -> str:
 
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def exposure(policy: Policy, listen_address: str) -> list[tuple[int, str]]:
+    """What is open to whom under this policy, as (log level, line) for start-up: a
+    warning where anyone who reaches the port may read or write without a credential."""
+    host, port = parse_listen_address(listen_address)
+    loopback_only = in_networks(host, (ipaddress.ip_network("127.0.0.0/8"),
+                                       ipaddress.ip_network("::1/128")))
+    who = f"clients on {host}:{port}" if loopback_only else f"every client that reaches port {port}"
+    settings = policy.watcher.settings if policy.watcher is not None else None
+    lines: list[tuple[int, str]] = []
+    if not policy.enabled(settings):
+        lines.append((logging.INFO if loopback_only else logging.WARNING,
+                      f"web: no authentication configured: reads (/metrics, /api/status/*, "
+                      f"health) are open to {who}; writes (POST {', '.join(sorted(INTAKE_PATHS))}"
+                      f") only from web.write_allowed_networks "
+                      f"({policy.write_networks_text}); see docs/security.md"))
+    else:
+        anonymous = policy.anonymous_role or "none"
+        lines.append((logging.INFO, f"web: authentication on; anonymous role: {anonymous}; "
+                                    f"open without a credential: "
+                                    f"{', '.join(sorted(policy.open_routes)) or 'nothing'}"))
+        if anonymous in (OPERATOR, ADMIN):
+            lines.append((logging.WARNING,
+                          f"web: anonymous callers may write (anonymous_role {anonymous}) "
+                          f"from web.write_allowed_networks ({policy.write_networks_text})"))
+    if policy.lifecycle:
+        lines.append((logging.INFO if policy.enabled(settings) else logging.WARNING,
+                      "web: lifecycle API on (--web.enable-lifecycle): POST /-/reload "
+                      "re-reads the configuration"))
+    return lines

@@ -20,6 +20,7 @@ from typing import Any
 from cheroot import wsgi
 
 from exporter.runtime import Runtime
+from exporter.security import exposure
 from exporter.web.http import BoundedServer
 from exporter.web.tls import adapter_for
 
@@ -98,6 +99,8 @@ def serve(runtime: Runtime) -> int:
     signal.signal(signal.SIGHUP, reload)
     runtime.start()
     log.info("listening on %s", runtime.config.web.listen_address)
+    for level, line in exposure(runtime.security.policy, runtime.config.web.listen_address):
+        log.log(level, "%s", line)
     try:
         server.serve()
     finally:

@@ -110,14 +110,16 @@ class Exporter(Proc):
     def __init__(self, workdir: Path, config: dict[str, Any] | None = None,
                  args: Sequence[str] = (), command: str | None = None,
                  env: dict[str, str] | None = None, port: int | None = None,
-                 prefix: Sequence[str] = (), storage: str | os.PathLike[str] | None = None
-                 ) -> None:
+                 prefix: Sequence[str] = (), storage: str | os.PathLike[str] | None = None,
+                 tls_ca: Path | None = None) -> None:
         """``storage``: the state store directory. Unless given (a test of restarts passes
         the same one again) or set by ``config``, ``args`` or ``env``, each exporter gets
         its own under ``workdir``: several run side by side in one session workdir, and a
-        store admits one exporter."""
+        store admits one exporter. ``tls_ca``: the exporter serves HTTPS with a
+        certificate this CA signed (its web config says so); ``url`` is https then."""
         self.port = port or free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.verify: str | bool = str(tls_ca) if tls_ca is not None else True
+        self.url = f"{'https' if tls_ca else 'http'}://{LOOPBACK}:{self.port}"
         self.workdir = workdir
         argv = [*prefix, EXPORTER_BIN]
         if command:
@@ -148,16 +150,19 @@ class Exporter(Proc):
         def ready() -> bool:
             if not self.alive():
                 raise AssertionError(f"exporter exited early:\n{self.log()}")
-            return requests.get(f"{self.url}/livez", timeout=1).status_code == 200
+            return requests.get(f"{self.url}/livez", timeout=1,
+                                verify=self.verify).status_code == 200
 
         wait_until(ready, timeout, what="exporter /livez")
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
+        kwargs.setdefault("verify", self.verify)
         return requests.get(f"{self.url}{path}", **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
+        kwargs.setdefault("verify", self.verify)
         return requests.post(f"{self.url}{path}", **kwargs)
 
     def metrics(self) -> str:

@@ -60,3 +60,12 @@ def test_check_mode_reports_stale_file(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
     assert written.returncode == 0, written.stderr
     assert out.read_text() == docs.render()
+
+
+def test_security_matrix_in_the_docs_is_the_one_the_tests_assert() -> None:
+    from tests import security_matrix
+
+    current = security_matrix.current_section(security_matrix.DOC.read_text(encoding="utf-8"))
+    assert current == security_matrix.section(), (
+        "docs/security.md's access matrix is stale: run "
+        f"`{sys.executable} -m tests.security_matrix` and commit the result")

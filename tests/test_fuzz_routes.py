@@ -33,6 +33,7 @@ from tests.websec import bcrypt_hash, sha256_line, write_yaml
 
 PASSWORD = "fuzz-password-7f3a9c"
 TOKEN = "fuzz-static-token-91be2d"
+SCOPED = "fuzz-scoped-token-5c07aa"
 SECRET = "fuzz-jwt-secret-0123456789abcdef-xyz"
 AUDIENCE = "fuzz-aud"
 
@@ -47,26 +48,30 @@ def secured_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flas
     d = tmp_path_factory.mktemp("fuzz")
     hashed = bcrypt_hash(PASSWORD)
     web = write_yaml(d / "web.yml", {"basic_auth_users": {"admin": hashed, "viewer": hashed}})
-    (d / "tokens").write_text(sha256_line("operator", TOKEN, "fuzzer"))
+    (d / "tokens").write_text(sha256_line("operator", TOKEN, "fuzzer")
+                              + sha256_line("operator", SCOPED, "scoped"))
     (d / "secret").write_text(SECRET)
-    layer = {"web": {"max_request_bytes": 65536, "security": {
+    layer = {"web": {"max_request_bytes": 65536, "enable_lifecycle": True, "security": {
         "web_config_file": str(web), "tokens_file": str(d / "tokens"),
         "basic_auth_roles": {"admin": "admin"},
-        "jwt": {"hs256_secret_file": str(d / "secret"), "audience": AUDIENCE},
+        "jwt": {"hs256_secret_file": str(d / "secret"), "audience": AUDIENCE,
+                "scope_claim": "scope"},
+        "scopes": {"token:scoped": {"components": ["api"], "labels": {"queue": "q"}}},
         "limits": {"push_rate_per_second": 1000, "push_burst": 1000}}},
         "health": {"max_memory_utilization": 1.0, "max_disk_utilization": 1.0}}
     path = write_yaml(d / "exporter.yml", layer)
     runtime = Runtime(config.load(str(path), environ={}),
                       lambda: config.load(str(path), environ={}))
     runtime.start()
-    forbidden = [PASSWORD, TOKEN, SECRET, hashed, str(d), str(ROOT), sys.prefix]
+    forbidden = [PASSWORD, TOKEN, SCOPED, SECRET, hashed, str(d), str(ROOT), sys.prefix]
     yield create_app(runtime), forbidden
     runtime.stop()
 
 
 @pytest.fixture(scope="module")
 def open_app() -> Iterator[tuple[Flask, list[str]]]:
-    runtime = Runtime(config.build({"web": {"max_request_bytes": 65536}, "health": {
+    runtime = Runtime(config.build({"web": {"max_request_bytes": 65536,
+                                            "enable_lifecycle": True}, "health": {
         "max_memory_utilization": 1.0, "max_disk_utilization": 1.0}}))
     runtime.start()
     yield create_app(runtime), [str(ROOT), sys.prefix]
@@ -80,7 +85,10 @@ def _basic(user: str, password: str) -> str:
 CREDENTIALS = st.one_of(
     st.none(),
     st.sampled_from([_basic("admin", PASSWORD), _basic("viewer", PASSWORD),
-                     _basic("admin", "nope"), f"Bearer {TOKEN}", "Bearer " + _jwt("admin"),
+                     _basic("admin", "nope"), f"Bearer {TOKEN}", f"Bearer {SCOPED}",
+                     "Bearer " + _jwt("admin"),
+                     "Bearer " + _jwt("operator", scope={"components": ["api"]}),
+                     "Bearer " + _jwt("operator", scope={"kinds": ["bogus"]}),
                      "Bearer " + _jwt("viewer", exp=1), "Bearer " + _jwt("operator",
                                                                         aud="other"),
                      "Bearer a.b.c", "Basic", "Bearer", "Negotiate abc"]),

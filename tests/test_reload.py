@@ -27,7 +27,8 @@ RELOAD_TIME = "ai_exporter_config_last_reload_success_timestamp_seconds"
 
 @pytest.fixture
 def proc(workdir: Path) -> Iterator[Exporter]:
-    exporter = Exporter(workdir, config={"web": {"cors_origin": "https://one.example"}})
+    exporter = Exporter(workdir, config={"web": {"cors_origin": "https://one.example"}},
+                        args=["--web.enable-lifecycle"])
     yield exporter
     exporter.stop()
 
@@ -222,7 +223,9 @@ class InProcess:
 
     def __init__(self, path: Path) -> None:
         self.config_path = path
-        self.runtime = Runtime(config.load(str(path)), make_loader(str(path), {}))
+        lifecycle = {"web": {"enable_lifecycle": True}}  # as --web.enable-lifecycle
+        self.runtime = Runtime(config.load(str(path), lifecycle),
+                               make_loader(str(path), lifecycle))
         self.runtime.start()
         self.client = create_app(self.runtime).test_client()
 

@@ -66,7 +66,8 @@ def security_settings(secured: dict[str, Any], **extra: Any) -> dict[str, Any]:
     sec = {"web_config_file": secured["web"], "tokens_file": secured["tokens"],
            "basic_auth_roles": {"pusher": "operator", "root": "admin"},
            "jwt": {"hs256_secret_file": secured["secret"], "audience": AUDIENCE}, **extra}
-    return {"web": {"security": sec}, "health": {"max_memory_utilization": 1.0,
+    return {"web": {"security": sec, "enable_lifecycle": True},
+            "health": {"max_memory_utilization": 1.0,
                                                   "max_disk_utilization": 1.0}}
 
 

@@ -44,7 +44,7 @@ def web_config_text() -> str:
 
 
 def start(workdir: Path, web: Path, roles: dict[str, str]) -> Exporter:
-    return Exporter(workdir, config={"web": {"security": {
+    return Exporter(workdir, config={"web": {"enable_lifecycle": True, "security": {
         "web_config_file": str(web), "basic_auth_roles": roles}}})
 
 

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from exporter.bodies import READ_PIECE, BodyTooLargeError, split_ndjson
+from exporter.bodies import READ_PIECE, BodyTooLargeError, split_array, split_ndjson
 from exporter.events import Rejection
 from exporter.ingest import Ingestor
+from exporter.scopes import Scope, build_scopes
 from exporter.security import (
     IDENTITY_KEY,
     NO_PUSH_TOKENS,
+    PUSH_IDENTITY,
     Identity,
     IntakeAuth,
     PushTokens,
@@ -113,14 +115,17 @@ class PushSource(Source):
     name = "push"
 
     def __init__(self, ingestor: Ingestor, max_body_bytes: int,
-                 tokens: PushTokens = NO_PUSH_TOKENS, wal: WriteAheadLog | None = None) -> None:
+                 tokens: PushTokens = NO_PUSH_TOKENS, wal: WriteAheadLog | None = None,
+                 push_scope: Scope | None = None) -> None:
         super().__init__(ingestor)
         self.max_body_bytes = max_body_bytes
         # The store's write-ahead log: a batch is durable before it is counted and
         # answered. None only where nothing is kept (a throwaway validation build).
         self.wal = wal
         self.tokens = tokens
-        self._auth = IntakeAuth(tokens)  # the one authorization point of event intake
+        # The one authorization point of event intake (its own token check applies only
+        # without the web layer in front).
+        self._auth = IntakeAuth(tokens, push_scope)
 
     def start(self) -> None:
         """Nothing to start: the web route drives this source."""
@@ -134,10 +139,10 @@ class PushSource(Source):
     # --- request handling -------------------------------------------------------------
     def handle_request(self, request: PushRequest) -> PushResult:
         """Authorize, size-check, read and ingest one request."""
-        refused = self.authorize(request.headers.get("Authorization", ""),
-                                 request.environ.get(IDENTITY_KEY))
-        if refused is not None:
-            return refused
+        caller = self.caller(request.headers.get("Authorization", ""),
+                             request.environ.get(IDENTITY_KEY))
+        if isinstance(caller, PushResult):
+            return caller
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             return self._too_large()
@@ -147,23 +152,30 @@ class PushSource(Source):
         except RequestEntityTooLarge:  # a chunked body past the limit (BodyTooLargeError)
             return self._too_large()
         return self.handle(body, request.headers.get("Content-Type", ""),
-                           request.headers.get("Content-Encoding", ""))
+                           request.headers.get("Content-Encoding", ""), caller.scope)
 
     def authorize(self, header: str, verified: Identity | None = None) -> PushResult | None:
-        """None when the request may push; a 401 result otherwise (``IntakeAuth``).
+        """None when the request may push; a 401 result otherwise (``IntakeAuth``)."""
+        caller = self.caller(header, verified)
+        return caller if isinstance(caller, PushResult) else None
+
+    def caller(self, header: str, verified: Identity | None = None) -> Identity | PushResult:
+        """Who pushes (with the scope their events are held to), or the 401 result.
 
         ``verified``: the identity the web layer left under ``IDENTITY_KEY`` (None without
         the web layer in front, whose token check then happens here)."""
         decision = self._auth.authorize(verified, header)
         if not isinstance(decision, Refusal):
-            return None
+            return decision
         result = self._refuse(decision.status, Rejection(
             "unauthorized", "a valid 'Authorization: Bearer <token>' header is required"))
         result.headers["WWW-Authenticate"] = decision.challenge
         return result
 
-    def handle(self, body: bytes, content_type: str, content_encoding: str) -> PushResult:
-        """Ingest a body already read (and authorized)."""
+    def handle(self, body: bytes, content_type: str, content_encoding: str,
+               scope: Scope | None = None) -> PushResult:
+        """Ingest a body already read (and authorized); ``scope``: the bounds of the
+        credential that sent it (each event outside is rejected, ``forbidden_scope``)."""
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_TYPES and media_type not in NDJSON_TYPES:
             return self._refuse(415, Rejection(
@@ -189,10 +201,11 @@ class PushSource(Source):
         kind = ("ndjson" if media_type in NDJSON_TYPES
                 else "array" if stripped.startswith(b"[") else "object")
         if self.wal is None:
-            return self._answer(*self._ingest(kind, body, None))
+            return self._answer(*self._ingest(kind, body, None, scope))
         try:
             outcome = self.wal.append(self.name, kind, body,
-                                      lambda now: self._ingest(kind, body, now))
+                                      lambda now: self._ingest(kind, body, now, scope),
+                                      scope.encode() if scope is not None else b"")
         except StorageUnavailableError as exc:
             result = PushResult(503, {"accepted": 0, "rejected": 0, "errors": [
                 {"index": None, "reason": "storage_unavailable",
@@ -204,12 +217,21 @@ class PushSource(Source):
 
     def replay(self, record: WalRecord, now: float) -> None:
         """Count a logged batch again after a restart (the state on disk predates it)."""
-        self._ingest(record.kind, record.body, now)
+        scope = Scope.decode(record.scope) if record.scope else None
+        self._ingest(record.kind, record.body, now, scope)
 
-    def _ingest(self, kind: str, body: bytes, now: float | None
+    def _ingest(self, kind: str, body: bytes, now: float | None, scope: Scope | None = None
                 ) -> tuple[int, list[tuple[int, Rejection]], list[int] | None]:
         """Decode, validate and count one body (already logged); ``now``: its batch time."""
         lines: list[int] | None = None
+        if scope is not None:
+            if kind == "ndjson":
+                raws, lines = split_ndjson(body)
+            else:
+                raws = split_array(body) if kind == "array" else [body]
+            accepted, rejections = self.ingestor.ingest_admitted(self.name, raws,
+                                                                 scope.admit, now=now)
+            return accepted, rejections, lines
         if kind == "ndjson":
             raws, lines = split_ndjson(body)
             accepted, rejections = self.ingestor.ingest_raw(self.name, raws, now=now)
@@ -255,5 +277,6 @@ def from_config(deps: SourceDeps) -> list[Source]:
     push = config.sources.push
     if not push.enabled:
         return []
+    scopes = build_scopes(config.web.security.scopes)
     return [PushSource(ingestor, config.web.max_request_bytes, load_push_tokens(push),
-                       wal=deps.store.wal)]
+                       wal=deps.store.wal, push_scope=scopes.get(PUSH_IDENTITY.name))]

@@ -53,6 +53,9 @@ class WalRecord(msgspec.Struct, array_like=True):
     source: str
     kind: str
     body: bytes
+    # The scope of the credential that sent it (exporter.scopes, encoded), so a replay
+    # judges each event as the answer did; empty: unscoped. Older records lack it.
+    scope: bytes = b""
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -221,10 +224,10 @@ class WriteAheadLog:
         self._segment = None
 
     def append(self, source: str, kind: str, body: bytes,
-               apply: Callable[[float], Any]) -> Any:
+               apply: Callable[[float], Any], scope: bytes = b"") -> Any:
         """Log the batch, make it durable, then ``apply(batch time)`` and return its result.
         StorageUnavailableError when it cannot be made durable (nothing was applied)."""
-        payload = _ENCODER.encode(WalRecord(source, kind, body))
+        payload = _ENCODER.encode(WalRecord(source, kind, body, scope))
         with self._append_lock:
             self._usable()
             assert self._fd is not None and self._segment is not None

@@ -22,8 +22,15 @@ _ERRORS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
            503: "Service Unavailable"}
 
 
-def refusal(status: int, *, challenge: str = "", retry_after: int = 0) -> Response:
-    response = jsonify(error=_ERRORS[status], status=status, detail=_DETAILS[status])
+def refusal(status: int, *, challenge: str = "", retry_after: int = 0, detail: str = "",
+            setting: str = "") -> Response:
+    """``detail`` and ``setting``: a refusal of the secure defaults, which names the
+    setting that opens the route (fixed text, never the request's input)."""
+    body: dict[str, object] = {"error": _ERRORS[status], "status": status,
+                               "detail": detail or _DETAILS[status]}
+    if setting:
+        body["setting"] = setting
+    response = jsonify(body)
     response.status_code = status
     if challenge:
         response.headers["WWW-Authenticate"] = challenge
@@ -55,7 +62,8 @@ def install(app: Flask, runtime: Runtime) -> None:
                                  peer)
         if decision.status:
             return refusal(decision.status, challenge=decision.challenge,
-                           retry_after=decision.retry_after)
+                           retry_after=decision.retry_after, detail=decision.detail,
+                           setting=decision.setting)
         g.identity = decision.identity
         if decision.identity is not None and decision.identity.method != "none":
             # Intake (``IntakeAuth``, the push source's token check) trusts this identity.

@@ -15,9 +15,8 @@ import threading
 
 from flask import Flask, Response, g, request
 
-from exporter.security import INTAKE_PATHS
+from exporter.security import INTAKE_PATHS, RELOAD_PATH
 from exporter.web.auth import refusal
-from exporter.web.routes_admin import RELOAD_PATH
 from exporter.web.routes_probe import PROBE_PATH
 
 RESERVED = 2

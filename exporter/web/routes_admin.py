@@ -7,8 +7,7 @@ import re
 from flask import Blueprint, Response, jsonify
 
 from exporter.runtime import Runtime
-
-RELOAD_PATH = "/-/reload"
+from exporter.security import RELOAD_PATH
 
 
 def blueprint(runtime: Runtime) -> Blueprint:
