@@ -65,6 +65,21 @@ MAX_SAMPLES = 50_000
 _log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class HistogramDelta:
+    """An increment of one GenAI histogram series: ``metric`` "duration" (``detail``: the
+    error type, "" on success) or "token_usage" (``detail``: the token type, input or
+    output); per-bucket counts (the last is +Inf) and the sum."""
+
+    metric: str
+    operation: str
+    provider: str
+    model: str
+    detail: str
+    buckets: tuple[float, ...]
+    total: float
+
+
 class Aggregator:
     """All AI state. ``ingest`` and ``families`` are safe to call from any thread."""
 
@@ -153,6 +168,30 @@ class Aggregator:
                     handlers[type(event)](event, at)
                 except Exception as exc:  # one event must not stop the batch
                     self.failed(type(event).__name__, exc)
+
+    def merge_histograms(self, deltas: Iterable[HistogramDelta]) -> int:
+        """Add GenAI histogram increments received as metrics (the OTLP intake's
+        ``gen_ai.client.*`` data points, differenced) to the same series a span or an
+        ``llm_call`` feeds; returns how many were merged. Their bucket bounds are the
+        catalog's (the intake checks), so the merge is exact."""
+        state = self.state
+        merged = 0
+        with self._lock:
+            for d in deltas:
+                if d.metric == "duration":
+                    row = state.llm_duration.row((d.operation, d.provider, d.model, d.detail))
+                    requests = sum(d.buckets)
+                    outcome = "error" if d.detail else "success"
+                    state.llm_requests.inc((d.provider, d.model, outcome, d.detail), requests)
+                else:
+                    row = state.llm_token_usage.row((d.operation, d.provider, d.model,
+                                                     d.detail))
+                    state.llm_tokens.inc((d.provider, d.model, d.detail), d.total)
+                for i, count in enumerate(d.buckets):
+                    row[i] += count
+                row[-1] += d.total
+                merged += 1
+        return merged
 
     @contextlib.contextmanager
     def batch(self, at: float | None = None

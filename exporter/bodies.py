@@ -10,6 +10,8 @@ has the same index and reason on both paths.
 from __future__ import annotations
 
 import re
+import zlib
+from typing import BinaryIO
 
 import msgspec
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -80,3 +82,42 @@ def split_ndjson(body: bytes) -> tuple[list[bytes], list[int]]:
             lines.append(stripped)
             numbers.append(number)
     return lines, numbers
+
+
+def read_unsized(stream: BinaryIO, limit: int) -> bytes:
+    """A body without ``Content-Length`` (chunked), read whole or refused whole.
+
+    Werkzeug's ``get_data`` stops at ``MAX_CONTENT_LENGTH`` and returns what it has, so a
+    chunked body over the limit was cut and its head ingested with a 2xx. Reading one byte
+    past the limit tells a body of exactly ``limit`` bytes from a longer one."""
+    pieces: list[bytes] = []
+    size = 0
+    while piece := stream.read(min(READ_PIECE, limit + 1 - size)):
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            raise BodyTooLargeError
+    return b"".join(pieces)
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing to inflate past ``limit`` bytes (zip bombs).
+
+    Every member is decoded (RFC 1952 §2.2: a gzip file is a series of members, which
+    ``gzip.decompress`` and ``curl --compressed`` concatenate); bytes after a member that
+    are not a whole member refuse the body, so no body is ever half-applied."""
+    pieces: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(rest, limit + 1 - size)
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise BodyTooLargeError
+        if not inflater.eof:
+            raise zlib.error("gzip stream is truncated")
+        pieces.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(pieces)

@@ -530,6 +530,20 @@ EXPORTER_REDIS_ENTRIES = _m("ai_exporter.redis.entries", "{entry}", C,
                             "Stream entries handled, by outcome (applied, rejected, "
                             "duplicate: redelivered after being counted, skipped).", "stream",
                             "outcome", area=SELF)
+EXPORTER_OTLP_INTAKE_REQUESTS = _m(
+    "ai_exporter.otlp.intake.requests", "{request}", C,
+    "OTLP requests received, by signal (traces, metrics, logs), transport (http, grpc) and "
+    "outcome (success, partial, rejected, too_large, unsupported, unavailable, "
+    "unauthorized).", "signal", "transport", "outcome", area=SELF)
+EXPORTER_OTLP_INTAKE_ITEMS = _m(
+    "ai_exporter.otlp.intake.items", "{item}", C,
+    "Spans, metric data points and log records received over OTLP, by signal and outcome "
+    "(mapped, ignored: not GenAI/MCP or not the authoritative signal, duplicate: a retried "
+    "export seen before, rejected).", "signal", "outcome", area=SELF)
+EXPORTER_OTLP_INTAKE_DEDUP_IDS = _m(
+    "ai_exporter.otlp.intake.dedup.ids", "{span}", G,
+    "Span identities remembered to drop retried exports (bounded by "
+    "sources.otlp.dedup_window).", area=SELF)
 EXPORTER_OTLP_EXPORTS = _m("ai_exporter.otlp.exports", "{export}", C,
                            "OTLP exports by outcome (success, failure, retry).", "outcome",
                            area=SELF)

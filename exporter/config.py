@@ -53,7 +53,8 @@ RESERVED_LABELS = frozenset({"job", "instance", "le", "quantile", "demo"})
 SERVED_ROUTES = frozenset({"/", "/livez", "/readyz", "/healthz", "/probe", "/-/reload",
                            "/api/status/version", "/api/status/system",
                            "/api/metrics/system", "/api/status/ai", "/api/metrics/ai",
-                           "/api/v1/schema", "/api/v1/events"})
+                           "/api/v1/schema", "/api/v1/events", "/v1/traces", "/v1/metrics",
+                           "/v1/logs"})
 # Every ``*_file`` setting names a file the exporter reads whole (or appends to): it must be
 # a regular file, since reading a directory fails and a device or FIFO never ends or
 # blocks. These OTLP settings name files too, without the suffix.
@@ -288,8 +289,28 @@ class SnapshotConfig(_Section):
     files: list[SnapshotFileConfig] | None = None
 
 
+class OtlpIntakeConfig(_Section):
+    """OTLP intake (docs/otlp-intake.md): instrumented applications export traces, metrics
+    and logs to the exporter itself."""
+
+    enabled: bool = True  # POST /v1/traces, /v1/metrics, /v1/logs on web.listen_address
+    grpc_listen_address: str = ""  # OTLP/gRPC on its own listener (the grpc extra); "": off
+    # Which signal counts GenAI calls when an application sends both spans and the
+    # gen_ai.client.* metrics for the same calls: "traces" (default) or "metrics";
+    # per service.name in genai_signal_by_service.
+    genai_signal: Literal["traces", "metrics"] = "traces"
+    genai_signal_by_service: dict[str, Literal["traces", "metrics"]] = msgspec.field(
+        default_factory=dict)
+    # Span identities (trace id + span id) remembered, in the state store, so a retried
+    # export counts once.
+    dedup_window: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
+    # Metric streams (cumulative) followed for differencing; past it the oldest is dropped.
+    max_streams: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
+
+
 class SourcesConfig(_Section):
     push: PushConfig = msgspec.field(default_factory=PushConfig)
+    otlp: OtlpIntakeConfig = msgspec.field(default_factory=OtlpIntakeConfig)
     redis_streams: RedisStreamsConfig = msgspec.field(default_factory=RedisStreamsConfig)
     tail: TailConfig = msgspec.field(default_factory=TailConfig)
     snapshot: SnapshotConfig = msgspec.field(default_factory=SnapshotConfig)
@@ -480,7 +501,7 @@ def parse_networks(values: Sequence[str], where: str = "web.write_allowed_networ
     return tuple(networks)
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
+def parse_listen_address(address: str, field: str = "web.listen_address") -> tuple[str, int]:
     """Split ``host:port``, ``[ipv6]:port`` or ``:port`` (every interface) and check both.
 
     Port 0 (a random port) is refused: Prometheus could not be told where to scrape.
@@ -488,22 +509,22 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     match = re.fullmatch(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})",
                          address)
     if match is None:
-        raise ConfigError(f"web.listen_address: expected HOST:PORT, [IPv6]:PORT or :PORT, "
+        raise ConfigError(f"{field}: expected HOST:PORT, [IPv6]:PORT or :PORT, "
                           f"got {address!r}")
     port = int(match.group("port"))
     if not 0 < port < 65536:
-        raise ConfigError(f"web.listen_address: port {port} is outside 1-65535")
+        raise ConfigError(f"{field}: port {port} is outside 1-65535")
     if match.group("v6") is not None:
         host = match.group("v6")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ConfigError(f"web.listen_address: {host!r} is not an IPv6 address"
+            raise ConfigError(f"{field}: {host!r} is not an IPv6 address"
                               ) from None
         return host, port
     host = match.group("host")
     if host and not _valid_host(host):
-        raise ConfigError(f"web.listen_address: {host!r} is not a host name or IP address")
+        raise ConfigError(f"{field}: {host!r} is not a host name or IP address")
     return host or "0.0.0.0", port
 
 
@@ -902,6 +923,9 @@ def build(*layers: Mapping[str, Any],
         raise ConfigError(f"{field}: {detail}") from None
     parse_listen_address(config.web.listen_address)
     parse_networks(config.web.write_allowed_networks)
+    if config.sources.otlp.grpc_listen_address:
+        parse_listen_address(config.sources.otlp.grpc_listen_address,
+                             "sources.otlp.grpc_listen_address")
     _check_telemetry_path(config.web.telemetry_path)
     _check_files(config, "")
     for name in ("filesystem_exclude_mountpoints", "network_exclude_interfaces",

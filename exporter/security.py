@@ -62,7 +62,8 @@ OPERATOR = "operator"
 # The route events are pushed to; every event-intake route (``INTAKE_PATHS``: the OTLP
 # intake adds its own) needs the operator role to POST and shares the push rate limit.
 PUSH_PATH = "/api/v1/events"
-INTAKE_PATHS = frozenset({PUSH_PATH})
+OTLP_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+INTAKE_PATHS = frozenset({PUSH_PATH, *OTLP_PATHS.values()})
 # Lifecycle routes (Prometheus' name): served only with --web.enable-lifecycle.
 RELOAD_PATH = "/-/reload"
 LIFECYCLE_PATHS = frozenset({RELOAD_PATH})

@@ -116,8 +116,8 @@ def test_real_sources_satisfy_the_protocols(make_runtime: Callable[..., Runtime]
     by_name = {s.name: s for s in runtime.sources}
     assert isinstance(by_name["tail"], ReportsMetrics)
     assert not isinstance(by_name["push"], ReportsMetrics)  # push has no self metrics
-    assert [s.name for s in reporting(runtime.sources)] == ["tail"]
-    assert runtime.self_metrics() == [by_name["tail"]]
+    assert [s.name for s in reporting(runtime.sources)] == ["tail", "otlp"]
+    assert [s.name for s in runtime.self_metrics()] == ["tail", "otlp"]
     assert isinstance(_Remote(), ReportsMetricsWithin)
 
 

@@ -26,6 +26,7 @@ _MODULES = (
     "http_auth",
     "probes",
     "redis_streams",
+    "otlp_intake",
     "processes",
     "gpu",
 )

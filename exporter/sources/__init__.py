@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from exporter.config import Config
 from exporter.ingest import Ingestor
+from exporter.security import Security
 from exporter.sources.base import Source
 from exporter.storage import StateStore
 
@@ -24,6 +25,9 @@ class SourceDeps:
     config: Config
     ingestor: Ingestor
     store: StateStore
+    # Authorization of intake that does not pass the web layer (OTLP/gRPC); None where
+    # nothing is served (a validation build).
+    security: Security | None = None
 
 
 _MODULES = (
@@ -32,6 +36,7 @@ _MODULES = (
     "redis_streams",
     "tail",
     "snapshot",
+    "otlp",
 )
 
 SourceFactory = Callable[[SourceDeps], list[Source]]

@@ -13,7 +13,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from exporter.runtime import Runtime
-from exporter.web import routes_admin, routes_api, routes_core, routes_probe
+from exporter.web import routes_admin, routes_api, routes_core, routes_otlp, routes_probe
 from exporter.web.auth import install as install_security
 from exporter.web.reserve import install as install_reserve
 
@@ -35,6 +35,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.register_blueprint(routes_core.blueprint(runtime))
     app.register_blueprint(routes_api.blueprint(runtime))
     app.register_blueprint(routes_admin.blueprint(runtime))
+    app.register_blueprint(routes_otlp.blueprint(runtime))
     app.register_blueprint(routes_probe.blueprint(lambda: runtime.probes))
     install_security(app, runtime)  # before `headers`: web-config headers apply last
     install_reserve(app, runtime.config.web.threads)  # runs before authentication

@@ -1,0 +1,375 @@
+"""OTLP intake: ``POST /v1/traces``, ``/v1/metrics``, ``/v1/logs`` (and OTLP/gRPC) from
+OpenTelemetry-instrumented applications, mapped onto the event model
+(``exporter.otlp_intake``; docs/otlp-intake.md).
+
+A request is decoded (a body that is not one is 400, nothing kept), then logged in the
+state store's write-ahead log and made durable, then mapped and counted, then answered:
+as for push, a 2xx means kept. Items that cannot count (an event that does not validate,
+a metric point on other bucket bounds, outside the credential's scope) are rejected with
+a reason in ``partial_success``; items that are not GenAI, MCP or ``ai.*`` events are
+ignored and counted.
+
+Exactly once: an OTLP exporter retries a request whose answer it did not get, so the same
+spans can come twice. The span identities (trace id and span id) of the last
+``dedup_window`` mapped spans, ``ai.*`` log records by content, and the last point of every
+cumulative metric stream are part of this source's cursor in the state store, committed
+with the counts they produced; a repeat is counted as ``duplicate`` and not again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from exporter import catalog
+from exporter.events import AnyEvent, Rejection, classify
+from exporter.ingest import Ingestor
+from exporter.otlp_intake import decode as otlp_decode
+from exporter.otlp_intake.mapping import attributes, map_log, map_span
+from exporter.otlp_intake.metrics import MetricStreams, map_metrics
+from exporter.scopes import Scope
+from exporter.sources.base import Source
+from exporter.storage import StateStore, StorageUnavailableError, WalRecord
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from exporter.config import OtlpIntakeConfig
+    from exporter.security import Security
+    from exporter.sources import SourceDeps
+
+SIGNALS = tuple(otlp_decode.SIGNALS)
+OUTCOMES = ("mapped", "ignored", "duplicate", "rejected")
+REQUEST_OUTCOMES = ("success", "partial", "rejected", "too_large", "unsupported",
+                    "unavailable", "unauthorized")
+RETRY_AFTER_SECONDS = 1
+_PACK = struct.Struct("<Q")
+
+
+@dataclass
+class IntakeResult:
+    """What a transport answers: an HTTP status, the response message (in the request's
+    encoding), its content type, and headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    rejected: int = 0
+    message: str = ""
+
+
+@dataclass
+class _Tally:
+    mapped: int = 0
+    ignored: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    reason: str = ""
+
+    def reject(self, why: str, n: int = 1) -> None:
+        self.rejected += n
+        self.reason = self.reason or why
+
+
+class SeenIds:
+    """The last ``size`` identities (64-bit keys), oldest dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.keys: OrderedDict[int, None] = OrderedDict()
+
+    def add(self, key: int) -> bool:
+        """True when ``key`` is new (and now remembered)."""
+        if key in self.keys:
+            return False
+        if self.size:
+            self.keys[key] = None
+            if len(self.keys) > self.size:
+                self.keys.popitem(last=False)
+        return True
+
+    def encode(self) -> str:
+        return base64.b64encode(b"".join(_PACK.pack(k) for k in self.keys)).decode()
+
+    def restore(self, text: Any) -> None:
+        if not isinstance(text, str):
+            return
+        try:
+            raw = base64.b64decode(text)
+        except ValueError:
+            return
+        for (key,) in _PACK.iter_unpack(raw[: len(raw) - len(raw) % 8]):
+            self.add(key)
+
+
+def span_key(trace_id: bytes, span_id: bytes) -> int:
+    """A 64-bit identity of a span: trace ids and span ids are random (W3C Trace Context),
+    so the low half of the trace id mixed with the span id keeps collisions within a
+    window of 10^5 spans below 10^-9."""
+    low = int.from_bytes(trace_id[-8:].rjust(8, b"\0"), "little")
+    return low ^ (int.from_bytes(span_id[:8].rjust(8, b"\0"), "little") * 0x9E3779B97F4A7C15
+                  & 0xFFFFFFFFFFFFFFFF)
+
+
+def content_key(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+class OtlpSource(Source):
+    """The receiver's logic; the HTTP routes and the gRPC servicer hand it bodies."""
+
+    name = "otlp"
+
+    def __init__(self, ingestor: Ingestor, cfg: OtlpIntakeConfig, store: StateStore | None,
+                 max_body_bytes: int, security: Security | None = None) -> None:
+        super().__init__(ingestor)
+        self.security = security
+        self.cfg = cfg
+        self.store = store
+        self.max_body_bytes = max_body_bytes
+        self._lock = threading.Lock()  # the mapping state; held by commits
+        self.spans = SeenIds(cfg.dedup_window)
+        self.logs = SeenIds(cfg.dedup_window)
+        self.streams = MetricStreams(cfg.max_streams)
+        self.items = {(s, o): 0.0 for s in SIGNALS for o in OUTCOMES}
+        self.requests: dict[tuple[str, str, str], float] = {
+            (s, t, o): 0.0 for s in SIGNALS for t in ("http", "grpc") for o in REQUEST_OUTCOMES}
+        self._grpc: Any = None
+
+    # --- Source protocol -------------------------------------------------------------
+    def start(self) -> None:
+        if self.store is not None:
+            saved = self.store.cursor(self.name)
+            if isinstance(saved, dict):
+                self.spans.restore(saved.get("spans"))
+                self.logs.restore(saved.get("logs"))
+                self.streams.restore(saved.get("streams"))
+            self.store.attach(self.name, self)
+        if self.cfg.grpc_listen_address:
+            from exporter.otlp_intake.grpc_server import start_grpc
+
+            self._grpc = start_grpc(self, self.cfg.grpc_listen_address, self.security)
+
+    def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=2).wait(5)
+            self._grpc = None
+        if self.store is not None:
+            self.store.detach(self.name)
+
+    def ready(self) -> tuple[bool, str]:
+        where = "/v1/traces, /v1/metrics, /v1/logs"
+        if self.cfg.grpc_listen_address:
+            where += f" and gRPC on {self.cfg.grpc_listen_address}"
+        return True, f"accepting OTLP on {where}"
+
+    # --- state store participant -----------------------------------------------------
+    def hold(self) -> threading.Lock:
+        return self._lock
+
+    def cursor(self) -> dict[str, Any]:
+        return {"spans": self.spans.encode(), "logs": self.logs.encode(),
+                "streams": self.streams.snapshot()}
+
+    def committed(self) -> None:
+        """Nothing waits on a commit: answers wait on the write-ahead log."""
+
+    # --- requests ----------------------------------------------------------------------
+    def count_request(self, signal: str, transport: str, outcome: str) -> None:
+        with self._lock:
+            key = (signal, transport, outcome)
+            self.requests[key] = self.requests.get(key, 0.0) + 1
+
+    def handle(self, signal_name: str, body: bytes, encoding: str, scope: Scope | None = None,
+               transport: str = "http") -> IntakeResult:
+        """Decode, log, map and count one request body (already decompressed and within
+        the size limit)."""
+        signal = otlp_decode.SIGNALS[signal_name]
+        try:
+            message = otlp_decode.decode(signal, body, encoding)
+        except otlp_decode.BadRequestError as exc:
+            self.count_request(signal_name, transport, "rejected")
+            return self.error(400, encoding, str(exc))
+        if self.store is None:
+            tally = self._apply(signal_name, message, None, scope)
+        else:
+            kind = f"{signal_name}:{'json' if encoding == otlp_decode.JSON else 'proto'}"
+            try:
+                tally = self.store.wal.append(
+                    self.name, kind, body,
+                    lambda now: self._apply(signal_name, message, now, scope),
+                    scope.encode() if scope is not None else b"")
+            except StorageUnavailableError as exc:
+                self.count_request(signal_name, transport, "unavailable")
+                result = self.error(503, encoding, f"the data cannot be made durable now "
+                                                   f"({exc}); retry later")
+                result.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+                return result
+        self.count_request(signal_name, transport, "partial" if tally.rejected else "success")
+        message_text = (f"{tally.rejected} rejected: {tally.reason}" if tally.rejected else "")
+        return IntakeResult(200, otlp_decode.response(signal, encoding, tally.rejected,
+                                                      message_text),
+                            encoding, rejected=tally.rejected, message=message_text)
+
+    def error(self, status: int, encoding: str, message: str) -> IntakeResult:
+        """A ``google.rpc.Status`` body, as OTLP/HTTP asks for failures."""
+        from google.protobuf import json_format
+        from google.rpc import status_pb2
+
+        code = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14}.get(status, 2)
+        answer = status_pb2.Status(code=code, message=message[:1000])
+        if encoding == otlp_decode.JSON:
+            return IntakeResult(status, json_format.MessageToJson(answer, indent=None).encode(),
+                                otlp_decode.JSON, message=message)
+        return IntakeResult(status, answer.SerializeToString(), otlp_decode.PROTOBUF,
+                            message=message)
+
+    def replay(self, record: WalRecord, now: float) -> None:
+        """Count a logged request again after a restart (the state on disk predates it)."""
+        signal_name, _, enc = record.kind.partition(":")
+        encoding = otlp_decode.JSON if enc == "json" else otlp_decode.PROTOBUF
+        message = otlp_decode.decode(otlp_decode.SIGNALS[signal_name], record.body, encoding)
+        scope = Scope.decode(record.scope) if record.scope else None
+        self._apply(signal_name, message, now, scope)
+
+    # --- mapping -----------------------------------------------------------------------
+    def _signal_of(self, resource: dict[str, Any]) -> str:
+        service = resource.get("service.name")
+        if isinstance(service, str) and service in self.cfg.genai_signal_by_service:
+            return self.cfg.genai_signal_by_service[service]
+        return self.cfg.genai_signal
+
+    def _apply(self, signal: str, message: Any, now: float | None, scope: Scope | None
+               ) -> _Tally:
+        with self._lock:
+            if signal == "traces":
+                tally, events = self._spans(message, scope)
+            elif signal == "logs":
+                tally, events = self._logs(message, scope)
+            else:
+                def signal_of(resource: dict[str, Any]) -> str:
+                    # Metric points name no component: a scoped credential's are bound
+                    # by its service names only.
+                    service = resource.get("service.name")
+                    if (scope is not None and scope.service_names
+                            and service not in scope.service_names):
+                        return "forbidden"
+                    return self._signal_of(resource)
+
+                deltas, out = map_metrics(message, self.streams, signal_of)
+                tally = _Tally(out.mapped, out.ignored, out.duplicate, out.rejected, out.reason)
+                events = []
+                if deltas:
+                    self.ingestor.aggregator.merge_histograms(deltas)
+            if events:
+                self.ingestor.apply(self.name, events, now)
+            for outcome in OUTCOMES:
+                self.items[(signal, outcome)] += getattr(tally, outcome)
+        return tally
+
+    def _event(self, fields: dict[str, Any], scope: Scope | None, tally: _Tally,
+               events: list[AnyEvent]) -> None:
+        try:
+            event: AnyEvent = msgspec.convert(fields, AnyEvent)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            rejection = Rejection(classify(message), message)
+        else:
+            admitted = scope.admit(event) if scope is not None else event
+            if not isinstance(admitted, Rejection):
+                events.append(admitted)
+                tally.mapped += 1
+                return
+            rejection = admitted
+        self.ingestor.reject(self.name, rejection, where="an OTLP item")
+        tally.reject(f"{rejection.reason}: {rejection.detail[:200]}")
+
+    def _service(self, resource: dict[str, Any], scope: Scope | None, tally: _Tally,
+                 n: int) -> str | None:
+        """The resource's service.name, or None when the scope forbids it (``n`` items
+        rejected)."""
+        service = resource.get("service.name")
+        name = service if isinstance(service, str) else ""
+        if scope is not None and scope.service_names and name not in scope.service_names:
+            for _ in range(n):
+                self.ingestor.reject(self.name, Rejection(
+                    "forbidden_scope", f"{scope.credential} may not send for service.name "
+                                       f"{name!r}"), where="an OTLP item")
+            tally.reject(f"forbidden_scope: service.name {name!r}", n)
+            return None
+        return name
+
+    def _spans(self, request: Any, scope: Scope | None) -> tuple[_Tally, list[AnyEvent]]:
+        tally = _Tally()
+        events: list[AnyEvent] = []
+        for rs in request.resource_spans:
+            resource = attributes(rs.resource.attributes)
+            spans = [span for ss in rs.scope_spans for span in ss.spans]
+            service = self._service(resource, scope, tally, len(spans))
+            if service is None:
+                continue
+            from_spans = self._signal_of(resource) == "traces"
+            for span in spans:
+                fields = map_span(attributes(span.attributes), span.name, span.kind,
+                                  span.status.code, start_ns=span.start_time_unix_nano,
+                                  end_ns=span.end_time_unix_nano, service=service)
+                if fields is None or (fields["kind"] == "llm_call" and not from_spans):
+                    tally.ignored += 1
+                    continue
+                if not self.spans.add(span_key(span.trace_id, span.span_id)):
+                    tally.duplicate += 1
+                    continue
+                if fields["kind"] == "_mcp":
+                    tally.mapped += 1
+                    continue
+                self._event(fields, scope, tally, events)
+        return tally, events
+
+    def _logs(self, request: Any, scope: Scope | None) -> tuple[_Tally, list[AnyEvent]]:
+        tally = _Tally()
+        events: list[AnyEvent] = []
+        for rl in request.resource_logs:
+            resource = attributes(rl.resource.attributes)
+            records = [r for sl in rl.scope_logs for r in sl.log_records]
+            if self._service(resource, scope, tally, len(records)) is None:
+                continue
+            for record in records:
+                fields = map_log(attributes(record.attributes), record.event_name)
+                if fields is None:
+                    tally.ignored += 1
+                    continue
+                if not self.logs.add(content_key(record.SerializeToString(
+                        deterministic=True))):
+                    tally.duplicate += 1
+                    continue
+                self._event(fields, scope, tally, events)
+        return tally, events
+
+    # --- self metrics ------------------------------------------------------------------
+    def families(self) -> list[Metric]:
+        requests = catalog.EXPORTER_OTLP_INTAKE_REQUESTS.family()
+        items = catalog.EXPORTER_OTLP_INTAKE_ITEMS.family()
+        ids = catalog.EXPORTER_OTLP_INTAKE_DEDUP_IDS.family()
+        with self._lock:
+            for (signal, transport, outcome), n in sorted(self.requests.items()):
+                requests.add_metric([signal, transport, outcome], n)
+            for (signal, outcome), n in sorted(self.items.items()):
+                items.add_metric([signal, outcome], n)
+            ids.add_metric([], float(len(self.spans.keys) + len(self.logs.keys)))
+        return [requests, items, ids]
+
+
+def from_config(deps: SourceDeps) -> list[Source]:
+    cfg = deps.config.sources.otlp
+    if not cfg.enabled and not cfg.grpc_listen_address:
+        return []
+    return [OtlpSource(deps.ingestor, cfg, deps.store, deps.config.web.max_request_bytes,
+                       deps.security)]
