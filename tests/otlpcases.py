@@ -41,14 +41,14 @@ def chat_attrs(model: str = "gpt-4o-mini", provider: str = "openai", input_token
 
 
 def traces(spans: Sequence[dict[str, Any]], service: str = "agent-svc",
-           trace: int = 1) -> ExportTraceServiceRequest:
+           trace: int = 1, scope: str = "tests") -> ExportTraceServiceRequest:
     """One resource with ``spans``: each a dict of ``attrs`` and optional ``name``,
     ``kind``, ``span`` (its id number), ``error`` (status ERROR), ``seconds``."""
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     rs.resource.attributes.append(kv("service.name", service))
     ss = rs.scope_spans.add()
-    ss.scope.name = "tests"
+    ss.scope.name = scope
     for i, spec in enumerate(spans):
         span = ss.spans.add()
         span.trace_id = trace.to_bytes(16, "big")

@@ -160,6 +160,43 @@ def test_errors_tools_agents_and_mcp_spans_map_to_their_kinds(app: App) -> None:
     assert app.items("traces", "mapped") == 7 and app.items("traces", "rejected") == 0
 
 
+def test_a_call_traced_by_the_sdk_and_an_instrumentation_counts_once(app: App) -> None:
+    """anthropic 2.x traces its own calls (scope com.anthropic.sdk.python) and OpenLLMetry
+    traces them again in another trace: the SDK's span counts, for errors too."""
+    ok = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+          "gen_ai.request.model": "claude", "gen_ai.usage.input_tokens": 10,
+          "gen_ai.usage.output_tokens": 6, "gen_ai.response.id": "msg_1"}
+    failed = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+              "gen_ai.request.model": "claude", "error.type": "rate_limit_error"}
+    instrumented = traces([{"attrs": {**ok, "gen_ai.usage.output_tokens": 7}, "span": 1},
+                           {"attrs": failed, "error": True, "span": 2}],
+                          trace=5, scope="opentelemetry.instrumentation.anthropic")
+    native = traces([{"attrs": ok, "span": 1}, {"attrs": failed, "error": True, "span": 2}],
+                    trace=6, scope="com.anthropic.sdk.python")
+    # One request holding both, the instrumentation's first: the SDK's still win.
+    both = traces([], trace=9)
+    both.resource_spans[0].scope_spans.pop()
+    both.resource_spans[0].scope_spans.extend([*instrumented.resource_spans[0].scope_spans,
+                                                *native.resource_spans[0].scope_spans])
+    app.post("/v1/traces", both.SerializeToString())
+    labels = {"gen_ai_provider_name": "anthropic", "gen_ai_request_model": "claude"}
+    assert app.value("ai_llm_tokens_total", {**labels, "gen_ai_token_type": "output"}) == 6
+    assert app.value("ai_llm_requests_total", {**labels, "outcome": "success"}) == 1
+    assert app.value("ai_llm_requests_total", {**labels, "outcome": "error"}) == 1
+    # Later batches of the instrumentation alone are still the same calls' second trace.
+    later = traces([{"attrs": {**ok, "gen_ai.response.id": "msg_2"}, "span": 3}], trace=7,
+                   scope="opentelemetry.instrumentation.anthropic")
+    app.post("/v1/traces", later.SerializeToString())
+    assert app.value("ai_llm_requests_total", {**labels, "outcome": "success"}) == 1
+
+
+def test_one_response_id_traced_twice_counts_once(app: App) -> None:
+    span = {"attrs": chat_attrs(extra={"gen_ai.response.id": "chatcmpl-1"})}
+    app.post("/v1/traces", traces([span], trace=1).SerializeToString())
+    app.post("/v1/traces", traces([span], trace=2).SerializeToString())
+    assert requests_ok(app) == 1 and app.items("traces", "duplicate") == 1
+
+
 def test_a_bad_span_is_rejected_with_a_reason_and_the_others_count(app: App) -> None:
     spans = [{"attrs": chat_attrs(input_tokens=-5)},
              {"attrs": chat_attrs(model="m" * 300)},
