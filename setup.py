@@ -1,7 +1,11 @@
-"""The native line path (exporter/_lines.c) is an optional extension: without a C
-compiler the install still succeeds and the Python path does all the work."""
+"""The native line path (exporter/_lines.c) and the OTLP span reader (exporter/_otlp.c)
+are optional extensions: without a C compiler the install still succeeds and the Python
+paths do all the work."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("exporter._lines", ["exporter/_lines.c"], optional=True,
-                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror"])])
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
+setup(ext_modules=[
+    Extension("exporter._lines", ["exporter/_lines.c"], optional=True, extra_compile_args=FLAGS),
+    Extension("exporter._otlp", ["exporter/_otlp.c"], optional=True, extra_compile_args=FLAGS),
+])

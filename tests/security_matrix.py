@@ -29,7 +29,7 @@ class Row:
     label: str
     method: str
     path: str
-    body: dict[str, str] | None = None
+    body: object = None  # sent as JSON
     lifecycle: bool = False  # served by an exporter started with --web.enable-lifecycle
 
 
@@ -37,9 +37,10 @@ ROWS = (
     Row("metrics", "`GET /metrics`", "GET", "/metrics"),
     Row("status", "`GET /api/status/ai`", "GET", "/api/status/ai"),
     Row("livez", "`GET /livez`", "GET", "/livez"),
-    Row("push_own", "`POST /api/v1/events`, own component", "POST", "/api/v1/events", OWN),
+    Row("push_own", "`POST /api/v1/events`, own component", "POST", "/api/v1/events", [OWN]),
     Row("push_other", "`POST /api/v1/events`, another component", "POST", "/api/v1/events",
-        OTHER),
+        [OTHER]),
+    Row("otlp", "`POST /v1/traces` (OTLP/JSON)", "POST", "/v1/traces", {"resourceSpans": []}),
     Row("reload", "`POST /-/reload` (default)", "POST", "/-/reload"),
     Row("reload_on", "`POST /-/reload` with `--web.enable-lifecycle`", "POST", "/-/reload",
         lifecycle=True),
@@ -70,22 +71,25 @@ LIFECYCLE = "403 `web.enable_lifecycle`"
 ROLE = "403 role"
 SCOPE = "400 `forbidden_scope`"
 ADMIN_ANYWHERE = {"metrics": "200", "status": "200", "livez": "200", "push_own": "200",
-                  "push_other": "200", "reload": LIFECYCLE, "reload_on": "200"}
+                  "push_other": "200", "otlp": "200", "reload": LIFECYCLE, "reload_on": "200"}
 
 # EXPECTED[mode][peer][row]
 EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "none": {
         "loopback": {"metrics": "200", "status": "200", "livez": "200", "push_own": "200",
-                     "push_other": "200", "reload": LIFECYCLE, "reload_on": "200"},
+                     "push_other": "200", "otlp": "200", "reload": LIFECYCLE,
+                     "reload_on": "200"},
         "other": {"metrics": "200", "status": "200", "livez": "200", "push_own": NET,
-                  "push_other": NET, "reload": LIFECYCLE, "reload_on": NET},
+                  "push_other": NET, "otlp": NET, "reload": LIFECYCLE, "reload_on": NET},
     },
     "anonymous": {peer: {"metrics": "401", "status": "401", "livez": "200", "push_own": "401",
-                         "push_other": "401", "reload": LIFECYCLE, "reload_on": "401"}
+                         "push_other": "401", "otlp": "401", "reload": LIFECYCLE,
+                         "reload_on": "401"}
                   for peer in ("loopback", "other")},
     "token": {peer: ADMIN_ANYWHERE for peer in ("loopback", "other")},
     "scoped": {peer: {"metrics": "200", "status": "200", "livez": "200", "push_own": "200",
-                      "push_other": SCOPE, "reload": LIFECYCLE, "reload_on": ROLE}
+                      "push_other": SCOPE, "otlp": "200", "reload": LIFECYCLE,
+                      "reload_on": ROLE}
                for peer in ("loopback", "other")},
     "basic": {peer: ADMIN_ANYWHERE for peer in ("loopback", "other")},
     "mtls": {peer: ADMIN_ANYWHERE for peer in ("loopback", "other")},

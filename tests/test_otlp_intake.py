@@ -142,6 +142,10 @@ def test_errors_tools_agents_and_mcp_spans_map_to_their_kinds(app: App) -> None:
         {"attrs": {"mcp.method.name": "tools/call", "gen_ai.tool.name": "fetch"},
          "kind": SERVER},  # the server side of the same call: not a second tool call
         {"attrs": {"mcp.method.name": "tools/list"}},
+        {"attrs": {"traceloop.span.kind": "tool", "traceloop.entity.name": "add"},
+         "name": "add.tool"},
+        {"attrs": {"traceloop.span.kind": "tool", "traceloop.entity.name": "fail",
+                   "error.type": "tool_error"}, "name": "fail.tool", "error": True},
     ]
     app.post("/v1/traces", traces(spans).SerializeToString())
     text = app.metrics()
@@ -157,7 +161,11 @@ def test_errors_tools_agents_and_mcp_spans_map_to_their_kinds(app: App) -> None:
     assert sample_value(text, "ai_tasks_total", {"component": "planner",
                                                  "queue": "invoke_agent",
                                                  "status": "succeeded"}) == 1
-    assert app.items("traces", "mapped") == 7 and app.items("traces", "rejected") == 0
+    assert sample_value(text, "ai_tool_calls_total", {"gen_ai_tool_name": "add",
+                                                      "outcome": "success"}) == 1
+    assert sample_value(text, "gen_ai_execute_tool_duration_seconds_count", {
+        "gen_ai_tool_name": "fail", "error_type": "tool_error"}) == 1
+    assert app.items("traces", "mapped") == 9 and app.items("traces", "rejected") == 0
 
 
 def test_a_call_traced_by_the_sdk_and_an_instrumentation_counts_once(app: App) -> None:
@@ -195,6 +203,34 @@ def test_one_response_id_traced_twice_counts_once(app: App) -> None:
     app.post("/v1/traces", traces([span], trace=1).SerializeToString())
     app.post("/v1/traces", traces([span], trace=2).SerializeToString())
     assert requests_ok(app) == 1 and app.items("traces", "duplicate") == 1
+
+
+def test_the_native_span_reader_gives_what_the_protobuf_binding_gives() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from exporter.otlp_intake import spantree
+
+    assert spantree.NATIVE is not None, "exporter._otlp is not built"
+    value = st.one_of(st.text(max_size=20), st.integers(min_value=-(1 << 63),
+                                                        max_value=(1 << 63) - 1),
+                      st.floats(allow_nan=False), st.booleans())
+
+    @settings(max_examples=200, deadline=None)
+    @given(spans=st.lists(st.dictionaries(st.text(max_size=8), value, max_size=6),
+                          max_size=6),
+           service=st.text(max_size=10), scope=st.text(max_size=10))
+    def same(spans: list[dict[str, Any]], service: str, scope: str) -> None:
+        request = traces([{"attrs": a, "error": i % 2 == 1, "name": "" if i % 3 else "x"}
+                          for i, a in enumerate(spans)], service=service, scope=scope)
+        body = request.SerializeToString()
+        parsed = ExportTraceServiceRequest.FromString(body)
+        assert spantree.NATIVE.spans(body) == spantree.from_message(parsed)
+
+    same()
 
 
 def test_a_bad_span_is_rejected_with_a_reason_and_the_others_count(app: App) -> None:

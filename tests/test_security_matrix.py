@@ -153,7 +153,7 @@ def call(namespace: Namespace, peer: str, setup: Setup, port: int, mode: str,
            "ca": str(setup.ca) if setup.ca else None,
            "cert": list(setup.client_cert) if setup.client_cert and mode == "mtls" else None,
            "requests": [{"id": row.key, "method": row.method, "path": row.path,
-                         "headers": credentials(mode), "json": [row.body] if row.body else None}
+                         "headers": credentials(mode), "json": row.body}
                         for row in rows]}
     argv = [sys.executable, str(CLIENT)]
     if peer == "other":

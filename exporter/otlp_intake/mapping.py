@@ -7,7 +7,9 @@
   with the span's duration).
 * MCP spans (``mcp.method.name``): a client's ``tools/call`` → ``tool_call`` (the MCP server's
   own span of the same call is not counted again); other MCP methods are recognised and
-  counted as mapped, their metrics come with the MCP metrics.
+  counted as mapped, their metrics come with the MCP metrics. OpenLLMetry's tool spans
+  (``traceloop.span.kind`` ``tool``, the tool in ``traceloop.entity.name``; what its MCP
+  instrumentation emits, with no ``gen_ai.*`` attribute) → ``tool_call``.
 * Log records named ``ai.<kind>`` (``event_name``, or the ``event.name`` attribute) → that
   event kind, the attributes as its fields.
 
@@ -134,9 +136,21 @@ def map_span(attrs: Attributes, name: str, kind: int, status_code: int, *, start
     duration = max(end_ns - start_ns, 0) / 1e9
     op = operation_of(attrs)
     mcp_method = attrs.get("mcp.method.name")
+    if op in INFERENCE and mcp_method is None:
+        return _llm_call(attrs, op, status_code, duration, service)
     if op == "execute_tool" and mcp_method is None:
         return {"kind": "tool_call",
                 "tool": _label(attrs.get("gen_ai.tool.name"), name or "unknown"),
+                "agent": _label(attrs.get("gen_ai.agent.name"), ""),
+                "duration_seconds": duration,
+                "error_type": _error_type(attrs, status_code)}
+    span_kind = attrs.get("traceloop.span.kind")
+    if span_kind == "tool" and op in ("", "execute_tool"):
+        # OpenLLMetry (the MCP instrumentation, traceloop's @tool): "{tool}.tool" spans
+        # with no gen_ai.* attribute; the tool is the entity.
+        return {"kind": "tool_call",
+                "tool": _label(_first(attrs, ("gen_ai.tool.name", "traceloop.entity.name")),
+                               name.removesuffix(".tool") or "unknown"),
                 "agent": _label(attrs.get("gen_ai.agent.name"), ""),
                 "duration_seconds": duration,
                 "error_type": _error_type(attrs, status_code)}
@@ -148,22 +162,6 @@ def map_span(attrs: Attributes, name: str, kind: int, status_code: int, *, start
                     "duration_seconds": duration,
                     "error_type": _error_type(attrs, status_code)}
         return {"kind": "_mcp"}  # recognised; metrics come with the MCP metrics
-    if op in INFERENCE:
-        event: dict[str, Any] = {
-            "kind": "llm_call", "provider": provider_of(attrs),
-            "model": _label(_first(attrs, ("gen_ai.request.model", "gen_ai.response.model")),
-                            "unknown"),
-            "operation": OPERATION_ALIASES.get(op, op),
-            "input_tokens": _count(attrs, _INPUT), "output_tokens": _count(attrs, _OUTPUT),
-            "cached_input_tokens": _count(attrs, _CACHED),
-            "duration_seconds": duration,
-            "error_type": _error_type(attrs, status_code),
-            "component": service[:_MAX_LABEL]}
-        ttft = _first(attrs, _TTFT)
-        if isinstance(ttft, int | float) and not isinstance(ttft, bool):
-            event["time_to_first_token_seconds"] = ttft
-        return event
-    span_kind = attrs.get("traceloop.span.kind")
     if op in AGENT_OPERATIONS or span_kind in TRACELOOP_TASK_KINDS:
         agent = _first(attrs, ("gen_ai.agent.name", "traceloop.entity.name"))
         return {"kind": "task", "component": _label(agent, service or "unknown"),
@@ -171,6 +169,35 @@ def map_span(attrs: Attributes, name: str, kind: int, status_code: int, *, start
                 "status": "failed" if status_code == STATUS_ERROR else "succeeded",
                 "duration_seconds": duration}
     return None
+
+
+def _llm_call(attrs: Attributes, op: str, status_code: int, duration: float, service: str
+              ) -> dict[str, Any]:
+    """The common case, kept to plain lookups (the current attribute names first)."""
+    get = attrs.get
+    provider = get("gen_ai.provider.name")
+    model = get("gen_ai.request.model") or get("gen_ai.response.model")
+    inputs, outputs = get("gen_ai.usage.input_tokens"), get("gen_ai.usage.output_tokens")
+    cached = get("gen_ai.usage.cache_read.input_tokens")
+    error = get("error.type")
+    event: dict[str, Any] = {
+        "kind": "llm_call",
+        "provider": provider if type(provider) is str and provider else provider_of(attrs),
+        "model": model if type(model) is str and model else "unknown",
+        "operation": OPERATION_ALIASES.get(op, op),
+        "input_tokens": inputs if type(inputs) is int else _count(attrs, _INPUT),
+        "output_tokens": outputs if type(outputs) is int else _count(attrs, _OUTPUT),
+        "cached_input_tokens": cached if type(cached) is int else _count(attrs, _CACHED),
+        "duration_seconds": duration,
+        "error_type": error if type(error) is str and error else (
+            "_OTHER" if status_code == STATUS_ERROR else ""),
+        "component": service[:_MAX_LABEL]}
+    ttft = get("gen_ai.response.time_to_first_chunk")
+    if ttft is None:
+        ttft = _first(attrs, _TTFT[1:])
+    if isinstance(ttft, int | float) and not isinstance(ttft, bool):
+        event["time_to_first_token_seconds"] = ttft
+    return event
 
 
 def map_log(attrs: Attributes, event_name: str) -> dict[str, Any] | None:

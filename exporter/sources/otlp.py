@@ -24,6 +24,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -32,6 +33,7 @@ from exporter import catalog
 from exporter.events import EVENT_TYPES, KIND_OF, AnyEvent, Rejection, classify
 from exporter.ingest import Ingestor
 from exporter.otlp_intake import decode as otlp_decode
+from exporter.otlp_intake import spantree
 from exporter.otlp_intake.mapping import attributes, map_log, map_span
 from exporter.otlp_intake.metrics import MetricStreams, map_metrics
 from exporter.scopes import Scope
@@ -118,12 +120,10 @@ class SeenIds:
 
 
 def span_key(trace_id: bytes, span_id: bytes) -> int:
-    """A 64-bit identity of a span: trace ids and span ids are random (W3C Trace Context),
-    so the low half of the trace id mixed with the span id keeps collisions within a
-    window of 10^5 spans below 10^-9."""
-    low = int.from_bytes(trace_id[-8:].rjust(8, b"\0"), "little")
-    return low ^ (int.from_bytes(span_id[:8].rjust(8, b"\0"), "little") * 0x9E3779B97F4A7C15
-                  & 0xFFFFFFFFFFFFFFFF)
+    """A 64-bit identity of a span: a BLAKE2b digest of trace id and span id, so that ids
+    that are not random (some SDKs and tests count them) do not collide either; within a
+    window of 10^5 spans a collision is below 10^-9."""
+    return int.from_bytes(_blake2b(trace_id + span_id, digest_size=8).digest(), "little")
 
 
 def content_key(data: bytes) -> int:
@@ -211,14 +211,15 @@ class OtlpSource(Source):
         except otlp_decode.BadRequestError as exc:
             self.count_request(signal_name, transport, "rejected")
             return self.error(400, encoding, str(exc))
+        raw = body if encoding == otlp_decode.PROTOBUF else None
         if self.store is None:
-            tally = self._apply(signal_name, message, None, scope)
+            tally = self._apply(signal_name, message, raw, None, scope)
         else:
             kind = f"{signal_name}:{'json' if encoding == otlp_decode.JSON else 'proto'}"
             try:
                 tally = self.store.wal.append(
                     self.name, kind, body,
-                    lambda now: self._apply(signal_name, message, now, scope),
+                    lambda now: self._apply(signal_name, message, raw, now, scope),
                     scope.encode() if scope is not None else b"")
             except StorageUnavailableError as exc:
                 self.count_request(signal_name, transport, "unavailable")
@@ -251,7 +252,8 @@ class OtlpSource(Source):
         encoding = otlp_decode.JSON if enc == "json" else otlp_decode.PROTOBUF
         message = otlp_decode.decode(otlp_decode.SIGNALS[signal_name], record.body, encoding)
         scope = Scope.decode(record.scope) if record.scope else None
-        self._apply(signal_name, message, now, scope)
+        raw = record.body if encoding == otlp_decode.PROTOBUF else None
+        self._apply(signal_name, message, raw, now, scope)
 
     # --- mapping -----------------------------------------------------------------------
     def _signal_of(self, resource: dict[str, Any]) -> str:
@@ -260,11 +262,12 @@ class OtlpSource(Source):
             return self.cfg.genai_signal_by_service[service]
         return self.cfg.genai_signal
 
-    def _apply(self, signal: str, message: Any, now: float | None, scope: Scope | None
+    def _apply(self, signal: str, message: Any, body: bytes | None, now: float | None,
+               scope: Scope | None
                ) -> _Tally:
         with self._lock:
             if signal == "traces":
-                tally, events = self._spans(message, scope)
+                tally, events = self._spans(message, body, scope)
             elif signal == "logs":
                 tally, events = self._logs(message, scope)
             else:
@@ -325,39 +328,37 @@ class OtlpSource(Source):
             return None
         return name
 
-    def _spans(self, request: Any, scope: Scope | None) -> tuple[_Tally, list[AnyEvent]]:
+    def _spans(self, request: Any, body: bytes | None, scope: Scope | None
+               ) -> tuple[_Tally, list[AnyEvent]]:
         tally = _Tally()
         events: list[AnyEvent] = []
-        for rs in request.resource_spans:
-            resource = attributes(rs.resource.attributes)
+        for resource, scope_spans in spantree.tree(request, body):
             # A provider SDK's own spans first: they supersede an instrumentation's of the
             # same calls (see NATIVE_SCOPES).
-            ordered = sorted(rs.scope_spans, key=lambda ss: ss.scope.name not in NATIVE_SCOPES)
-            spans = [(ss.scope.name, span) for ss in ordered for span in ss.spans]
+            ordered = sorted(scope_spans, key=lambda ss: ss[0] not in NATIVE_SCOPES)
+            spans = [(name, span) for name, group in ordered for span in group]
             service = self._service(resource, scope, tally, len(spans))
             if service is None:
                 continue
             from_spans = self._signal_of(resource) == "traces"
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
-            for scope_name, span in spans:
-                attrs = attributes(span.attributes)
-                fields = map_span(attrs, span.name, span.kind,
-                                  span.status.code, start_ns=span.start_time_unix_nano,
-                                  end_ns=span.end_time_unix_nano, service=service)
-                if fields is None or (fields["kind"] == "llm_call" and not from_spans):
+            for scope_name, (trace_id, span_id, name, kind, start, end, code, attrs) in spans:
+                fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
+                                  service=service)
+                if fields is None:
                     tally.ignored += 1
                     continue
-                if fields["kind"] == "llm_call" and self._superseded(
-                        instance, scope_name, fields["provider"]):
+                is_llm = fields["kind"] == "llm_call"
+                if is_llm and (not from_spans or self._superseded(
+                        instance, scope_name, fields["provider"])):
                     tally.ignored += 1
                     continue
-                if not self.spans.add(span_key(span.trace_id, span.span_id)):
+                if not self.spans.add(span_key(trace_id, span_id)):
                     tally.duplicate += 1
                     continue
-                response_id = attrs.get("gen_ai.response.id")
-                if (fields["kind"] == "llm_call" and isinstance(response_id, str)
-                        and response_id and not self.spans.add(
-                            content_key(f"{instance}\0{response_id}".encode()))):
+                response_id = attrs.get("gen_ai.response.id") if is_llm else None
+                if (isinstance(response_id, str) and response_id and not self.spans.add(
+                        content_key(f"{instance}\0{response_id}".encode()))):
                     tally.duplicate += 1  # the same call, traced twice
                     continue
                 if fields["kind"] == "_mcp":
