@@ -25,7 +25,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -177,10 +176,7 @@ def over_http(args: argparse.Namespace) -> None:
                                                args.seconds, start_at) for bodies in jobs]
                         if kind == "otlp":
                             time.sleep(1.0)
-                            sampler = threading.Thread(
-                                target=lambda: scrapes.extend(scrape_ms(url, 10)))
-                            sampler.start()
-                            sampler.join()
+                            scrapes.extend(scrape_ms(url, 10))
                         outcomes = [f.result(timeout=args.seconds + 300) for f in futures]
                     wall = time.time() - start_at
                     sent = sum(o[0] for o in outcomes) * args.batch

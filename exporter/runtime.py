@@ -170,7 +170,7 @@ class Runtime:
         return CollectorRunner(collectors, cfg.collectors.timeout_seconds, self.pool)
 
     def _source_deps(self, cfg: Config) -> SourceDeps:
-        return SourceDeps(cfg, self.ingestor, self.store, self.security)
+        return SourceDeps(cfg, self.ingestor, self.store, self.security, self.collect_gate)
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> None:

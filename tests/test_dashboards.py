@@ -5,8 +5,8 @@
 3. every expression parses (``promtool check rules`` on a generated rules file);
 4. every metric name exists in the catalog or is a recording rule;
 5. against a real Prometheus scraping the real exporter (demo workload plus probes,
-   process matching, a tailed file, snapshots, Redis Streams and OTLP push), every panel
-   query returns at least one series.
+   process matching, a tailed file, snapshots, Redis Streams, OTLP push and OTLP intake),
+   every panel query returns at least one series.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import requests
 import yaml
 
 from exporter import catalog
+from tests.otlpcases import chat_attrs, genai_metrics, traces
 from tests.procs import (
     LOOPBACK,
     Exporter,
@@ -514,6 +515,39 @@ EVENT_LINES: list[dict[str, Any]] = [
 ]
 
 
+OTLP_PROTOBUF = {"Content-Type": "application/x-protobuf"}
+# What an instrumented application sends the OTLP intake: GenAI chat spans (one failed),
+# a tool span and a span that is no GenAI call (ignored).
+OTLP_SPANS: list[dict[str, Any]] = [
+    {"attrs": chat_attrs(model="gpt-4o-mini", input_tokens=120, output_tokens=30,
+                         extra={"gen_ai.response.time_to_first_chunk": 0.2}),
+     "seconds": 0.8},
+    {"attrs": chat_attrs(model="gpt-4o-mini", extra={"error.type": "rate_limit_exceeded"}),
+     "error": True, "seconds": 0.1},
+    {"attrs": {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "otlp-search",
+               "gen_ai.agent.name": "otlp-agent"}, "name": "execute_tool otlp-search",
+     "seconds": 0.05},
+    {"attrs": {"http.request.method": "GET"}, "name": "GET /health", "kind": 2},
+]
+
+
+def send_otlp(exporter: Exporter) -> None:
+    """OTLP/HTTP protobuf to the intake, as an instrumented application sends it: spans, the
+    same request again (an exporter's retry: duplicates), and GenAI metrics (ignored: spans
+    are the counted signal)."""
+    spans = traces(OTLP_SPANS, service="otlp-agent", trace=0xDA5B0A2D).SerializeToString()
+    for body in (spans, spans):
+        response = exporter.post("/v1/traces", data=body, headers=OTLP_PROTOBUF)
+        assert response.status_code == 200, response.text
+    metrics = genai_metrics([0.3, 1.2], [40, 80], service="otlp-agent").SerializeToString()
+    response = exporter.post("/v1/metrics", data=metrics, headers=OTLP_PROTOBUF)
+    assert response.status_code == 200, response.text
+    text = exporter.metrics()
+    for outcome in ("mapped", "duplicate", "ignored"):
+        assert sample_value(text, "ai_exporter_otlp_intake_items_total",
+                            {"signal": "traces", "outcome": outcome}), outcome
+
+
 @dataclass
 class Stack:
     exporter: Exporter
@@ -602,6 +636,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
              "event_id": "dashboards-test-1"},
             {"kind": "no_such_kind"}])
         assert response.status_code in (200, 202, 207, 400), response.text
+        send_otlp(exporter)
         # Tool calls with more distinct tool names than the series cap, for the overflow
         # panel; sent once the demo's failed tool calls have their own series, which then
         # keep counting (only new label sets fold into "other").

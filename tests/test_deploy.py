@@ -6,6 +6,7 @@ configuration, the Prometheus rules and the scrape configuration."""
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -21,16 +22,19 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as exporter_config
 from exporter.cli import build_parser
 from exporter.runtime import Runtime
-from tests.procs import ROOT, Exporter, free_port, require_binary
+from tests.procs import ROOT, Exporter, free_port, require_binary, sample_value, wait_until
 
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "kubernetes"
 UNIT = ROOT / "deploy" / "systemd" / "ai-metrics-exporter.service"
 JOB = "ai-metrics-exporter"
+APP = "otlp-genai-app"
+APP_DIR = ROOT / "examples" / "otlp-genai-app"
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -66,7 +70,7 @@ def compose() -> dict[str, Any]:
 @pytest.mark.e2e
 def test_compose_is_valid(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"ai-metrics-exporter", "prometheus", "alertmanager",
-                                        "grafana", "otel-collector"}
+                                        "grafana", "otel-collector", APP}
 
 
 @pytest.mark.e2e
@@ -197,6 +201,121 @@ def test_compose_runs_the_demo_as_a_non_root_read_only_container(
     assert exporter["command"] == ["demo"]
     assert exporter["read_only"] is True and exporter["cap_drop"] == ["ALL"]
     assert exporter["build"]["args"]["AI_EXPORTER_REVISION"] == "unknown"
+
+
+# --- the example instrumented application ------------------------------------------------
+# Addresses Docker gives containers on compose networks: its default address pools
+# (172.17.0.0/16 … 172.31.0.0/16, 192.168.0.0/16 in /20s) and a user-chosen 10/8 pool.
+COMPOSE_ADDRESSES = ("172.17.0.2", "172.18.0.5", "172.31.255.1", "192.168.16.3",
+                     "192.168.240.7", "10.11.0.4")
+
+
+def _app(compose: dict[str, Any]) -> dict[str, Any]:
+    service: dict[str, Any] = compose["services"][APP]
+    return service
+
+
+@pytest.mark.e2e
+def test_example_app_sends_otlp_to_the_exporter_over_the_compose_network(
+        compose: dict[str, Any]) -> None:
+    app = _app(compose)
+    exporter = compose["services"]["ai-metrics-exporter"]
+    env = app["environment"]
+    endpoint = urlparse(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port, endpoint.path) == (
+        "http", "ai-metrics-exporter", exporter_config.DEFAULT_PORT, "")
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_SERVICE_NAME"] == APP
+    assert str(exporter_config.DEFAULT_PORT) in [str(p) for p in exporter["expose"]]
+    # the exporter's image (it has the OTel SDK), the program mounted from examples/
+    assert app["image"] == exporter["image"] and app["build"] == exporter["build"]
+    assert app["depends_on"]["ai-metrics-exporter"]["condition"] == "service_healthy"
+    binds = {target: Path(src) for src, target in _binds(app)}
+    assert app["entrypoint"][0] == "python"
+    program = app["entrypoint"][1]
+    mount = next(t for t in binds if program.startswith(t + "/"))
+    assert binds[mount] / program.removeprefix(mount + "/") == APP_DIR / "app.py"
+    assert app["read_only"] is True and app["cap_drop"] == ["ALL"]
+    assert "ports" not in app and "ports" not in exporter
+
+
+@pytest.mark.e2e
+def test_compose_exporter_admits_writes_from_the_compose_network_only(
+        compose: dict[str, Any]) -> None:
+    """Writes are loopback-only by default: the exporter service admits the private ranges
+    of compose networks (its port is not published), parsed as the exporter parses them."""
+    env = compose["services"]["ai-metrics-exporter"]["environment"]
+    name = "AI_EXPORTER_WEB__WRITE_ALLOWED_NETWORKS"
+    config = exporter_config.load(None, environ={name: env[name]})
+    assert isinstance(config.web.write_allowed_networks, list)
+    networks = exporter_config.parse_networks(config.web.write_allowed_networks)
+    defaults = exporter_config.parse_networks(
+        exporter_config.load(None, environ={}).web.write_allowed_networks)
+    assert set(defaults) <= set(networks), "loopback stays allowed"
+
+    def allowed(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip in net for net in networks if net.version == ip.version)
+
+    assert all(allowed(a) for a in COMPOSE_ADDRESSES)
+    assert all(ipaddress.ip_network(n).is_private for n in config.web.write_allowed_networks)
+    assert not allowed("8.8.8.8") and not allowed("100.64.0.1") and not allowed("2001:db8::1")
+
+
+@pytest.mark.e2e
+def test_example_app_runs_against_the_real_exporter(
+        tmp_path: Path, compose: dict[str, Any]) -> None:
+    """examples/otlp-genai-app/app.py with the compose service's environment, pointed at a
+    real exporter started with the compose exporter's write networks: its GenAI spans
+    count, and the compose health check passes on the heartbeat it leaves."""
+    name = "AI_EXPORTER_WEB__WRITE_ALLOWED_NETWORKS"
+    networks = compose["services"]["ai-metrics-exporter"]["environment"][name]
+    exporter = Exporter(tmp_path, {}, env={name: networks})
+    try:
+        heartbeat = tmp_path / "alive"
+        steps, error_every = 8, 3
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AI_"))}
+        env.update({str(k): str(v) for k, v in _app(compose)["environment"].items()})
+        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": exporter.url, "CALLS": str(steps),
+                    "INTERVAL_SECONDS": "0", "LATENCY_SCALE": "0.01",
+                    "ERROR_EVERY": str(error_every), "HEARTBEAT_FILE": str(heartbeat)})
+        run = subprocess.run([sys.executable, str(APP_DIR / "app.py")], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        match = re.search(r"(\d+) steps, (\d+) chat calls", run.stdout)
+        assert match, run.stdout
+        done, chats = int(match.group(1)), int(match.group(2))
+        assert done == steps and chats >= steps
+        tools = chats - steps  # each step makes one chat call, or a chat, a tool and a chat
+
+        def value(metric: str, labels: dict[str, str] | None = None) -> float:
+            """The sum of every sample ``metric`` whose labels include ``labels``."""
+            return sum(float(x.value) for family in
+                       text_string_to_metric_families(exporter.metrics())
+                       for x in family.samples if x.name == metric
+                       and all(x.labels.get(k) == v for k, v in (labels or {}).items()))
+
+        wait_until(lambda: value("ai_llm_requests_total") == chats, 15,
+                   what=f"{chats} LLM requests")
+        assert value("ai_llm_requests_total", {"outcome": "error",
+                                               "error_type": "rate_limit_exceeded"}) == \
+            chats // error_every
+        assert value("ai_llm_tokens_total", {"gen_ai_token_type": "input"}) > 0
+        assert value("ai_tool_calls_total", {"outcome": "success"}) == tools
+        assert sample_value(exporter.metrics(), "ai_exporter_otlp_intake_items_total",
+                            {"signal": "traces", "outcome": "mapped"}) == chats + tools
+
+        check = _healthcheck_argv(_app(compose)["healthcheck"]["test"])
+        compose_heartbeat = _app(compose)["environment"]["HEARTBEAT_FILE"]
+        assert compose_heartbeat in check[-1]
+        check[-1] = check[-1].replace(compose_heartbeat, str(heartbeat))
+        ok = subprocess.run(check, capture_output=True, timeout=30, check=False)
+        assert ok.returncode == 0, ok.stderr
+        heartbeat.unlink()
+        missing = subprocess.run(check, capture_output=True, timeout=30, check=False)
+        assert missing.returncode != 0
+    finally:
+        exporter.stop()
 
 
 # --- Dockerfile --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ mapping facts these tests rely on:
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -32,7 +33,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.llm_standin import LlmStandin, tokens_for, words
-from tests.procs import LOOPBACK, ROOT, Exporter, free_port, sample_value, wait_until
+from tests.procs import (
+    LOOPBACK,
+    ROOT,
+    Exporter,
+    Prometheus,
+    free_port,
+    sample_value,
+    static_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -211,6 +221,85 @@ def test_openai_official_over_http(exporter: Exporter, llm: LlmStandin) -> None:
     assert total(text, intake, {"outcome": "rejected"}) == 0
     assert only(text, "ai_exporter_otlp_intake_items_total",
                 {"signal": "metrics", "outcome": "mapped"}) == 0
+
+
+def prom_value(prom: Prometheus, expr: str) -> float | None:
+    """The value of an instant query that returns one series (None while it has none)."""
+    result = prom.query(expr)
+    assert len(result) <= 1, f"{expr}: want one series, got {result}"
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_prom_value(prom: Prometheus, expr: str, want: float, timeout: float = 30) -> None:
+    seen: list[float | None] = []
+
+    def reached() -> bool:
+        seen.append(prom_value(prom, expr))
+        return seen[-1] == want
+    try:
+        wait_until(reached, timeout, interval=0.5, what=f"PromQL {expr} == {want}")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; last value {seen[-1:]}") from None
+
+
+def observed_bucket_range(text: str, name: str) -> tuple[float, float]:
+    """(the bound below the first non-empty bucket, the bound of the bucket where every
+    observation is in) of histogram ``name`` summed over its label sets, from /metrics."""
+    counts: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{name}_bucket":
+                le = float(s.labels["le"])
+                counts[le] = counts.get(le, 0.0) + float(s.value)
+    bounds = sorted(counts)
+    every = counts[math.inf]
+    assert every > 0, f"{name}: no observation"
+    first = next(i for i, b in enumerate(bounds) if counts[b] > 0)
+    last = next(b for b in bounds if counts[b] == every)
+    return (bounds[first - 1] if first > 0 else 0.0), last
+
+
+def test_openai_official_through_a_real_prometheus(
+        tmp_path: Path, exporter: Exporter, llm: LlmStandin) -> None:
+    """The counts through PromQL, as the dashboards and alerts read them: exact sums, and
+    rate() and histogram_quantile() over the instrumented client's two runs (Prometheus
+    scrapes the first run's totals before the second adds to them)."""
+    prom = Prometheus(tmp_path, [static_job("ai-metrics-exporter",
+                                            f"{LOOPBACK}:{exporter.port}")], interval="1s")
+    try:
+        prom.wait_for('up{job="ai-metrics-exporter"} == 1', timeout=30)
+        spans = sum(OPENAI_CALLS.values())
+        input_tokens = 'sum(ai_llm_tokens_total{gen_ai_token_type="input"})'
+        requests_ = "sum(ai_llm_requests_total)"
+        for run in (1, 2):
+            run_client("openai_official", exporter.url, llm, OPENAI_ENV)
+            text = settled(exporter, run * spans)
+            served = llm.answered()
+            assert len(served) == run * spans
+            served_input = sum(c.tokens.input for c in served if c.tokens is not None)
+            assert total(text, "ai_llm_tokens_total", {"gen_ai_token_type": "input"}) == \
+                served_input
+            # what the stand-in served, exactly, through Prometheus
+            wait_prom_value(prom, input_tokens, served_input)
+            wait_prom_value(prom, requests_, len(served))
+        assert prom_value(prom, 'sum(ai_llm_requests_total{outcome="error"})') == \
+            2 * OPENAI_CALLS["ERROR_CALLS"]
+        assert prom_value(prom, 'sum(ai_llm_tokens_total{gen_ai_token_type="output"})') == \
+            2 * (OPENAI_CALLS["CHAT_CALLS"] + OPENAI_CALLS["STREAM_CALLS"]) \
+            * tokens_for(OPENAI_MODEL, PROMPT_TOKENS).output
+
+        rate = prom_value(prom, "sum(rate(ai_llm_requests_total[1m]))")
+        assert rate is not None and rate > 0
+        duration = "gen_ai_client_operation_duration_seconds"
+        low, high = observed_bucket_range(exporter.metrics(), duration)
+        median = prom_value(prom, f"histogram_quantile(0.5, sum by (le) "
+                                  f"(rate({duration}_bucket[1m])))")
+        assert median is not None and math.isfinite(median), median
+        assert low <= median <= high, (median, low, high)
+        count = prom_value(prom, f"sum({duration}_count)")
+        assert count == 2 * spans
+    finally:
+        prom.stop()
 
 
 def test_openai_official_over_grpc(tmp_path: Path, llm: LlmStandin) -> None:

@@ -114,6 +114,12 @@ class CollectGate:
         finally:
             end()
 
+    def wait_while_serving(self, timeout: float) -> None:
+        """For intake (OTLP, between slices of a request's mapping): wait, at most
+        ``timeout``, while a ``/metrics`` request is being served; at once otherwise."""
+        if self._serving:
+            self.yield_to_scrapes(timeout)
+
     @property
     def requests_in_flight(self) -> int:
         return self._serving

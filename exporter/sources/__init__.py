@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from exporter.config import Config
 from exporter.ingest import Ingestor
+from exporter.otlp.gate import CollectGate
 from exporter.security import Security
 from exporter.sources.base import Source
 from exporter.storage import StateStore
@@ -28,6 +29,8 @@ class SourceDeps:
     # Authorization of intake that does not pass the web layer (OTLP/gRPC); None where
     # nothing is served (a validation build).
     security: Security | None = None
+    # Scrapes first: intake pauses its CPU work while /metrics is being served (one GIL).
+    collect_gate: CollectGate | None = None
 
 
 _MODULES = (

@@ -19,10 +19,12 @@ with the counts they produced; a repeat is counted as ``duplicate`` and not agai
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import struct
 import threading
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from exporter.config import OtlpIntakeConfig
+    from exporter.otlp.gate import CollectGate
     from exporter.security import Security
     from exporter.sources import SourceDeps
 
@@ -58,6 +61,11 @@ RETRY_AFTER_SECONDS = 1
 # counts, the instrumentation's of that provider in that service instance is ignored.
 NATIVE_SCOPES = {"com.anthropic.sdk.python": "anthropic"}
 MAX_NATIVE = 10_000
+# Scrapes first: every SLICE_SPANS spans (about 0.5 ms of work) the mapping waits while a
+# /metrics request is being served, at most SCRAPE_WAIT per wait. Holding this source's
+# lock meanwhile is safe: its self metrics are read without it.
+SLICE_SPANS = 32
+SCRAPE_WAIT = 0.5
 EVENT_CLASSES: dict[str, Any] = {KIND_OF[cls]: cls for cls in EVENT_TYPES}
 _PACK = struct.Struct("<Q")
 
@@ -136,9 +144,11 @@ class OtlpSource(Source):
     name = "otlp"
 
     def __init__(self, ingestor: Ingestor, cfg: OtlpIntakeConfig, store: StateStore | None,
-                 max_body_bytes: int, security: Security | None = None) -> None:
+                 max_body_bytes: int, *, security: Security | None = None,
+                 gate: CollectGate | None = None) -> None:
         super().__init__(ingestor)
         self.security = security
+        self.gate = gate
         self.cfg = cfg
         self.store = store
         self.max_body_bytes = max_body_bytes
@@ -185,8 +195,12 @@ class OtlpSource(Source):
         return True, f"accepting OTLP on {where}"
 
     # --- state store participant -----------------------------------------------------
-    def hold(self) -> threading.Lock:
-        return self._lock
+    def hold(self) -> AbstractContextManager[object]:
+        """Nothing to hold: the cursor changes only inside the write-ahead log's apply
+        step, which the store's commit holds already (the log is a participant too).
+        Holding this source's own lock here would invert the order the apply step takes
+        them in (the log's, then this one's) and could deadlock a commit."""
+        return contextlib.nullcontext()
 
     def cursor(self) -> dict[str, Any]:
         return {"spans": self.spans.encode(), "logs": self.logs.encode(),
@@ -206,6 +220,8 @@ class OtlpSource(Source):
         """Decode, log, map and count one request body (already decompressed and within
         the size limit)."""
         signal = otlp_decode.SIGNALS[signal_name]
+        if self.gate is not None:
+            self.gate.wait_while_serving(SCRAPE_WAIT)
         try:
             message = otlp_decode.decode(signal, body, encoding)
         except otlp_decode.BadRequestError as exc:
@@ -330,6 +346,7 @@ class OtlpSource(Source):
 
     def _spans(self, request: Any, body: bytes | None, scope: Scope | None
                ) -> tuple[_Tally, list[AnyEvent]]:
+        gate = self.gate
         tally = _Tally()
         events: list[AnyEvent] = []
         for resource, scope_spans in spantree.tree(request, body):
@@ -342,7 +359,10 @@ class OtlpSource(Source):
                 continue
             from_spans = self._signal_of(resource) == "traces"
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
-            for scope_name, (trace_id, span_id, name, kind, start, end, code, attrs) in spans:
+            for n, (scope_name, (trace_id, span_id, name, kind, start, end, code, attrs)) \
+                    in enumerate(spans):
+                if gate is not None and not n % SLICE_SPANS:
+                    gate.wait_while_serving(SCRAPE_WAIT)
                 fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
                                   service=service)
                 if fields is None:
@@ -404,12 +424,14 @@ class OtlpSource(Source):
         requests = catalog.EXPORTER_OTLP_INTAKE_REQUESTS.family()
         items = catalog.EXPORTER_OTLP_INTAKE_ITEMS.family()
         ids = catalog.EXPORTER_OTLP_INTAKE_DEDUP_IDS.family()
-        with self._lock:
-            for (signal, transport, outcome), n in sorted(self.requests.items()):
-                requests.add_metric([signal, transport, outcome], n)
-            for (signal, outcome), n in sorted(self.items.items()):
-                items.add_metric([signal, outcome], n)
-            ids.add_metric([], float(len(self.spans.keys) + len(self.logs.keys)))
+        # Without the lock, which the mapping may hold while it waits for this scrape: every
+        # key exists from the start, so the dicts never change size; a count read a moment
+        # early is the next scrape's.
+        for (signal, transport, outcome), n in sorted(self.requests.items()):
+            requests.add_metric([signal, transport, outcome], n)
+        for (signal, outcome), n in sorted(self.items.items()):
+            items.add_metric([signal, outcome], n)
+        ids.add_metric([], float(len(self.spans.keys) + len(self.logs.keys)))
         return [requests, items, ids]
 
 
@@ -418,4 +440,4 @@ def from_config(deps: SourceDeps) -> list[Source]:
     if not cfg.enabled and not cfg.grpc_listen_address:
         return []
     return [OtlpSource(deps.ingestor, cfg, deps.store, deps.config.web.max_request_bytes,
-                       deps.security)]
+                       security=deps.security, gate=deps.collect_gate)]

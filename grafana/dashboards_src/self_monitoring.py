@@ -1,4 +1,5 @@
-"""The exporter itself: scrapes, collectors, ingestion, tailed files, OTLP, Redis, access."""
+"""The exporter itself: scrapes, collectors, ingestion, tailed files, OTLP intake and export,
+Redis, access."""
 
 from __future__ import annotations
 
@@ -100,6 +101,24 @@ def build(params: Parameters) -> Board:
            Target(f"sum by (path, outcome) ({rate('ai_exporter_snapshot_reads_total')})",
                   "{{path}} {{outcome}}"), width=8),
     ]
+    intake = [
+        ts("OTLP intake items", "Spans, metric points and log records received over OTLP "
+           "per second, by signal and outcome (mapped; ignored: not GenAI/MCP or not the "
+           "counted signal; duplicate: a retried export seen before; rejected).", "cps",
+           Target(f"sum by (signal, outcome) "
+                  f"({rate('ai_exporter_otlp_intake_items_total')})",
+                  "{{signal}} {{outcome}}"), width=10),
+        ts("OTLP intake requests", "OTLP export requests received per second, by transport "
+           "and outcome (success, partial, rejected, too_large, unsupported, unavailable, "
+           "unauthorized).", "reqps",
+           Target(f"sum by (transport, outcome) "
+                  f"({rate('ai_exporter_otlp_intake_requests_total')})",
+                  "{{transport}} {{outcome}}"), width=8),
+        ts("OTLP span identities kept", "Span and log identities remembered to drop retried "
+           "exports (bounded by sources.otlp.dedup_window).", "short",
+           Target(f"max by (instance) ({sel('ai_exporter_otlp_intake_dedup_ids')})",
+                  "{{instance}}"), width=6),
+    ]
     otlp = [
         ts("OTLP exports", "OTLP metric exports per second by outcome (success, failure, "
            "retry).", "cps",
@@ -148,9 +167,10 @@ def build(params: Parameters) -> Board:
     return Board(
         UID_EXPORTER, "Exporter",
         "The exporter itself: scrapes, collectors, event ingestion per source, tailed "
-        "files, series caps, OTLP export, Redis Streams and authentication.",
+        "files, series caps, OTLP intake, OTLP export, Redis Streams and authentication.",
         ["exporter"], [],
         [Section("Scrapes", scrape), Section("Collectors", collectors),
          Section("Event ingestion", ingest),
-         Section("Tailed files and snapshots", tail), Section("OTLP export", otlp),
+         Section("Tailed files and snapshots", tail), Section("OTLP intake", intake),
+         Section("OTLP export", otlp),
          Section("Redis Streams", redis), Section("Access", security_panels)])
