@@ -223,3 +223,19 @@ def test_the_seeds_cover_every_entry_point_and_kind() -> None:
     assert {oracle.Config.of(d[0]).entry for d in data} == set(oracle.ENTRIES)
     for kind in KINDS:
         assert any(f'"kind":"{kind}"'.encode() in d for d in data), kind
+
+
+@pytest.mark.e2e
+def test_the_otlp_span_reader_under_asan_and_ubsan(gcc_sanitizers: build.Toolchain,
+                                                   tmp_path: Path) -> None:
+    """exporter/_otlp.c built with gcc's ASan and UBSan reads valid requests as the protobuf
+    binding does and survives thousands of mangled and random bodies without a report."""
+    module = build.build(tmp_path / "otlp", gcc_sanitizers, ROOT / "exporter" / "_otlp.c",
+                         "_otlp")
+    done = run([sys.executable, "-m", "tests.fuzz.otlp_child", str(module)], gcc_sanitizers,
+               timeout=300)
+    output = done.stdout + done.stderr
+    assert report_of(output) is None, report_of(output)
+    assert done.returncode == 0, output[-4000:]
+    checked = re.search(r"checked (\d+)", done.stdout)
+    assert checked is not None and int(checked.group(1)) > 5000, done.stdout[-2000:]
