@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -166,31 +167,212 @@ static int key_value(Buf kv, PyObject *attrs) {
 /* -1: unreadable (ValueError to be set), -2: a Python error is set. */
 #define FAIL(rc) do { int _r = (rc); if (_r < 0) { status = _r; goto done; } } while (0)
 
-static PyObject *span(Buf s, int *err) {
-    int status = 0;
-    PyObject *attrs = PyDict_New(), *name = NULL, *result = NULL;
-    Buf trace = {s.p, s.p}, sid = {s.p, s.p};
+/* FNV-1a, 64 bits: the span identities and response ids the intake remembers against
+   retried exports (exporter.sources.otlp.fnv64 is the same function). */
+static uint64_t fnv(uint64_t h, const uint8_t *p, const uint8_t *end) {
+    for (; p < end; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+#define FNV_BASIS 0xcbf29ce484222325ULL
+
+/* ---- the GenAI inference fast path ------------------------------------------------
+   A span the mapping would turn into an llm_call, from the current attribute names only
+   (exporter.otlp_intake.mapping._llm_call), becomes that event as JSON here, for the
+   native event path; any span with an older name, an odd type or a value that needs a
+   look goes the general way (its attributes as a dict). tests/test_otlp_intake.py holds
+   both to the same events. */
+enum { A_OP, A_PROVIDER, A_SYSTEM, A_REQ_MODEL, A_RESP_MODEL, A_IN, A_OUT, A_CACHED, A_ERROR,
+       A_TTFT, A_RESP_ID, A_MCP, A_LEGACY, NKEYS };
+static const struct { const char *key; int slot; } KEYS[] = {
+    {"gen_ai.operation.name", A_OP}, {"gen_ai.provider.name", A_PROVIDER},
+    {"gen_ai.system", A_SYSTEM}, {"gen_ai.request.model", A_REQ_MODEL},
+    {"gen_ai.response.model", A_RESP_MODEL}, {"gen_ai.usage.input_tokens", A_IN},
+    {"gen_ai.usage.output_tokens", A_OUT}, {"gen_ai.usage.cache_read.input_tokens", A_CACHED},
+    {"error.type", A_ERROR}, {"gen_ai.response.time_to_first_chunk", A_TTFT},
+    {"gen_ai.response.id", A_RESP_ID}, {"mcp.method.name", A_MCP},
+    /* older names the Python mapping reads: their presence sends the span that way */
+    {"llm.request.type", A_LEGACY}, {"gen_ai.usage.prompt_tokens", A_LEGACY},
+    {"llm.usage.prompt_tokens", A_LEGACY}, {"gen_ai.usage.completion_tokens", A_LEGACY},
+    {"llm.usage.completion_tokens", A_LEGACY}, {"gen_ai.usage.cache_read_input_tokens", A_LEGACY},
+    {"gen_ai.usage.cached_input_tokens", A_LEGACY},
+    {"llm.usage.cache_read_input_tokens", A_LEGACY},
+    {"gen_ai.server.time_to_first_token", A_LEGACY},
+    {"gen_ai.response.time_to_first_token", A_LEGACY},
+    {"llm.response.time_to_first_token", A_LEGACY},
+};
+#define MAX_ATTRS 128
+enum { V_NONE, V_STR, V_INT, V_DOUBLE, V_BOOL, V_OTHER };
+typedef struct {
+    int type;
+    Buf str;
+    int64_t i;
+    double d;
+} Val;
+
+/* The scalar in an AnyValue, without a Python object. */
+static int peek_value(Buf v, Val *out) {
+    out->type = V_OTHER;
+    while (v.p < v.end) {
+        uint32_t f;
+        int w;
+        if (tag(&v, &f, &w) < 0) return -1;
+        if (f == 1 && w == 2) {
+            if (sub(&v, &out->str) < 0) return -1;
+            out->type = V_STR;
+        } else if ((f == 2 || f == 3) && w == 0) {
+            uint64_t x;
+            if (varint(&v, &x) < 0) return -1;
+            out->type = f == 2 ? V_BOOL : V_INT;
+            out->i = (int64_t)x;
+        } else if (f == 4 && w == 1) {
+            uint64_t x;
+            if (fixed64(&v, &x) < 0) return -1;
+            memcpy(&out->d, &x, sizeof out->d);
+            out->type = V_DOUBLE;
+        } else {
+            if (skip(&v, w) < 0) return -1;
+            out->type = V_OTHER;
+        }
+    }
+    return 0;
+}
+
+static int buf_is(Buf b, const char *text) {
+    size_t n = strlen(text);
+    return (size_t)(b.end - b.p) == n && memcmp(b.p, text, n) == 0;
+}
+
+/* Printable ASCII, no quote or backslash: written into JSON as it is. */
+static int plain(Buf b, Py_ssize_t max) {
+    if (b.end - b.p > max) return 0;
+    for (const uint8_t *p = b.p; p < b.end; p++)
+        if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\') return 0;
+    return 1;
+}
+
+typedef struct {
+    char data[2048];
+    size_t n;
+    int overflow;
+} Out;
+
+static void put(Out *o, const char *p, size_t n) {
+    if (o->overflow || o->n + n > sizeof o->data) {
+        o->overflow = 1;
+        return;
+    }
+    memcpy(o->data + o->n, p, n);
+    o->n += n;
+}
+static void puts_(Out *o, const char *t) { put(o, t, strlen(t)); }
+static void put_str(Out *o, Buf b) {
+    put(o, "\"", 1);
+    put(o, (const char *)b.p, (size_t)(b.end - b.p));
+    put(o, "\"", 1);
+}
+static int put_double(Out *o, double d) {
+    char *text = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (text == NULL) return -2;
+    puts_(o, text);
+    PyMem_Free(text);
+    return 0;
+}
+
+static const char *const INFERENCE[] = {"chat", "text_completion", "embeddings",
+                                        "generate_content", "completion", "embedding",
+                                        "responses", NULL};
+
+/* 1: ``out`` holds the llm_call JSON; 0: the span goes the general way; <0: error. */
+static int fast_llm(Val *v, uint64_t code, uint64_t start, uint64_t end, Buf service,
+                    Out *out) {
+    if (v[A_LEGACY].type != V_NONE || v[A_MCP].type != V_NONE || v[A_SYSTEM].type != V_NONE)
+        return 0;
+    if (v[A_OP].type != V_STR || !plain(v[A_OP].str, 64)) return 0;
+    const char *op = NULL;
+    for (int i = 0; INFERENCE[i]; i++)
+        if (buf_is(v[A_OP].str, INFERENCE[i])) op = INFERENCE[i];
+    if (op == NULL) return 0;
+    if (!strcmp(op, "completion")) op = "text_completion";
+    else if (!strcmp(op, "embedding")) op = "embeddings";
+    Val *prov = &v[A_PROVIDER], *req = &v[A_REQ_MODEL], *resp = &v[A_RESP_MODEL];
+    if (prov->type != V_STR || prov->str.p == prov->str.end || !plain(prov->str, 128)) return 0;
+    Buf model;
+    if (req->type == V_STR && req->str.p != req->str.end) model = req->str;
+    else if (req->type != V_NONE && req->type != V_STR) return 0;
+    else if (resp->type == V_STR && resp->str.p != resp->str.end) model = resp->str;
+    else if (resp->type != V_NONE && resp->type != V_STR) return 0;
+    else model = (Buf){(const uint8_t *)"unknown", (const uint8_t *)"unknown" + 7};
+    if (!plain(model, 128) || !plain(service, 128)) return 0;
+    const int tokens[3] = {A_IN, A_OUT, A_CACHED};
+    for (int i = 0; i < 3; i++)
+        if (v[tokens[i]].type != V_NONE && v[tokens[i]].type != V_INT) return 0;
+    Val *err = &v[A_ERROR], *ttft = &v[A_TTFT];
+    int has_error = err->type == V_STR && err->str.p != err->str.end;
+    if (has_error && !plain(err->str, 128)) return 0;
+    if (ttft->type == V_DOUBLE && !isfinite(ttft->d)) return 0;
+    puts_(out, "{\"kind\":\"llm_call\",\"provider\":");
+    put_str(out, prov->str);
+    puts_(out, ",\"model\":");
+    put_str(out, model);
+    puts_(out, ",\"operation\":\"");
+    puts_(out, op);
+    const char *names[3] = {"\",\"input_tokens\":", ",\"output_tokens\":",
+                            ",\"cached_input_tokens\":"};
+    for (int i = 0; i < 3; i++) {
+        char number[32];
+        long long n = v[tokens[i]].type == V_INT ? (long long)v[tokens[i]].i : 0;
+        snprintf(number, sizeof number, "%lld", n);
+        puts_(out, names[i]);
+        puts_(out, number);
+    }
+    puts_(out, ",\"duration_seconds\":");
+    if (put_double(out, (double)(end > start ? end - start : 0) / 1e9) < 0) return -2;
+    puts_(out, ",\"error_type\":");
+    if (has_error) put_str(out, err->str);
+    else puts_(out, code == 2 ? "\"_OTHER\"" : "\"\"");
+    puts_(out, ",\"component\":");
+    put_str(out, service);
+    if (ttft->type == V_DOUBLE || ttft->type == V_INT) {
+        puts_(out, ",\"time_to_first_token_seconds\":");
+        if (ttft->type == V_INT) {
+            char number[32];
+            snprintf(number, sizeof number, "%lld", (long long)ttft->i);
+            puts_(out, number);
+        } else if (put_double(out, ttft->d) < 0) {
+            return -2;
+        }
+    }
+    puts_(out, "}");
+    return out->overflow ? 0 : 1;
+}
+
+/* A span: the fast tuple ("llm_call", key, response key, provider, json) where the
+   fast path takes it, else (key, name, kind, start_ns, end_ns, status_code, attrs). */
+static PyObject *span(Buf s, Buf service, int fast, int *err) {
+    const Buf whole = s;
+    int status = 0, n_attrs = 0, many = 0;
+    PyObject *attrs = NULL, *name = NULL, *result = NULL;
+    Buf trace = {s.p, s.p}, sid = {s.p, s.p}, name_buf = {NULL, NULL};
+    Buf kvs[MAX_ATTRS];
     uint64_t kind = 0, start = 0, end = 0, code = 0;
-    if (attrs == NULL) { *err = -2; return NULL; }
     while (s.p < s.end) {
         uint32_t f;
         int w;
         FAIL(tag(&s, &f, &w));
         if (f == 1 && w == 2) FAIL(sub(&s, &trace));
         else if (f == 2 && w == 2) FAIL(sub(&s, &sid));
-        else if (f == 5 && w == 2) {
-            Buf n;
-            FAIL(sub(&s, &n));
-            Py_CLEAR(name);
-            name = text(n);
-            if (name == NULL && PyErr_Occurred()) FAIL(-2);
-        } else if (f == 6 && w == 0) FAIL(varint(&s, &kind));
+        else if (f == 5 && w == 2) FAIL(sub(&s, &name_buf));
+        else if (f == 6 && w == 0) FAIL(varint(&s, &kind));
         else if (f == 7 && w == 1) FAIL(fixed64(&s, &start));
         else if (f == 8 && w == 1) FAIL(fixed64(&s, &end));
         else if (f == 9 && w == 2) {
             Buf kv;
             FAIL(sub(&s, &kv));
-            FAIL(key_value(kv, attrs));
+            if (n_attrs < MAX_ATTRS) kvs[n_attrs++] = kv;
+            else many = 1;
         } else if (f == 15 && w == 2) {
             Buf st;
             FAIL(sub(&s, &st));
@@ -203,19 +385,91 @@ static PyObject *span(Buf s, int *err) {
             }
         } else FAIL(skip(&s, w));
     }
+    uint64_t key = fnv(fnv(FNV_BASIS, trace.p, trace.end), sid.p, sid.end);
+    if (fast && !many) {
+        Val v[NKEYS];
+        for (int i = 0; i < NKEYS; i++) v[i].type = V_NONE;
+        int readable = 1;
+        for (int i = 0; i < n_attrs && readable; i++) {
+            Buf kv = kvs[i], k = {kv.p, kv.p}, val = {NULL, NULL};
+            int have_val = 0;
+            while (kv.p < kv.end) {
+                uint32_t f;
+                int w;
+                if (tag(&kv, &f, &w) < 0) { readable = 0; break; }
+                if (f == 1 && w == 2) { if (sub(&kv, &k) < 0) { readable = 0; break; } }
+                else if (f == 2 && w == 2) {
+                    if (sub(&kv, &val) < 0) { readable = 0; break; }
+                    have_val = 1;
+                } else if (skip(&kv, w) < 0) { readable = 0; break; }
+            }
+            if (!readable || !have_val) continue;
+            for (size_t j = 0; j < sizeof KEYS / sizeof KEYS[0]; j++) {
+                if (buf_is(k, KEYS[j].key)) {
+                    Val got;
+                    if (peek_value(val, &got) < 0) { readable = 0; break; }
+                    /* a value the dict would not hold (no scalar) leaves the key absent */
+                    if (got.type != V_OTHER) v[KEYS[j].slot] = got;
+                    else if (KEYS[j].slot == A_LEGACY || KEYS[j].slot == A_MCP) readable = 0;
+                    break;
+                }
+            }
+        }
+        if (readable) {
+            Out out;
+            out.n = 0;
+            out.overflow = 0;
+            int rc = fast_llm(v, code, start, end, service, &out);
+            if (rc < 0) FAIL(-2);
+            if (rc == 1) {
+                uint64_t response = 0;
+                if (v[A_RESP_ID].type == V_STR && v[A_RESP_ID].str.p != v[A_RESP_ID].str.end) {
+                    static const uint8_t zero = 0;
+                    response = fnv(fnv(fnv(FNV_BASIS, service.p, service.end), &zero, &zero + 1),
+                                   v[A_RESP_ID].str.p, v[A_RESP_ID].str.end);
+                }
+                result = Py_BuildValue("(sKKs#y#)", "llm_call", (unsigned long long)key,
+                                       (unsigned long long)response,
+                                       (const char *)v[A_PROVIDER].str.p,
+                                       (Py_ssize_t)(v[A_PROVIDER].str.end - v[A_PROVIDER].str.p),
+                                       out.data, (Py_ssize_t)out.n);
+                if (result == NULL) status = -2;
+                goto done;
+            }
+        }
+    }
+    attrs = PyDict_New();
+    if (attrs == NULL) FAIL(-2);
+    if (!many) {
+        for (int i = 0; i < n_attrs; i++) FAIL(key_value(kvs[i], attrs));
+    } else { /* past MAX_ATTRS: read every attribute again from the span, in order */
+        Buf again = whole;
+        while (again.p < again.end) {
+            uint32_t f;
+            int w;
+            FAIL(tag(&again, &f, &w));
+            if (f == 9 && w == 2) {
+                Buf kv;
+                FAIL(sub(&again, &kv));
+                FAIL(key_value(kv, attrs));
+            } else FAIL(skip(&again, w));
+        }
+    }
+    if (name_buf.p != NULL) {
+        name = text(name_buf);
+        if (name == NULL && PyErr_Occurred()) FAIL(-2);
+    }
     if (name == NULL) {
         name = PyUnicode_FromString(""); /* proto3: an empty name is not on the wire */
         if (name == NULL) FAIL(-2);
     }
-    result = Py_BuildValue("(y#y#OKKKKO)", (const char *)trace.p, (Py_ssize_t)(trace.end - trace.p),
-                           (const char *)sid.p, (Py_ssize_t)(sid.end - sid.p),
-                           name, (unsigned long long)kind,
-                           (unsigned long long)start, (unsigned long long)end,
-                           (unsigned long long)code, attrs);
+    result = Py_BuildValue("(KOKKKKO)", (unsigned long long)key, name,
+                           (unsigned long long)kind, (unsigned long long)start,
+                           (unsigned long long)end, (unsigned long long)code, attrs);
     if (result == NULL) status = -2;
 done:
     Py_XDECREF(name);
-    Py_DECREF(attrs);
+    Py_XDECREF(attrs);
     *err = status;
     return result;
 }
@@ -227,8 +481,46 @@ static int append_new(PyObject *list, PyObject *item) {
     return rc < 0 ? -2 : 0;
 }
 
-static PyObject *spans(PyObject *self, PyObject *arg) {
+/* The service.name string of a Resource (the last one given; "" when it is not a
+   string), as bytes: the component the fast path writes. */
+static int service_of(Buf resource, Buf *service) {
+    static const uint8_t empty = 0;
+    *service = (Buf){&empty, &empty};
+    while (resource.p < resource.end) {
+        uint32_t f;
+        int w;
+        if (tag(&resource, &f, &w) < 0) return -1;
+        if (!(f == 1 && w == 2)) {
+            if (skip(&resource, w) < 0) return -1;
+            continue;
+        }
+        Buf kv, k = {NULL, NULL}, val = {NULL, NULL};
+        if (sub(&resource, &kv) < 0) return -1;
+        int have_val = 0;
+        k.p = k.end = kv.p;
+        while (kv.p < kv.end) {
+            uint32_t g;
+            int x;
+            if (tag(&kv, &g, &x) < 0) return -1;
+            if (g == 1 && x == 2) { if (sub(&kv, &k) < 0) return -1; }
+            else if (g == 2 && x == 2) { if (sub(&kv, &val) < 0) return -1; have_val = 1; }
+            else if (skip(&kv, x) < 0) return -1;
+        }
+        if (have_val && buf_is(k, "service.name")) {
+            Val got;
+            if (peek_value(val, &got) < 0) return -1;
+            if (got.type == V_STR) *service = got.str;
+            else if (got.type != V_OTHER) *service = (Buf){&empty, &empty};
+        }
+    }
+    return 0;
+}
+
+static PyObject *spans(PyObject *self, PyObject *args) {
     (void)self;
+    PyObject *arg;
+    int fast = 1;
+    if (!PyArg_ParseTuple(args, "O|p", &arg, &fast)) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     int status = 0;
@@ -246,11 +538,16 @@ static PyObject *spans(PyObject *self, PyObject *arg) {
         resource = PyDict_New();
         scopes = PyList_New(0);
         if (resource == NULL || scopes == NULL) FAIL(-2);
-        while (rs.p < rs.end) {
+        /* First the resource (wherever it sits), for the service name the spans need. */
+        Buf service = {NULL, NULL}, pass = rs;
+        static const uint8_t empty = 0;
+        service.p = service.end = &empty;
+        while (pass.p < pass.end) {
             Buf part;
-            FAIL(tag(&rs, &f, &w));
+            FAIL(tag(&pass, &f, &w));
             if (f == 1 && w == 2) { /* Resource */
-                FAIL(sub(&rs, &part));
+                FAIL(sub(&pass, &part));
+                FAIL(service_of(part, &service));
                 while (part.p < part.end) {
                     uint32_t g;
                     int x;
@@ -261,7 +558,12 @@ static PyObject *spans(PyObject *self, PyObject *arg) {
                         FAIL(key_value(kv, resource));
                     } else FAIL(skip(&part, x));
                 }
-            } else if (f == 2 && w == 2) { /* ScopeSpans */
+            } else FAIL(skip(&pass, w));
+        }
+        while (rs.p < rs.end) {
+            Buf part;
+            FAIL(tag(&rs, &f, &w));
+            if (f == 2 && w == 2) { /* ScopeSpans */
                 FAIL(sub(&rs, &part));
                 scope_spans = PyList_New(0);
                 scope_name = PyUnicode_FromString("");
@@ -288,7 +590,7 @@ static PyObject *spans(PyObject *self, PyObject *arg) {
                     } else if (g == 2 && x == 2) {
                         int err = 0;
                         FAIL(sub(&part, &item));
-                        PyObject *one = span(item, &err);
+                        PyObject *one = span(item, service, fast, &err);
                         FAIL(err);
                         FAIL(append_new(scope_spans, one));
                     } else FAIL(skip(&part, x));
@@ -319,9 +621,21 @@ done:
     return out;
 }
 
+static PyObject *fnv64(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *p = (const uint8_t *)view.buf;
+    uint64_t h = fnv(FNV_BASIS, p, p + view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong((unsigned long long)h);
+}
+
 static PyMethodDef methods[] = {
-    {"spans", spans, METH_O,
-     "The resources, scopes and spans of an ExportTraceServiceRequest body."},
+    {"spans", spans, METH_VARARGS,
+     "spans(body, fast=True): the resources, scopes and spans of an "
+     "ExportTraceServiceRequest body."},
+    {"fnv64", fnv64, METH_O, "FNV-1a (64 bits) of a bytes-like object."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -229,9 +229,96 @@ def test_the_native_span_reader_gives_what_the_protobuf_binding_gives() -> None:
                           for i, a in enumerate(spans)], service=service, scope=scope)
         body = request.SerializeToString()
         parsed = ExportTraceServiceRequest.FromString(body)
-        assert native.spans(body) == spantree.from_message(parsed)
+        assert native.spans(body, False) == spantree.from_message(parsed)
 
     same()
+
+
+GENAI_KEYS = ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system",
+              "gen_ai.request.model", "gen_ai.response.model", "gen_ai.usage.input_tokens",
+              "gen_ai.usage.output_tokens", "gen_ai.usage.cache_read.input_tokens",
+              "error.type", "gen_ai.response.time_to_first_chunk", "gen_ai.response.id",
+              "mcp.method.name", "gen_ai.usage.prompt_tokens", "llm.request.type",
+              "gen_ai.server.time_to_first_token", "other.key"]
+
+
+def test_fast_llm_calls_are_the_events_the_mapping_makes() -> None:
+    """Where the C reader turns a span into llm_call JSON itself, that JSON decodes to the
+    very event the Python mapping makes from the same span, with the same identities."""
+    import msgspec
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from exporter.events import LlmCall
+    from exporter.otlp_intake import spantree
+    from exporter.otlp_intake.mapping import map_span
+
+    native = spantree.NATIVE
+    assert native is not None, "exporter._otlp is not built"
+    value = st.one_of(
+        st.sampled_from(["chat", "embeddings", "completion", "embedding", "openai", "",
+                         "gpt-4o", "x" * 140, 'q"uote', "ünï"]),
+        st.integers(min_value=-5, max_value=1 << 42), st.floats(allow_nan=True),
+        st.booleans())
+    fast_seen = []
+
+    base = st.fixed_dictionaries({
+        "gen_ai.operation.name": st.sampled_from(["chat", "embeddings", "completion",
+                                                  "embedding", "generate_content"]),
+        "gen_ai.provider.name": st.sampled_from(["openai", "anthropic", "aws.bedrock"]),
+        "gen_ai.request.model": st.sampled_from(["gpt-4o", "claude", ""]),
+        "gen_ai.usage.input_tokens": st.integers(min_value=-3, max_value=1 << 41),
+    }, optional={
+        "gen_ai.response.model": st.sampled_from(["gpt-4o-2024", ""]),
+        "gen_ai.usage.output_tokens": st.integers(min_value=0, max_value=10_000),
+        "gen_ai.usage.cache_read.input_tokens": st.integers(min_value=0, max_value=100),
+        "error.type": st.sampled_from(["429", "", "openai.RateLimitError"]),
+        "gen_ai.response.time_to_first_chunk": st.one_of(
+            st.floats(min_value=-1, max_value=1e12), st.integers(min_value=0, max_value=9)),
+        "gen_ai.response.id": st.sampled_from(["chatcmpl-1", "msg_2", ""]),
+    })
+    span_attrs = st.tuples(base, st.dictionaries(st.sampled_from(GENAI_KEYS), value,
+                                                 max_size=2)).map(
+        lambda pair: {**pair[0], **pair[1]} if len(pair[1]) % 2 else pair[0])
+
+    @settings(max_examples=400, deadline=None)
+    @given(spans=st.lists(span_attrs, min_size=1, max_size=5),
+           service=st.sampled_from(["svc", "", "s" * 200]), error=st.booleans())
+    def same(spans: list[dict[str, Any]], service: str, error: bool) -> None:
+        request = traces([{"attrs": a, "error": error, "span": i + 1}
+                          for i, a in enumerate(spans)], service=service)
+        body = request.SerializeToString()
+        fast = native.spans(body)[0][1][0][1]
+        general = spantree.from_message(ExportTraceServiceRequest.FromString(body))
+        for got, (key, name, kind, start, end, code, attrs) in zip(
+                fast, general[0][1][0][1], strict=True):
+            if got[0] != spantree.FAST:
+                continue
+            fast_seen.append(1)
+            _, fast_key, response, provider, raw = got
+            fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
+                              service=service)
+            assert fields is not None and fields["kind"] == "llm_call"
+            assert fast_key == key and provider == fields["provider"]
+            rid = attrs.get("gen_ai.response.id")
+            expected = (spantree.fnv64(f"{service}\0{rid}".encode())
+                        if isinstance(rid, str) and rid else 0)
+            assert response == expected
+            try:
+                python_event: Any = msgspec.convert(fields, LlmCall)
+            except msgspec.ValidationError:
+                python_event = None
+            try:
+                fast_event: Any = msgspec.json.decode(raw, type=LlmCall)
+            except msgspec.ValidationError:
+                fast_event = None
+            assert fast_event == python_event, (raw, fields)
+
+    same()
+    assert len(fast_seen) > 50  # the fast path was exercised
 
 
 def test_a_bad_span_is_rejected_with_a_reason_and_the_others_count(app: App) -> None:

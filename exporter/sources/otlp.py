@@ -26,7 +26,6 @@ import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -125,13 +124,6 @@ class SeenIds:
             return
         for (key,) in _PACK.iter_unpack(raw[: len(raw) - len(raw) % 8]):
             self.add(key)
-
-
-def span_key(trace_id: bytes, span_id: bytes) -> int:
-    """A 64-bit identity of a span: a BLAKE2b digest of trace id and span id, so that ids
-    that are not random (some SDKs and tests count them) do not collide either; within a
-    window of 10^5 spans a collision is below 10^-9."""
-    return int.from_bytes(_blake2b(trace_id + span_id, digest_size=8).digest(), "little")
 
 
 def content_key(data: bytes) -> int:
@@ -282,8 +274,9 @@ class OtlpSource(Source):
                scope: Scope | None
                ) -> _Tally:
         with self._lock:
+            raws: list[bytes] = []
             if signal == "traces":
-                tally, events = self._spans(message, body, scope)
+                tally, events, raws = self._spans(message, body, scope)
             elif signal == "logs":
                 tally, events = self._logs(message, scope)
             else:
@@ -303,6 +296,12 @@ class OtlpSource(Source):
                     self.ingestor.aggregator.merge_histograms(deltas)
             if events:
                 self.ingestor.apply(self.name, events, now)
+            if raws:  # fast llm_call events: validated and applied by the native path
+                accepted, bad = self.ingestor.apply_raw(self.name, raws, now)
+                tally.mapped += accepted
+                for _index, rejection in bad:
+                    self.ingestor.reject(self.name, rejection, where="an OTLP item")
+                    tally.reject(f"{rejection.reason}: {rejection.detail[:200]}")
             for outcome in OUTCOMES:
                 self.items[(signal, outcome)] += getattr(tally, outcome)
         return tally
@@ -345,11 +344,13 @@ class OtlpSource(Source):
         return name
 
     def _spans(self, request: Any, body: bytes | None, scope: Scope | None
-               ) -> tuple[_Tally, list[AnyEvent]]:
+               ) -> tuple[_Tally, list[AnyEvent], list[bytes]]:
         gate = self.gate
         tally = _Tally()
         events: list[AnyEvent] = []
-        for resource, scope_spans in spantree.tree(request, body):
+        raws: list[bytes] = []  # fast llm_call events, for the native event path
+        # A scoped credential's events are checked one by one: no fast tuples then.
+        for resource, scope_spans in spantree.tree(request, body, fast=scope is None):
             # A provider SDK's own spans first: they supersede an instrumentation's of the
             # same calls (see NATIVE_SCOPES).
             ordered = sorted(scope_spans, key=lambda ss: ss[0] not in NATIVE_SCOPES)
@@ -359,10 +360,26 @@ class OtlpSource(Source):
                 continue
             from_spans = self._signal_of(resource) == "traces"
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
-            for n, (scope_name, (trace_id, span_id, name, kind, start, end, code, attrs)) \
-                    in enumerate(spans):
+            seen = self.spans.add
+            native = self.native
+            for n, (scope_name, span) in enumerate(spans):
                 if gate is not None and not n % SLICE_SPANS:
                     gate.wait_while_serving(SCRAPE_WAIT)
+                if span[0] == spantree.FAST:
+                    _, key, response, provider, raw = span
+                    if scope_name in NATIVE_SCOPES:
+                        self._superseded(instance, scope_name, provider)  # remembers it
+                    elif native and (instance, provider) in native:
+                        tally.ignored += 1  # a second trace of the SDK's own calls
+                        continue
+                    if not from_spans:
+                        tally.ignored += 1
+                    elif not seen(key) or (response and not seen(response)):
+                        tally.duplicate += 1
+                    else:
+                        raws.append(raw)
+                    continue
+                key, name, kind, start, end, code, attrs = span
                 fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
                                   service=service)
                 if fields is None:
@@ -373,19 +390,19 @@ class OtlpSource(Source):
                         instance, scope_name, fields["provider"])):
                     tally.ignored += 1
                     continue
-                if not self.spans.add(span_key(trace_id, span_id)):
+                if not seen(key):
                     tally.duplicate += 1
                     continue
                 response_id = attrs.get("gen_ai.response.id") if is_llm else None
-                if (isinstance(response_id, str) and response_id and not self.spans.add(
-                        content_key(f"{instance}\0{response_id}".encode()))):
+                if (isinstance(response_id, str) and response_id and not seen(
+                        spantree.fnv64(f"{service}\0{response_id}".encode()))):
                     tally.duplicate += 1  # the same call, traced twice
                     continue
                 if fields["kind"] == "_mcp":
                     tally.mapped += 1
                     continue
                 self._event(fields, scope, tally, events)
-        return tally, events
+        return tally, events, raws
 
     def _logs(self, request: Any, scope: Scope | None) -> tuple[_Tally, list[AnyEvent]]:
         tally = _Tally()
