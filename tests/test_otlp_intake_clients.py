@@ -242,6 +242,20 @@ def wait_prom_value(prom: Prometheus, expr: str, want: float, timeout: float = 3
         raise AssertionError(f"{failed}; last value {seen[-1:]}") from None
 
 
+def wait_prom_some(prom: Prometheus, expr: str, timeout: float = 30) -> float:
+    """An instant query's value once it has one: a scrape that times out on a loaded
+    machine marks every series stale until the next one, so a single query may see none."""
+    seen: list[float | None] = []
+
+    def present() -> bool:
+        seen.append(prom_value(prom, expr))
+        return seen[-1] is not None
+    wait_until(present, timeout, interval=0.5, what=f"PromQL {expr} has a value")
+    value = seen[-1]
+    assert value is not None
+    return value
+
+
 def observed_bucket_range(text: str, name: str) -> tuple[float, float]:
     """(the bound below the first non-empty bucket, the bound of the bucket where every
     observation is in) of histogram ``name`` summed over its label sets, from /metrics."""
@@ -282,22 +296,21 @@ def test_openai_official_through_a_real_prometheus(
             # what the stand-in served, exactly, through Prometheus
             wait_prom_value(prom, input_tokens, served_input)
             wait_prom_value(prom, requests_, len(served))
-        assert prom_value(prom, 'sum(ai_llm_requests_total{outcome="error"})') == \
-            2 * OPENAI_CALLS["ERROR_CALLS"]
-        assert prom_value(prom, 'sum(ai_llm_tokens_total{gen_ai_token_type="output"})') == \
-            2 * (OPENAI_CALLS["CHAT_CALLS"] + OPENAI_CALLS["STREAM_CALLS"]) \
-            * tokens_for(OPENAI_MODEL, PROMPT_TOKENS).output
+        wait_prom_value(prom, 'sum(ai_llm_requests_total{outcome="error"})',
+                        2 * OPENAI_CALLS["ERROR_CALLS"])
+        wait_prom_value(prom, 'sum(ai_llm_tokens_total{gen_ai_token_type="output"})',
+                        2 * (OPENAI_CALLS["CHAT_CALLS"] + OPENAI_CALLS["STREAM_CALLS"])
+                        * tokens_for(OPENAI_MODEL, PROMPT_TOKENS).output)
 
-        rate = prom_value(prom, "sum(rate(ai_llm_requests_total[1m]))")
-        assert rate is not None and rate > 0
+        rate = wait_prom_some(prom, "sum(rate(ai_llm_requests_total[1m]))")
+        assert rate > 0
         duration = "gen_ai_client_operation_duration_seconds"
         low, high = observed_bucket_range(exporter.metrics(), duration)
-        median = prom_value(prom, f"histogram_quantile(0.5, sum by (le) "
-                                  f"(rate({duration}_bucket[1m])))")
-        assert median is not None and math.isfinite(median), median
+        median = wait_prom_some(prom, f"histogram_quantile(0.5, sum by (le) "
+                                      f"(rate({duration}_bucket[1m])))")
+        assert math.isfinite(median), median
         assert low <= median <= high, (median, low, high)
-        count = prom_value(prom, f"sum({duration}_count)")
-        assert count == 2 * spans
+        wait_prom_value(prom, f"sum({duration}_count)", 2 * spans)
     finally:
         prom.stop()
 
