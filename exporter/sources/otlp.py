@@ -297,6 +297,8 @@ class OtlpSource(Source):
             if events:
                 self.ingestor.apply(self.name, events, now)
             if raws:  # fast llm_call events: validated and applied by the native path
+                if self.gate is not None:
+                    self.gate.wait_while_serving(SCRAPE_WAIT)
                 accepted, bad = self.ingestor.apply_raw(self.name, raws, now)
                 tally.mapped += accepted
                 for _index, rejection in bad:
