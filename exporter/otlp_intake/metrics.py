@@ -45,7 +45,8 @@ DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
 
 @dataclass
 class Outcome:
-    """What one metrics request came to, by data point."""
+    """What one request came to, by item (span, data point or log record): the counts of
+    ``ai_exporter_otlp_intake_items_total`` and the first rejection's reason."""
 
     mapped: int = 0
     ignored: int = 0
@@ -53,8 +54,8 @@ class Outcome:
     rejected: int = 0
     reason: str = ""
 
-    def reject(self, why: str) -> None:
-        self.rejected += 1
+    def reject(self, why: str, n: int = 1) -> None:
+        self.rejected += n
         self.reason = self.reason or why
 
 

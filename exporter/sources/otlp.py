@@ -37,6 +37,7 @@ from exporter.otlp_intake import decode as otlp_decode
 from exporter.otlp_intake import spantree
 from exporter.otlp_intake.mapping import attributes, map_log, map_span
 from exporter.otlp_intake.metrics import MetricStreams, map_metrics
+from exporter.otlp_intake.metrics import Outcome as _Tally
 from exporter.scopes import Scope
 from exporter.sources.base import Source
 from exporter.storage import StateStore, StorageUnavailableError, WalRecord
@@ -80,19 +81,6 @@ class IntakeResult:
     headers: dict[str, str] = field(default_factory=dict)
     rejected: int = 0
     message: str = ""
-
-
-@dataclass
-class _Tally:
-    mapped: int = 0
-    ignored: int = 0
-    duplicate: int = 0
-    rejected: int = 0
-    reason: str = ""
-
-    def reject(self, why: str, n: int = 1) -> None:
-        self.rejected += n
-        self.reason = self.reason or why
 
 
 class SeenIds:
@@ -290,7 +278,7 @@ class OtlpSource(Source):
                     return self._signal_of(resource)
 
                 deltas, out = map_metrics(message, self.streams, signal_of)
-                tally = _Tally(out.mapped, out.ignored, out.duplicate, out.rejected, out.reason)
+                tally = out
                 events = []
                 if deltas:
                     self.ingestor.aggregator.merge_histograms(deltas)
