@@ -99,7 +99,7 @@ def in_process(args: argparse.Namespace) -> tuple[float, float]:
     def run_otlp() -> None:
         for body in next(it):
             result = otlp.handle("traces", body, "application/x-protobuf")
-            assert result.status == 200 and not result.rejected
+            assert result.status == 200 and not result.message
     spans = per_cpu("OTLP /v1/traces (decode + map + aggregate)", run_otlp, n * args.batch,
                     args.runs)
     pushes = push_bodies(n, args.batch)

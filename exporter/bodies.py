@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -121,3 +121,19 @@ def gunzip(body: bytes, limit: int) -> bytes:
         rest = inflater.unused_data
         if not rest:
             return b"".join(pieces)
+
+
+def read_request_body(request: Any, limit: int) -> bytes:
+    """A Werkzeug request's whole body, at most ``limit`` bytes, whether it has a
+    ``Content-Length`` or is chunked; ``BodyTooLargeError`` past it (nothing is read past a
+    ``Content-Length`` over the limit, and a chunked body is refused whole, never cut)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLargeError
+    try:
+        if length is not None:
+            body: bytes = request.get_data(cache=False)
+            return body
+        return read_unsized(request.environ["wsgi.input"], limit)
+    except RequestEntityTooLarge:  # the server's chunked decoder past the limit
+        raise BodyTooLargeError from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import struct
 import threading
 from collections import OrderedDict
@@ -79,7 +78,6 @@ class IntakeResult:
     body: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
-    rejected: int = 0
     message: str = ""
 
 
@@ -112,10 +110,6 @@ class SeenIds:
             return
         for (key,) in _PACK.iter_unpack(raw[: len(raw) - len(raw) % 8]):
             self.add(key)
-
-
-def content_key(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 class OtlpSource(Source):
@@ -227,7 +221,7 @@ class OtlpSource(Source):
         message_text = (f"{tally.rejected} rejected: {tally.reason}" if tally.rejected else "")
         return IntakeResult(200, otlp_decode.response(signal, encoding, tally.rejected,
                                                       message_text),
-                            encoding, rejected=tally.rejected, message=message_text)
+                            encoding, message=message_text)
 
     def error(self, status: int, encoding: str, message: str) -> IntakeResult:
         """A ``google.rpc.Status`` body, as OTLP/HTTP asks for failures."""
@@ -290,8 +284,7 @@ class OtlpSource(Source):
                 accepted, bad = self.ingestor.apply_raw(self.name, raws, now)
                 tally.mapped += accepted
                 for _index, rejection in bad:
-                    self.ingestor.reject(self.name, rejection, where="an OTLP item")
-                    tally.reject(f"{rejection.reason}: {rejection.detail[:200]}")
+                    self._reject(tally, rejection)
             for outcome in OUTCOMES:
                 self.items[(signal, outcome)] += getattr(tally, outcome)
         return tally
@@ -315,8 +308,14 @@ class OtlpSource(Source):
                 tally.mapped += 1
                 return
             rejection = admitted
-        self.ingestor.reject(self.name, rejection, where="an OTLP item")
-        tally.reject(f"{rejection.reason}: {rejection.detail[:200]}")
+        self._reject(tally, rejection)
+
+    def _reject(self, tally: _Tally, rejection: Rejection, n: int = 1) -> None:
+        """Count ``n`` items refused for one reason: in the ingest counters (and the
+        rate-limited log), and in the request's tally for its ``partial_success``."""
+        for _ in range(n):
+            self.ingestor.reject(self.name, rejection, where="an OTLP item")
+        tally.reject(f"{rejection.reason}: {rejection.detail[:200]}", n)
 
     def _service(self, resource: dict[str, Any], scope: Scope | None, tally: _Tally,
                  n: int) -> str | None:
@@ -325,11 +324,8 @@ class OtlpSource(Source):
         service = resource.get("service.name")
         name = service if isinstance(service, str) else ""
         if scope is not None and scope.service_names and name not in scope.service_names:
-            for _ in range(n):
-                self.ingestor.reject(self.name, Rejection(
-                    "forbidden_scope", f"{scope.credential} may not send for service.name "
-                                       f"{name!r}"), where="an OTLP item")
-            tally.reject(f"forbidden_scope: service.name {name!r}", n)
+            self._reject(tally, Rejection("forbidden_scope", f"{scope.credential} may not "
+                                                             f"send for service.name {name!r}"), n)
             return None
         return name
 
@@ -351,18 +347,12 @@ class OtlpSource(Source):
             from_spans = self._signal_of(resource) == "traces"
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
             seen = self.spans.add
-            native = self.native
             for n, (scope_name, span) in enumerate(spans):
                 if gate is not None and not n % SLICE_SPANS:
                     gate.wait_while_serving(SCRAPE_WAIT)
                 if span[0] == spantree.FAST:
                     _, key, response, provider, raw = span
-                    if scope_name in NATIVE_SCOPES:
-                        self._superseded(instance, scope_name, provider)  # remembers it
-                    elif native and (instance, provider) in native:
-                        tally.ignored += 1  # a second trace of the SDK's own calls
-                        continue
-                    if not from_spans:
+                    if not from_spans or self._superseded(instance, scope_name, provider):
                         tally.ignored += 1
                     elif not seen(key) or (response and not seen(response)):
                         tally.duplicate += 1
@@ -407,7 +397,7 @@ class OtlpSource(Source):
                 if fields is None:
                     tally.ignored += 1
                     continue
-                if not self.logs.add(content_key(record.SerializeToString(
+                if not self.logs.add(spantree.fnv64(record.SerializeToString(
                         deterministic=True))):
                     tally.duplicate += 1
                     continue

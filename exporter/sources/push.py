@@ -13,12 +13,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from werkzeug.exceptions import RequestEntityTooLarge
-
 from exporter.bodies import (
     BodyTooLargeError,
     gunzip,
-    read_unsized,
+    read_request_body,
     split_array,
     split_ndjson,
 )
@@ -109,13 +107,9 @@ class PushSource(Source):
                              request.environ.get(IDENTITY_KEY))
         if isinstance(caller, PushResult):
             return caller
-        length = request.content_length
-        if length is not None and length > self.max_body_bytes:
-            return self._too_large()
         try:
-            body = (request.get_data(cache=False) if length is not None
-                    else read_unsized(request.environ["wsgi.input"], self.max_body_bytes))
-        except RequestEntityTooLarge:  # a chunked body past the limit (BodyTooLargeError)
+            body = read_request_body(request, self.max_body_bytes)
+        except BodyTooLargeError:
             return self._too_large()
         return self.handle(body, request.headers.get("Content-Type", ""),
                            request.headers.get("Content-Encoding", ""), caller.scope)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import zlib
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from exporter.bodies import BodyTooLargeError, gunzip, read_unsized
+from exporter.bodies import BodyTooLargeError, gunzip, read_request_body
 from exporter.otlp_intake.decode import JSON, PROTOBUF
 from exporter.runtime import Runtime
 from exporter.security import IDENTITY_KEY, OTLP_PATHS, Refusal
@@ -56,12 +55,8 @@ def blueprint(runtime: Runtime) -> Blueprint:
             answer.headers["WWW-Authenticate"] = caller.challenge
             return answer
         limit = source.max_body_bytes
-        length = request.content_length
         try:
-            if length is not None and length > limit:
-                raise BodyTooLargeError
-            body = (request.get_data(cache=False) if length is not None
-                    else read_unsized(request.environ["wsgi.input"], limit))
+            body = read_request_body(request, limit)
             content_encoding = (request.headers.get("Content-Encoding") or "").strip().lower()
             if content_encoding in ("gzip", "x-gzip"):
                 body = gunzip(body, limit)
@@ -69,7 +64,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
                 source.count_request(signal, "http", "unsupported")
                 return _answer(source.error(415, encoding, f"unsupported Content-Encoding "
                                                            f"{content_encoding!r}"))
-        except (BodyTooLargeError, RequestEntityTooLarge):
+        except BodyTooLargeError:
             source.count_request(signal, "http", "too_large")
             return _answer(source.error(413, encoding, f"body over {limit} bytes"))
         except zlib.error:
