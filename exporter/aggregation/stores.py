@@ -169,6 +169,12 @@ class HistogramStore(_Capped):
         row[bisect_left(self.bounds, value)] += 1
         row[-1] += value
 
+    def offer_exemplar(self, key: Key, value: float, trace_id: str, span_id: str,
+                       ts: float) -> None:
+        """Offer the observation ``value`` of ``key`` (already observed) as the exemplar
+        of its bucket. INTERFACE STUB (coordination): the exemplar helper stores it; the
+        handlers and the native path call this only when an event carries a trace id."""
+
     def snapshot(self) -> list[tuple[Key, Any]]:
         return [(key, row.copy()) for key, row in self.values.items()]
 
