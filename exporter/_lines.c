@@ -40,7 +40,7 @@
 #include <string.h>
 
 #define MAX_ENTRIES 24
-#define MAX_FIELDS 16
+#define MAX_FIELDS 24 /* at most 32: validate() tracks the keys seen in 32 bits */
 #define MAX_STR 128
 #define MAX_ENUM 16
 #define CACHE_SIZE 4096     /* interned label strings, a power of two */
@@ -50,20 +50,25 @@ enum { K_LLM, K_TASK, K_TOOL, K_GATE, K_RES, K_GUARD, K_ERROR, NKINDS };
 static const char *const KIND_NAMES[NKINDS] = {"llm_call", "task", "tool_call",
                                                "quality_gate", "resolution", "guardian",
                                                "error"};
-enum { L_TS, L_PROVIDER, L_MODEL, L_OPERATION, L_IN, L_OUT, L_CACHED, L_DURATION, L_TTFT,
-       L_COST, L_ERROR, L_COMPONENT };
-enum { T_TS, T_COMPONENT, T_STATUS, T_QUEUE, T_ID, T_DURATION };
-enum { O_TS, O_TOOL, O_AGENT, O_DURATION, O_ERROR };
+enum { L_TS, L_PROVIDER, L_MODEL, L_OPERATION, L_IN, L_OUT, L_CACHE_READ, L_CACHE_WRITE,
+       L_REASONING, L_CACHED, L_DURATION, L_TTFT, L_TPOC, L_COST, L_ERROR, L_COMPONENT,
+       L_RESPONSE_MODEL, L_TRACE, L_SPAN };
+enum { T_TS, T_COMPONENT, T_STATUS, T_QUEUE, T_ID, T_DURATION, T_OPERATION, T_TRACE, T_SPAN };
+enum { O_TS, O_TOOL, O_AGENT, O_DURATION, O_ERROR, O_TOOL_TYPE, O_TRACE, O_SPAN };
 enum { G_TS, G_GATE, G_DECISION, G_SCORE };
 enum { R_TS, R_LOOP, R_ACTION, R_COMPONENT, R_OUTCOME };
 enum { D_TS, D_GUARDIAN, D_VERDICT, D_TYPE, D_DURATION };
 enum { E_TS, E_COMPONENT, E_CATEGORY };
 static const char *const FIELD_NAMES[NKINDS][MAX_FIELDS] = {
     {"ts", "provider", "model", "operation", "input_tokens", "output_tokens",
-     "cached_input_tokens", "duration_seconds", "time_to_first_token_seconds", "cost_usd",
-     "error_type", "component", NULL},
-    {"ts", "component", "status", "queue", "task_id", "duration_seconds", NULL},
-    {"ts", "tool", "agent", "duration_seconds", "error_type", NULL},
+     "cache_read_input_tokens", "cache_creation_input_tokens", "reasoning_output_tokens",
+     "cached_input_tokens", "duration_seconds", "time_to_first_token_seconds",
+     "time_per_output_chunk_seconds", "cost_usd", "error_type", "component",
+     "response_model", "trace_id", "span_id", NULL},
+    {"ts", "component", "status", "queue", "task_id", "duration_seconds", "operation",
+     "trace_id", "span_id", NULL},
+    {"ts", "tool", "agent", "duration_seconds", "error_type", "tool_type", "trace_id",
+     "span_id", NULL},
     {"ts", "gate", "decision", "score", NULL},
     {"ts", "loop_id", "action", "component", "outcome", NULL},
     {"ts", "guardian", "verdict", "guardian_type", "duration_seconds", NULL},
@@ -71,7 +76,8 @@ static const char *const FIELD_NAMES[NKINDS][MAX_FIELDS] = {
 };
 #define MAX_KINDS 16 /* the native kinds, then the delegated ones */
 
-typedef enum { F_STR, F_ENUM, F_INT, F_FLOAT, F_BOOL } FieldType;
+/* F_HEX: a string of exactly max_len lowercase hex digits, or empty (trace / span ids). */
+typedef enum { F_STR, F_ENUM, F_INT, F_FLOAT, F_BOOL, F_HEX } FieldType;
 
 typedef struct {
     const char *name;
@@ -122,6 +128,8 @@ typedef struct {
 typedef struct {
     PyObject *values; /* dict, borrowed from the store (held by `keep`) */
     PyObject *slow;   /* add_new (counters) or row (histograms), bound method */
+    PyObject *offer;  /* histograms: offer_exemplar, bound method; else None */
+    PyObject *other;  /* owned: the ``other`` key, made on first need */
     double *bounds;
     Py_ssize_t n_bounds;
 } Store;
@@ -136,13 +144,15 @@ typedef struct {
 enum { S_LLM_DURATION, S_LLM_TTFT, S_LLM_TOKEN_USAGE, S_LLM_REQUESTS, S_LLM_TOKENS,
        S_LLM_COST, S_TOOL_DURATION, S_TOOL_CALLS, S_TASKS, S_TASK_DURATION,
        S_GATE_DECISIONS, S_GATE_SCORE, S_RES_ATTEMPTS, S_RES_INCIDENTS, S_RES_CLOSURES,
-       S_GUARDIAN_DECISIONS, S_GUARDIAN_DURATION, S_ERRORS, NSTORES };
+       S_GUARDIAN_DECISIONS, S_GUARDIAN_DURATION, S_ERRORS, S_LLM_TPOC,
+       S_LLM_UNPRICED_REQUESTS, S_LLM_UNPRICED_TOKENS, S_LLM_CACHE_SAVINGS, S_AGENT_TOKENS,
+       S_INVOKE_AGENT_DURATION, NSTORES };
 /* The native contract (exporter/native.py, "Native contract"): the store table that
    Aggregator.native_table() exports, keyed by catalog metric names. Its version and the
    histogram row layout are checked when a Lines is bound; so is every store's label
    names, in the order the handlers here build the keys. A mismatch refuses the bind
    (ValueError): the aggregator changed without this file, nothing is misread. */
-#define CONTRACT_VERSION 2
+#define CONTRACT_VERSION 3
 static const char *const HISTOGRAM_ROW[] = {"buckets", "+Inf", "sum", NULL};
 static const char *const STORE_NAMES[NSTORES] = {
     "gen_ai_client_operation_duration_seconds",
@@ -152,23 +162,31 @@ static const char *const STORE_NAMES[NSTORES] = {
     "ai_task_duration_seconds", "ai_quality_gate_decisions_total", "ai_quality_gate_score",
     "ai_resolution_attempts_total", "ai_resolution_incidents_total",
     "ai_resolution_closures_total", "ai_guardian_decisions_total",
-    "ai_guardian_duration_seconds", "ai_errors_total"};
+    "ai_guardian_duration_seconds", "ai_errors_total",
+    "gen_ai_client_operation_time_per_output_chunk_seconds", "ai_llm_unpriced_requests_total",
+    "ai_llm_unpriced_tokens_total", "ai_llm_cache_savings_usd_total", "ai_agent_tokens_total",
+    "gen_ai_invoke_agent_duration_seconds"};
 /* The label names of each store's keys, as the handlers below build them. */
 static const char *const STORE_LABELS[NSTORES] = {
-    "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model,error_type",
+    "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model,error_type,"
+    "gen_ai_response_model",
     "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model",
     "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model,gen_ai_token_type",
     "gen_ai_provider_name,gen_ai_request_model,outcome,error_type",
     "gen_ai_provider_name,gen_ai_request_model,gen_ai_token_type",
     "gen_ai_provider_name,gen_ai_request_model",
-    "gen_ai_tool_name,gen_ai_agent_name,error_type",
-    "gen_ai_tool_name,gen_ai_agent_name,outcome", "component,queue,status",
+    "gen_ai_tool_name,gen_ai_agent_name,error_type,gen_ai_tool_type",
+    "gen_ai_tool_name,gen_ai_agent_name,outcome,gen_ai_tool_type", "component,queue,status",
     "component,queue,status", "gate,decision", "gate", "component", "component",
     "component,outcome", "guardian,guardian_type,verdict", "guardian,guardian_type",
-    "component,category"};
+    "component,category", "gen_ai_operation_name,gen_ai_provider_name,gen_ai_request_model",
+    "gen_ai_provider_name,gen_ai_request_model",
+    "gen_ai_provider_name,gen_ai_request_model,gen_ai_token_type",
+    "gen_ai_provider_name,gen_ai_request_model",
+    "gen_ai_agent_name,gen_ai_request_model,gen_ai_token_type", "gen_ai_agent_name,error_type"};
 /* Whether each store is a histogram (its rows laid out as HISTOGRAM_ROW). */
 static const int STORE_HISTOGRAM[NSTORES] = {1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 1,
-                                             0, 0, 0, 0, 1, 0};
+                                             0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1};
 enum { TR_QUEUED, TR_RUNNING, TR_LOOPS, NTRACKED };
 static const char *const TRACKED_NAMES[NTRACKED] = {"ai_task_queue_depth",
                                                     "ai_task_in_progress",
@@ -194,7 +212,7 @@ typedef struct Cell {
     int store, n, dirty;
     uint64_t epoch;          /* loaded in this epoch; stale otherwise */
     uint64_t touched;        /* histogram entries changed since the load */
-    PyObject *items[4];      /* owned */
+    PyObject *items[5];      /* owned */
     PyObject *key;           /* owned: the label tuple */
     PyObject *row;           /* owned while loaded: the histogram's row list */
     double vals[];           /* 1 (counter) or buckets + 2 (histogram: buckets, +Inf, sum) */
@@ -206,14 +224,22 @@ typedef struct Cell {
    the store entries it feeds, so that an event whose labels were seen before costs one
    hash instead of a string and a cell lookup per label and per store. */
 #define SLOT_CACHE 4096 /* direct-mapped, a power of two */
-#define SLOT_CONTENT 256
+#define SLOT_CONTENT 384
+#define VARIANTS 5 /* token types: input, output, cache_read, cache_creation, reasoning */
+/* The rates of an llm_call slot (PriceTable.rates, asked once per slot): in Rates' field
+   order input, output, cache_read, cache_write, reasoning. */
+enum { R_INPUT, R_OUTPUT, R_CACHE_READ, R_CACHE_WRITE, R_REASONING, NRATES };
+enum { PRICE_UNKNOWN, PRICE_NONE, PRICE_KNOWN };
 typedef struct {
     uint64_t hash;
     int kind;
     Py_ssize_t len;
     PyObject *strs[MAX_FIELDS];   /* owned, filled on first use */
     PyObject *tracked_key;        /* owned: the key of its tracked items, made on first use */
-    Cell *cells[NSTORES * 3];     /* borrowed from the cell table; by store and variant */
+    Cell *cells[NSTORES * VARIANTS]; /* borrowed from the cell table; by store and variant */
+    int price;                    /* PRICE_*: whether rates[] holds the slot's rates */
+    double rates[NRATES];
+    double saving;                /* max(input - cache_read, 0): dollars per cached token */
     char content[SLOT_CONTENT];   /* the label fields, each as length + bytes */
 } Slot;
 
@@ -225,10 +251,12 @@ typedef struct {
     Store stores[NSTORES];
     Tracked tracked[NTRACKED];
     PyObject *spend_for; /* callable(now) -> (spend dict, budgets dict) */
+    PyObject *price_for; /* callable(provider, model) -> Rates or None */
     PyObject *keep;      /* list of every object borrowed above */
-    PyObject *s_error, *s_success, *s_input, *s_output, *s_cached_input, *s_resolved,
-        *s_total;
-    PyObject *s_closed, *s_attempt, *s_queued, *s_retried, *s_started;
+    PyObject *s_error, *s_success, *s_input, *s_output, *s_cache_read, *s_cache_creation,
+        *s_reasoning, *s_resolved, *s_total, *s_other, *s_empty;
+    PyObject *trace, *span; /* the current event's ids (borrowed), or NULL: no trace id */
+    PyObject *s_closed, *s_attempt, *s_queued, *s_retried, *s_started, *s_succeeded;
     CacheEntry *cache;
     Cell **cells;
     Py_ssize_t n_cells;
@@ -601,6 +629,16 @@ static int validate(const KindSpec *ks, signed char *hint, const Entry *en, int 
                 if (x->vkind != V_TRUE && x->vkind != V_FALSE) return 0;
                 v->b = x->vkind == V_TRUE;
                 break;
+            case F_HEX:
+                if (x->vkind != V_STR || (x->v_len != 0 && x->v_len != f->max_len)) return 0;
+                for (Py_ssize_t j = 0; j < x->v_len; j++) {
+                    char c = x->v[j];
+                    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return 0;
+                }
+                v->s = x->v;
+                v->n = x->v_len;
+                v->obj = NULL;
+                break;
         }
     }
     for (int j = 0; j < ks->n_fields; j++) {
@@ -838,13 +876,17 @@ static Cell *cell_of(Lines *self, int store, int n, PyObject **items) {
    fed twice by one event (token usage and tokens, by token type) has one cell per
    variant, told apart by the last label. */
 static Cell *cell_args(Lines *self, int store, int n, va_list ap) {
-    PyObject *items[4] = {NULL, NULL, NULL, NULL};
+    PyObject *items[5] = {NULL, NULL, NULL, NULL, NULL};
     for (int i = 0; i < n; i++) items[i] = va_arg(ap, PyObject *);
     Cell **at = NULL;
     if (self->slot) {
         PyObject *last = items[n - 1];
-        int variant = last == self->s_output ? 1 : last == self->s_cached_input ? 2 : 0;
-        at = &self->slot->cells[store * 3 + variant];
+        int variant = last == self->s_output           ? 1
+                      : last == self->s_cache_read     ? 2
+                      : last == self->s_cache_creation ? 3
+                      : last == self->s_reasoning      ? 4
+                                                       : 0;
+        at = &self->slot->cells[store * VARIANTS + variant];
         if (*at) return *at;
     }
     Cell *c = cell_of(self, store, n, items);
@@ -881,7 +923,32 @@ static int inc(Lines *self, int store, double amount, int n, ...) {
     return 0;
 }
 
-/* HistogramStore.observe(key, value) for key = the n labels that follow. */
+/* HistogramStore.offer_exemplar(key as stored, value, trace id, span id, now): after an
+   observation of an event with a trace id, as the Python handlers do (handlers.stored_key:
+   the key, or ``other`` when it folded; keys made here need no sanitizing). */
+static int offer_exemplar(Lines *self, Store *st, PyObject *key, double value) {
+    int stored = PyDict_Contains(st->values, key);
+    if (stored < 0) return -1;
+    if (!stored) {
+        if (!st->other) {
+            Py_ssize_t n = PyTuple_GET_SIZE(key);
+            if (!(st->other = PyTuple_New(n))) return -1;
+            for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(st->other, i, Py_NewRef(self->s_other));
+        }
+        key = st->other;
+    }
+    PyObject *v = PyFloat_FromDouble(value), *now = PyFloat_FromDouble(self->now), *r = NULL;
+    if (v && now)
+        r = PyObject_CallFunctionObjArgs(st->offer, key, v, self->trace, self->span, now, NULL);
+    Py_XDECREF(v);
+    Py_XDECREF(now);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* HistogramStore.observe(key, value) for key = the n labels that follow (and the exemplar
+   offer when the event has a trace id). */
 static int observe(Lines *self, int store, double value, int n, ...) {
     va_list ap;
     va_start(ap, n);
@@ -899,7 +966,8 @@ static int observe(Lines *self, int store, double value, int n, ...) {
         }
         if (!ok) {
             if (PyErr_Occurred() || flush_store(self, store) < 0) return -1;
-            return hist_observe(st, c->key, value);
+            if (hist_observe(st, c->key, value) < 0) return -1;
+            return self->trace ? offer_exemplar(self, st, c->key, value) : 0;
         }
         Py_INCREF(row);
         c->row = row;
@@ -909,7 +977,7 @@ static int observe(Lines *self, int store, double value, int n, ...) {
     c->vals[lo] += 1.0;
     c->vals[width - 1] += value;
     c->touched |= ((uint64_t)1 << lo) | ((uint64_t)1 << (width - 1));
-    return 0;
+    return self->trace ? offer_exemplar(self, st, c->key, value) : 0;
 }
 
 /* ---- the handlers: Aggregator._llm_call, _task, ... operation for operation -------- */
@@ -1017,34 +1085,133 @@ static int fetch_spend(Lines *self) {
     return 0;
 }
 
+/* The current event's trace and span ids (for the exemplar offers of its observations),
+   or none when it has no trace id. */
+static int set_trace(Lines *self, int kind, int trace, int span, Value *vals) {
+    self->trace = self->span = NULL;
+    if (!vals[trace].present || vals[trace].n == 0) return 0;
+    PyObject *t = str_of(self, kind, trace, &vals[trace]);
+    PyObject *sp = t ? str_of(self, kind, span, &vals[span]) : NULL;
+    if (!sp) return -1;
+    self->trace = t;
+    self->span = sp;
+    return 0;
+}
+
+/* The rates of (provider, model) into rates[] (PRICE_KNOWN) or PRICE_NONE: the slot's,
+   asked of price_for (PriceTable.rates) on the slot's first event only. */
+static int rates_of(Lines *self, PyObject *provider, PyObject *model, double *rates,
+                    double *saving) {
+    Slot *sl = self->slot;
+    if (sl && sl->price != PRICE_UNKNOWN) {
+        memcpy(rates, sl->rates, sizeof sl->rates);
+        *saving = sl->saving;
+        return sl->price;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(self->price_for, provider, model, NULL);
+    if (!r) return -1;
+    int price = PRICE_NONE;
+    *saving = 0.0;
+    if (r != Py_None) {
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != NRATES) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "price_for must return Rates or None");
+            return -1;
+        }
+        for (int i = 0; i < NRATES; i++) rates[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(r, i));
+        if (PyErr_Occurred()) {
+            Py_DECREF(r);
+            return -1;
+        }
+        price = PRICE_KNOWN;
+        double saving_rate = rates[R_INPUT] - rates[R_CACHE_READ]; /* max(..., 0.0) */
+        *saving = saving_rate > 0.0 ? saving_rate : 0.0;
+    }
+    Py_DECREF(r);
+    if (sl) {
+        sl->price = price;
+        memcpy(sl->rates, rates, sizeof sl->rates);
+        sl->saving = *saving;
+    }
+    return price;
+}
+
 static int handle_llm(Lines *self, Value *vals) {
     STR(K_LLM, L_OPERATION, op);
     STR(K_LLM, L_PROVIDER, provider);
     STR(K_LLM, L_MODEL, model);
     STR(K_LLM, L_ERROR, error);
+    STR(K_LLM, L_RESPONSE_MODEL, response_model);
+    STR(K_LLM, L_COMPONENT, agent);
+    if (set_trace(self, K_LLM, L_TRACE, L_SPAN, vals) < 0) return -1;
     if (!vals[L_DURATION].is_null &&
-        observe(self, S_LLM_DURATION, vals[L_DURATION].f, 4, op, provider, model, error) < 0)
+        observe(self, S_LLM_DURATION, vals[L_DURATION].f, 5, op, provider, model, error,
+                response_model) < 0)
         return -1;
     if (!vals[L_TTFT].is_null &&
         observe(self, S_LLM_TTFT, vals[L_TTFT].f, 3, op, provider, model) < 0)
         return -1;
-    double count = (double)vals[L_IN].i;
+    if (!vals[L_TPOC].is_null &&
+        observe(self, S_LLM_TPOC, vals[L_TPOC].f, 3, op, provider, model) < 0)
+        return -1;
+    long long input = vals[L_IN].i, output = vals[L_OUT].i;
+    double count = (double)input;
     if (count != 0.0 &&
         (observe(self, S_LLM_TOKEN_USAGE, count, 4, op, provider, model, self->s_input) < 0 ||
-         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_input) < 0))
+         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_input) < 0 ||
+         inc(self, S_AGENT_TOKENS, count, 3, agent, model, self->s_input) < 0))
         return -1;
-    count = (double)vals[L_OUT].i;
+    count = (double)output;
     if (count != 0.0 &&
         (observe(self, S_LLM_TOKEN_USAGE, count, 4, op, provider, model, self->s_output) < 0 ||
-         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_output) < 0))
+         inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_output) < 0 ||
+         inc(self, S_AGENT_TOKENS, count, 3, agent, model, self->s_output) < 0))
         return -1;
-    count = (double)vals[L_CACHED].i;
-    if (count != 0.0 &&
-        inc(self, S_LLM_TOKENS, count, 3, provider, model, self->s_cached_input) < 0)
+    /* cache_read_input_tokens wins; the old name counts only when it is 0 / absent */
+    long long cache_read = vals[L_CACHE_READ].i ? vals[L_CACHE_READ].i : vals[L_CACHED].i;
+    long long cache_write = vals[L_CACHE_WRITE].i, reasoning = vals[L_REASONING].i;
+    if (cache_read &&
+        inc(self, S_LLM_TOKENS, (double)cache_read, 3, provider, model, self->s_cache_read) < 0)
+        return -1;
+    if (cache_write && inc(self, S_LLM_TOKENS, (double)cache_write, 3, provider, model,
+                           self->s_cache_creation) < 0)
+        return -1;
+    if (reasoning &&
+        inc(self, S_LLM_TOKENS, (double)reasoning, 3, provider, model, self->s_reasoning) < 0)
         return -1;
     PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
     if (inc(self, S_LLM_REQUESTS, 1.0, 4, provider, model, status, error) < 0) return -1;
+    double rates[NRATES], saving;
+    int price = rates_of(self, provider, model, rates, &saving);
+    if (price < 0) return -1;
     double cost = vals[L_COST].f;
+    if (vals[L_COST].is_null) {
+        if (price == PRICE_NONE) { /* no cost, no price: 0, and counted */
+            PyObject *types[] = {self->s_input, self->s_output, self->s_cache_read,
+                                 self->s_cache_creation, self->s_reasoning};
+            long long counts[] = {input, output, cache_read, cache_write, reasoning};
+            if (inc(self, S_LLM_UNPRICED_REQUESTS, 1.0, 2, provider, model) < 0) return -1;
+            for (int i = 0; i < 5; i++) {
+                if (counts[i] && inc(self, S_LLM_UNPRICED_TOKENS, (double)counts[i], 3,
+                                     provider, model, types[i]) < 0)
+                    return -1;
+            }
+            return 0;
+        }
+        /* Rates.cost, in its order (built with -ffp-contract=off: no fused multiply-add) */
+        long long uncached = input - cache_read - cache_write;
+        long long plain_output = output - reasoning;
+        if (uncached < 0) uncached = 0;
+        if (plain_output < 0) plain_output = 0;
+        cost = (double)uncached * rates[R_INPUT];
+        cost = cost + (double)cache_read * rates[R_CACHE_READ];
+        cost = cost + (double)cache_write * rates[R_CACHE_WRITE];
+        cost = cost + (double)plain_output * rates[R_OUTPUT];
+        cost = cost + (double)reasoning * rates[R_REASONING];
+    }
+    if (cache_read && saving != 0.0 &&
+        inc(self, S_LLM_CACHE_SAVINGS, (double)cache_read * saving, 2, provider, model) < 0)
+        return -1;
     if (cost == 0.0) return 0;
     if (inc(self, S_LLM_COST, cost, 2, provider, model) < 0 || fetch_spend(self) < 0 ||
         dict_add(self->spend, self->s_total, cost) < 0)
@@ -1132,18 +1299,27 @@ static int handle_task(Lines *self, Value *vals) {
         duration = self->now - started;
         if (duration < 0.0) duration = 0.0;
     }
-    return observe(self, S_TASK_DURATION, duration, 3, component, queue, status);
+    if (set_trace(self, K_TASK, T_TRACE, T_SPAN, vals) < 0 ||
+        observe(self, S_TASK_DURATION, duration, 3, component, queue, status) < 0)
+        return -1;
+    const Value *op = &vals[T_OPERATION];
+    if (!(op->present && op->n == 12 && memcmp(op->s, "invoke_agent", 12) == 0)) return 0;
+    /* error.type: empty for succeeded, else the status (failed, cancelled) */
+    PyObject *error = status == self->s_succeeded ? self->s_empty : status;
+    return observe(self, S_INVOKE_AGENT_DURATION, duration, 2, component, error);
 }
 
 static int handle_tool(Lines *self, Value *vals) {
     STR(K_TOOL, O_TOOL, tool);
     STR(K_TOOL, O_AGENT, agent);
     STR(K_TOOL, O_ERROR, error);
+    STR(K_TOOL, O_TOOL_TYPE, tool_type);
+    if (set_trace(self, K_TOOL, O_TRACE, O_SPAN, vals) < 0) return -1;
     if (!vals[O_DURATION].is_null &&
-        observe(self, S_TOOL_DURATION, vals[O_DURATION].f, 3, tool, agent, error) < 0)
+        observe(self, S_TOOL_DURATION, vals[O_DURATION].f, 4, tool, agent, error, tool_type) < 0)
         return -1;
     PyObject *status = PyUnicode_GET_LENGTH(error) ? self->s_error : self->s_success;
-    return inc(self, S_TOOL_CALLS, 1.0, 3, tool, agent, status);
+    return inc(self, S_TOOL_CALLS, 1.0, 4, tool, agent, status, tool_type);
 }
 
 static int handle_gate(Lines *self, Value *vals) {
@@ -1208,7 +1384,8 @@ static int delegate(Lines *self, int kind, Value *vals) {
             o = Py_NewRef(Py_None);
         } else {
             switch (f->type) {
-                case F_STR: o = Py_XNewRef(str_of(self, kind, j, v)); break;
+                case F_STR:
+                case F_HEX: o = Py_XNewRef(str_of(self, kind, j, v)); break;
                 case F_ENUM: o = Py_NewRef(v->obj); break;
                 case F_INT: o = PyLong_FromLongLong(v->i); break;
                 case F_FLOAT: o = PyFloat_FromDouble(v->f); break;
@@ -1315,8 +1492,10 @@ static int take_entries(Lines *self, Run *r, int n) {
     int rc;
     if (kind < NKINDS) {
         self->slot = slot_of(self, kind, vals);
+        self->trace = self->span = NULL; /* set by the handlers of kinds with trace ids */
         rc = HANDLERS[kind](self, vals);
         self->slot = NULL;
+        self->trace = self->span = NULL;
     } else {
         rc = delegate(self, kind, vals);
     }
@@ -1664,6 +1843,7 @@ static int load_field(Lines *self, FieldSpec *f, const char *name, PyObject *des
     else if (strcmp(type, "int") == 0) f->type = F_INT;
     else if (strcmp(type, "float") == 0) f->type = F_FLOAT;
     else if (strcmp(type, "bool") == 0) f->type = F_BOOL;
+    else if (strcmp(type, "hex") == 0) f->type = F_HEX;
     else {
         PyErr_Format(PyExc_ValueError, "field %s: unknown type %s", name, type);
         return -1;
@@ -1709,6 +1889,13 @@ static int load_field(Lines *self, FieldSpec *f, const char *name, PyObject *des
     if (f->type == F_FLOAT && (PyFloat_Check(dflt) || PyLong_Check(dflt)))
         f->default_float = PyFloat_AsDouble(dflt);
     if (PyErr_Occurred()) return -1;
+    if (f->type == F_HEX && (f->min_len != f->max_len || f->max_len > MAX_STR ||
+                             dflt == Py_None || !PyUnicode_Check(dflt) ||
+                             PyUnicode_GET_LENGTH(dflt) != 0)) {
+        PyErr_Format(PyExc_ValueError, "field %s: a hex field has one width and default \"\"",
+                     name);
+        return -1;
+    }
     if ((f->type == F_STR || f->type == F_ENUM) && dflt != Py_None && !PyUnicode_Check(dflt)) {
         PyErr_Format(PyExc_ValueError, "field %s: a string field needs a str default", name);
         return -1;
@@ -1817,13 +2004,18 @@ static int load_store(Lines *self, int s, PyObject *stores) {
     Store *st = &self->stores[s];
     const char *name = STORE_NAMES[s];
     PyObject *desc = PyDict_GetItemString(stores, name);
-    PyObject *labels, *values, *slow, *bounds;
+    PyObject *labels, *values, *slow, *bounds, *offer;
     if (!desc) {
         PyErr_Format(PyExc_ValueError, "native table: no store %s", name);
         return -1;
     }
-    if (!PyArg_ParseTuple(desc, "OO!OO", &labels, &PyDict_Type, &values, &slow, &bounds))
+    if (!PyArg_ParseTuple(desc, "OO!OOO", &labels, &PyDict_Type, &values, &slow, &bounds,
+                          &offer))
         return -1;
+    if (STORE_HISTOGRAM[s] && !PyCallable_Check(offer)) {
+        PyErr_Format(PyExc_ValueError, "native table: store %s has no offer_exemplar", name);
+        return -1;
+    }
     if (!labels_match(labels, STORE_LABELS[s])) {
         PyErr_Format(PyExc_ValueError, "native table: store %s has labels %R, not (%s)",
                      name, labels, STORE_LABELS[s]);
@@ -1837,6 +2029,7 @@ static int load_store(Lines *self, int s, PyObject *stores) {
     if (keep(self, desc) < 0) return -1;
     st->values = values;
     st->slow = slow;
+    st->offer = offer;
     st->n_bounds = 0;
     st->bounds = NULL;
     if (bounds != Py_None) {
@@ -1924,10 +2117,14 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
     stores = PyDict_GetItemString(table, "stores");
     tracked = PyDict_GetItemString(table, "tracked");
     spend_for = PyDict_GetItemString(table, "spend_for");
-    if (!stores || !PyDict_Check(stores) || !tracked || !PyDict_Check(tracked) || !spend_for) {
-        PyErr_SetString(PyExc_ValueError, "native table: stores, tracked and spend_for needed");
+    PyObject *price_for = PyDict_GetItemString(table, "price_for");
+    if (!stores || !PyDict_Check(stores) || !tracked || !PyDict_Check(tracked) || !spend_for ||
+        !price_for || !PyCallable_Check(price_for)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "native table: stores, tracked, spend_for and price_for needed");
         return -1;
     }
+    self->price_for = price_for; /* held by the table, which `keep` holds */
     if (!(self->keep = PyList_New(0))) return -1;
     if (keep(self, table) < 0) return -1;
     self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
@@ -1955,8 +2152,10 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
     struct { PyObject **slot; const char *text; } consts[] = {
         {&self->s_error, "error"}, {&self->s_success, "success"},
         {&self->s_input, "input"}, {&self->s_output, "output"},
-        {&self->s_cached_input, "cached_input"}, {&self->s_resolved, "resolved"},
-        {&self->s_total, "total"}, {NULL, NULL}};
+        {&self->s_cache_read, "cache_read"}, {&self->s_cache_creation, "cache_creation"},
+        {&self->s_reasoning, "reasoning"}, {&self->s_resolved, "resolved"},
+        {&self->s_total, "total"}, {&self->s_other, "other"}, {&self->s_empty, ""},
+        {NULL, NULL}};
     for (int i = 0; consts[i].slot; i++) {
         if (!(*consts[i].slot = PyUnicode_InternFromString(consts[i].text))) return -1;
     }
@@ -1965,6 +2164,7 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
         {&self->s_queued, K_TASK, T_STATUS, "queued"},
         {&self->s_retried, K_TASK, T_STATUS, "retried"},
         {&self->s_started, K_TASK, T_STATUS, "started"},
+        {&self->s_succeeded, K_TASK, T_STATUS, "succeeded"},
         {&self->s_closed, K_RES, R_ACTION, "closed"},
         {&self->s_attempt, K_RES, R_ACTION, "attempt"}, {NULL, 0, 0, NULL}};
     for (int i = 0; enums[i].slot; i++) {
@@ -1980,7 +2180,10 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Lines_dealloc(Lines *self) {
-    for (int s = 0; s < NSTORES; s++) PyMem_Free(self->stores[s].bounds);
+    for (int s = 0; s < NSTORES; s++) {
+        PyMem_Free(self->stores[s].bounds);
+        Py_XDECREF(self->stores[s].other);
+    }
     if (self->cache) {
         for (int i = 0; i < CACHE_SIZE; i++) Py_XDECREF(self->cache[i].obj);
         PyMem_Free(self->cache);
@@ -1996,7 +2199,8 @@ static void Lines_dealloc(Lines *self) {
     Py_XDECREF(self->spend);
     Py_XDECREF(self->budgets);
     PyObject **consts[] = {&self->s_error, &self->s_success, &self->s_input, &self->s_output,
-                           &self->s_cached_input, &self->s_resolved, &self->s_total};
+                           &self->s_cache_read, &self->s_cache_creation, &self->s_reasoning,
+                           &self->s_resolved, &self->s_total, &self->s_other, &self->s_empty};
     for (size_t i = 0; i < sizeof consts / sizeof *consts; i++) Py_XDECREF(*consts[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

@@ -14,7 +14,9 @@
  * costs anything. A string that is not UTF-8 is skipped (upb refuses such a body first).
  *
  * spans(body) -> [(resource_attrs, [(scope_name, [span, ...]), ...]), ...]
- * span = (trace_id, span_id, name, kind, start_ns, end_ns, status_code, attrs)
+ * span = (key, name, kind, start_ns, end_ns, status_code, attrs, trace_id, span_id,
+ *         parent_span_id), the ids as lowercase hex ("" for none), or a fast tuple
+ *         (see fast_llm and exporter/otlp_intake/spantree.py)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -185,7 +187,8 @@ static uint64_t fnv(uint64_t h, const uint8_t *p, const uint8_t *end) {
    look goes the general way (its attributes as a dict). tests/test_otlp_intake.py holds
    both to the same events. */
 enum { A_OP, A_PROVIDER, A_SYSTEM, A_REQ_MODEL, A_RESP_MODEL, A_IN, A_OUT, A_CACHED, A_ERROR,
-       A_TTFT, A_RESP_ID, A_MCP, A_LEGACY, NKEYS };
+       A_TTFT, A_RESP_ID, A_MCP, A_CCREATE, A_CWRITE, A_REASON, A_AGENT, A_COST, A_LEGACY,
+       NKEYS };
 static const struct { const char *key; int slot; } KEYS[] = {
     {"gen_ai.operation.name", A_OP}, {"gen_ai.provider.name", A_PROVIDER},
     {"gen_ai.system", A_SYSTEM}, {"gen_ai.request.model", A_REQ_MODEL},
@@ -193,6 +196,11 @@ static const struct { const char *key; int slot; } KEYS[] = {
     {"gen_ai.usage.output_tokens", A_OUT}, {"gen_ai.usage.cache_read.input_tokens", A_CACHED},
     {"error.type", A_ERROR}, {"gen_ai.response.time_to_first_chunk", A_TTFT},
     {"gen_ai.response.id", A_RESP_ID}, {"mcp.method.name", A_MCP},
+    /* issue 16 (part OTLP-GENAI): cache writes, reasoning, the agent, a given cost */
+    {"gen_ai.usage.cache_creation.input_tokens", A_CCREATE},
+    {"gen_ai.usage.cache_write.input_tokens", A_CWRITE},
+    {"gen_ai.usage.reasoning.output_tokens", A_REASON}, {"gen_ai.agent.name", A_AGENT},
+    {"gen_ai.usage.cost", A_COST},
     /* older names the Python mapping reads: their presence sends the span that way */
     {"llm.request.type", A_LEGACY}, {"gen_ai.usage.prompt_tokens", A_LEGACY},
     {"llm.usage.prompt_tokens", A_LEGACY}, {"gen_ai.usage.completion_tokens", A_LEGACY},
@@ -202,7 +210,15 @@ static const struct { const char *key; int slot; } KEYS[] = {
     {"gen_ai.server.time_to_first_token", A_LEGACY},
     {"gen_ai.response.time_to_first_token", A_LEGACY},
     {"llm.response.time_to_first_token", A_LEGACY},
+    {"gen_ai.usage.input_tokens.cached", A_LEGACY},
+    {"gen_ai.usage.cache_creation_input_tokens", A_LEGACY},
+    {"llm.usage.cache_creation_input_tokens", A_LEGACY},
+    {"gen_ai.usage.input_tokens.cache_write", A_LEGACY},
+    {"gen_ai.usage.reasoning_tokens", A_LEGACY}, {"llm.usage.reasoning_tokens", A_LEGACY},
+    {"gen_ai.usage.output_tokens.reasoning", A_LEGACY},
 };
+#define NKEYS_LISTED (sizeof KEYS / sizeof KEYS[0])
+static size_t KEY_LEN[NKEYS_LISTED]; /* strlen of each, set when the module loads */
 #define MAX_ATTRS 128
 enum { V_NONE, V_STR, V_INT, V_DOUBLE, V_BOOL, V_OTHER };
 typedef struct {
@@ -285,9 +301,38 @@ static const char *const INFERENCE[] = {"chat", "text_completion", "embeddings",
                                         "generate_content", "completion", "embedding",
                                         "responses", NULL};
 
+/* A trace or span id of ``size`` bytes, not all zero (else none: W3C trace context). */
+static int valid_id(Buf b, Py_ssize_t size) {
+    if (b.end - b.p != size) return 0;
+    for (const uint8_t *p = b.p; p < b.end; p++)
+        if (*p) return 1;
+    return 0;
+}
+
+static void put_hex(Out *o, Buf b) {
+    static const char digits[] = "0123456789abcdef";
+    char text[64];
+    size_t n = 0;
+    for (const uint8_t *p = b.p; p < b.end && n + 2 <= sizeof text; p++) {
+        text[n++] = digits[*p >> 4];
+        text[n++] = digits[*p & 15];
+    }
+    put(o, "\"", 1);
+    put(o, text, n);
+    put(o, "\"", 1);
+}
+
+static void put_int(Out *o, long long n) {
+    char number[32];
+    snprintf(number, sizeof number, "%lld", n);
+    puts_(o, number);
+}
+
+#define TOKEN_MAX (1LL << 40) /* exporter.events.Tokens' bound */
+
 /* 1: ``out`` holds the llm_call JSON; 0: the span goes the general way; <0: error. */
 static int fast_llm(Val *v, uint64_t code, uint64_t start, uint64_t end, Buf service,
-                    Out *out) {
+                    Buf trace, Buf sid, Out *out) {
     if (v[A_LEGACY].type != V_NONE || v[A_MCP].type != V_NONE || v[A_SYSTEM].type != V_NONE)
         return 0;
     if (v[A_OP].type != V_STR || !plain(v[A_OP].str, 64)) return 0;
@@ -305,28 +350,45 @@ static int fast_llm(Val *v, uint64_t code, uint64_t start, uint64_t end, Buf ser
     else if (resp->type == V_STR && resp->str.p != resp->str.end) model = resp->str;
     else if (resp->type != V_NONE && resp->type != V_STR) return 0;
     else model = (Buf){(const uint8_t *)"unknown", (const uint8_t *)"unknown" + 7};
-    if (!plain(model, 128) || !plain(service, 128)) return 0;
-    const int tokens[3] = {A_IN, A_OUT, A_CACHED};
-    for (int i = 0; i < 3; i++)
-        if (v[tokens[i]].type != V_NONE && v[tokens[i]].type != V_INT) return 0;
-    Val *err = &v[A_ERROR], *ttft = &v[A_TTFT];
+    if (!plain(model, 128)) return 0;
+    int has_response_model = resp->type == V_STR && resp->str.p != resp->str.end;
+    if (has_response_model && !plain(resp->str, 128)) return 0;
+    /* the component: the span's own agent name, else the service (a body with an
+       invoke_agent span never comes here: spans() reads it the general way) */
+    Buf component = service;
+    if (v[A_AGENT].type == V_STR && v[A_AGENT].str.p != v[A_AGENT].str.end)
+        component = v[A_AGENT].str;
+    if (!plain(component, 128)) return 0;
+    /* tokens: integers within the event's bound, or the Python mapping decides */
+    Val *creation = v[A_CCREATE].type != V_NONE ? &v[A_CCREATE] : &v[A_CWRITE];
+    Val *tokens[5] = {&v[A_IN], &v[A_OUT], &v[A_CACHED], creation, &v[A_REASON]};
+    long long n[5];
+    for (int i = 0; i < 5; i++) {
+        if (tokens[i]->type == V_NONE) { n[i] = 0; continue; }
+        if (tokens[i]->type != V_INT || tokens[i]->i < 0 || tokens[i]->i > TOKEN_MAX) return 0;
+        n[i] = (long long)tokens[i]->i;
+    }
+    /* subsets larger than their totals were reported beside them (mapping._subsets) */
+    if ((n[2] || n[3]) && n[2] + n[3] > n[0]) n[0] += n[2] + n[3];
+    if (n[4] && n[4] > n[1]) n[1] += n[4];
+    Val *err = &v[A_ERROR], *ttft = &v[A_TTFT], *cost = &v[A_COST];
     int has_error = err->type == V_STR && err->str.p != err->str.end;
     if (has_error && !plain(err->str, 128)) return 0;
     if (ttft->type == V_DOUBLE && !isfinite(ttft->d)) return 0;
+    if (cost->type == V_DOUBLE && !isfinite(cost->d)) return 0;
     puts_(out, "{\"kind\":\"llm_call\",\"provider\":");
     put_str(out, prov->str);
     puts_(out, ",\"model\":");
     put_str(out, model);
     puts_(out, ",\"operation\":\"");
     puts_(out, op);
-    const char *names[3] = {"\",\"input_tokens\":", ",\"output_tokens\":",
-                            ",\"cached_input_tokens\":"};
-    for (int i = 0; i < 3; i++) {
-        char number[32];
-        long long n = v[tokens[i]].type == V_INT ? (long long)v[tokens[i]].i : 0;
-        snprintf(number, sizeof number, "%lld", n);
+    static const char *const names[5] = {
+        "\",\"input_tokens\":", ",\"output_tokens\":", ",\"cache_read_input_tokens\":",
+        ",\"cache_creation_input_tokens\":", ",\"reasoning_output_tokens\":"};
+    for (int i = 0; i < 5; i++) {
+        if (i >= 2 && n[i] == 0) continue; /* the default: less for the native path to read */
         puts_(out, names[i]);
-        puts_(out, number);
+        put_int(out, n[i]);
     }
     puts_(out, ",\"duration_seconds\":");
     if (put_double(out, (double)(end > start ? end - start : 0) / 1e9) < 0) return -2;
@@ -334,19 +396,41 @@ static int fast_llm(Val *v, uint64_t code, uint64_t start, uint64_t end, Buf ser
     if (has_error) put_str(out, err->str);
     else puts_(out, code == 2 ? "\"_OTHER\"" : "\"\"");
     puts_(out, ",\"component\":");
-    put_str(out, service);
+    put_str(out, component);
+    if (has_response_model) {
+        puts_(out, ",\"response_model\":");
+        put_str(out, resp->str);
+    }
+    if (valid_id(trace, 16)) {
+        puts_(out, ",\"trace_id\":");
+        put_hex(out, trace);
+    }
+    if (valid_id(sid, 8)) {
+        puts_(out, ",\"span_id\":");
+        put_hex(out, sid);
+    }
+    if (cost->type == V_DOUBLE || cost->type == V_INT) {
+        puts_(out, ",\"cost_usd\":");
+        if (cost->type == V_INT) put_int(out, (long long)cost->i);
+        else if (put_double(out, cost->d) < 0) return -2;
+    }
     if (ttft->type == V_DOUBLE || ttft->type == V_INT) {
         puts_(out, ",\"time_to_first_token_seconds\":");
-        if (ttft->type == V_INT) {
-            char number[32];
-            snprintf(number, sizeof number, "%lld", (long long)ttft->i);
-            puts_(out, number);
-        } else if (put_double(out, ttft->d) < 0) {
-            return -2;
-        }
+        if (ttft->type == V_INT) put_int(out, (long long)ttft->i);
+        else if (put_double(out, ttft->d) < 0) return -2;
     }
     puts_(out, "}");
     return out->overflow ? 0 : 1;
+}
+
+/* A trace or span id as a new str of lowercase hex ("" for none, as valid_id says). */
+static PyObject *hex_id(Buf b, Py_ssize_t size) {
+    if (!valid_id(b, size)) return PyUnicode_FromStringAndSize("", 0);
+    Out o;
+    o.n = 0;
+    o.overflow = 0;
+    put_hex(&o, b);
+    return PyUnicode_FromStringAndSize(o.data + 1, (Py_ssize_t)o.n - 2);
 }
 
 /* A span: the fast tuple ("llm_call", key, response key, provider, json) where the
@@ -355,7 +439,7 @@ static PyObject *span(Buf s, Buf service, int fast, int *err) {
     const Buf whole = s;
     int status = 0, n_attrs = 0, many = 0;
     PyObject *attrs = NULL, *name = NULL, *result = NULL;
-    Buf trace = {s.p, s.p}, sid = {s.p, s.p}, name_buf = {NULL, NULL};
+    Buf trace = {s.p, s.p}, sid = {s.p, s.p}, parent = {s.p, s.p}, name_buf = {NULL, NULL};
     Buf kvs[MAX_ATTRS];
     uint64_t kind = 0, start = 0, end = 0, code = 0;
     while (s.p < s.end) {
@@ -364,6 +448,7 @@ static PyObject *span(Buf s, Buf service, int fast, int *err) {
         FAIL(tag(&s, &f, &w));
         if (f == 1 && w == 2) FAIL(sub(&s, &trace));
         else if (f == 2 && w == 2) FAIL(sub(&s, &sid));
+        else if (f == 4 && w == 2) FAIL(sub(&s, &parent));
         else if (f == 5 && w == 2) FAIL(sub(&s, &name_buf));
         else if (f == 6 && w == 0) FAIL(varint(&s, &kind));
         else if (f == 7 && w == 1) FAIL(fixed64(&s, &start));
@@ -404,8 +489,9 @@ static PyObject *span(Buf s, Buf service, int fast, int *err) {
                 } else if (skip(&kv, w) < 0) { readable = 0; break; }
             }
             if (!readable || !have_val) continue;
-            for (size_t j = 0; j < sizeof KEYS / sizeof KEYS[0]; j++) {
-                if (buf_is(k, KEYS[j].key)) {
+            size_t klen = (size_t)(k.end - k.p);
+            for (size_t j = 0; j < NKEYS_LISTED; j++) {
+                if (KEY_LEN[j] == klen && memcmp(k.p, KEYS[j].key, klen) == 0) {
                     Val got;
                     if (peek_value(val, &got) < 0) { readable = 0; break; }
                     /* a value the dict would not hold (no scalar) leaves the key absent */
@@ -419,7 +505,7 @@ static PyObject *span(Buf s, Buf service, int fast, int *err) {
             Out out;
             out.n = 0;
             out.overflow = 0;
-            int rc = fast_llm(v, code, start, end, service, &out);
+            int rc = fast_llm(v, code, start, end, service, trace, sid, &out);
             if (rc < 0) FAIL(-2);
             if (rc == 1) {
                 uint64_t response = 0;
@@ -463,9 +549,16 @@ static PyObject *span(Buf s, Buf service, int fast, int *err) {
         name = PyUnicode_FromString(""); /* proto3: an empty name is not on the wire */
         if (name == NULL) FAIL(-2);
     }
-    result = Py_BuildValue("(KOKKKKO)", (unsigned long long)key, name,
-                           (unsigned long long)kind, (unsigned long long)start,
-                           (unsigned long long)end, (unsigned long long)code, attrs);
+    PyObject *trace_hex = hex_id(trace, 16), *span_hex = hex_id(sid, 8),
+             *parent_hex = hex_id(parent, 8);
+    if (trace_hex != NULL && span_hex != NULL && parent_hex != NULL)
+        result = Py_BuildValue("(KOKKKKOOOO)", (unsigned long long)key, name,
+                               (unsigned long long)kind, (unsigned long long)start,
+                               (unsigned long long)end, (unsigned long long)code, attrs,
+                               trace_hex, span_hex, parent_hex);
+    Py_XDECREF(trace_hex);
+    Py_XDECREF(span_hex);
+    Py_XDECREF(parent_hex);
     if (result == NULL) status = -2;
 done:
     Py_XDECREF(name);
@@ -516,6 +609,19 @@ static int service_of(Buf resource, Buf *service) {
     return 0;
 }
 
+/* Whether ``needle`` occurs in ``b`` (memchr for its first byte, then memcmp). */
+static int contains(Buf b, const char *needle) {
+    size_t n = strlen(needle);
+    const uint8_t *p = b.p;
+    while ((size_t)(b.end - p) >= n) {
+        p = memchr(p, needle[0], (size_t)(b.end - p) - n + 1);
+        if (p == NULL) return 0;
+        if (memcmp(p, needle, n) == 0) return 1;
+        p++;
+    }
+    return 0;
+}
+
 static PyObject *spans(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *arg;
@@ -528,6 +634,9 @@ static PyObject *spans(PyObject *self, PyObject *args) {
              *scope_name = NULL;
     if (out == NULL) { PyBuffer_Release(&view); return NULL; }
     Buf body = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
+    /* A body with an agent span: the general way for all its spans, so that the mapping
+       can give each call the agent that encloses it (spantree.enclosing_agents). */
+    if (fast && contains(body, "invoke_agent")) fast = 0;
     while (body.p < body.end) {
         uint32_t f;
         int w;
@@ -643,4 +752,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "exporter._otlp",
                                     "OTLP span reader (see exporter/_otlp.c).", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__otlp(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__otlp(void) {
+    for (size_t j = 0; j < NKEYS_LISTED; j++) KEY_LEN[j] = strlen(KEYS[j].key);
+    return PyModule_Create(&module);
+}

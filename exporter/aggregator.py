@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -51,6 +51,7 @@ from exporter.aggregation.stores import (
 )
 from exporter.events import AnyEvent
 from exporter.logutil import RateLimitedLogger
+from exporter.pricing import PriceTable
 
 __all__ = ["CONFIG_FED", "FEEDS", "HEARTBEAT_SAMPLES", "HISTOGRAM_ROW", "MAX_LABEL_LENGTH",
            "MAX_SAMPLES", "NATIVE_CONTRACT_VERSION", "OTHER", "Aggregator", "AiState",
@@ -78,6 +79,7 @@ class HistogramDelta:
     detail: str
     buckets: tuple[float, ...]
     total: float
+    response_model: str = ""  # duration only: gen_ai.response.model (part OTLP-GENAI)
 
 
 class Aggregator:
@@ -88,7 +90,8 @@ class Aggregator:
                  budgets: dict[str, float] | None = None,
                  latency_threshold: float = 10.0, success_objective: float = 0.99,
                  extra_labels: dict[str, str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 prices: PriceTable | None = None) -> None:
         self._lock = threading.Lock()
         self.clock = clock
         extra = dict(sorted((extra_labels or {}).items()))
@@ -99,7 +102,8 @@ class Aggregator:
                                      success_objective=success_objective)
         self.failures = 0
         self.state = AiState(max_series=max_series, max_tracked=max_tracked,
-                             max_samples=max_samples, budgets=dict(budgets or {}))
+                             max_samples=max_samples, budgets=dict(budgets or {}),
+                             prices=prices)
         self._handlers = Handlers(self.state).by_type
 
     # --- the parts, for tests and the native table ------------------------------------
@@ -179,7 +183,8 @@ class Aggregator:
         with self._lock:
             for d in deltas:
                 if d.metric == "duration":
-                    row = state.llm_duration.row((d.operation, d.provider, d.model, d.detail))
+                    row = state.llm_duration.row((d.operation, d.provider, d.model, d.detail,
+                                                  d.response_model))
                     requests = sum(d.buckets)
                     outcome = "error" if d.detail else "success"
                     state.llm_requests.inc((d.provider, d.model, outcome, d.detail), requests)
@@ -190,6 +195,24 @@ class Aggregator:
                 for i, count in enumerate(d.buckets):
                     row[i] += count
                 row[-1] += d.total
+                merged += 1
+        return merged
+
+    def merge_rows(self, deltas: Iterable[tuple[str, Key, Sequence[float], float]]) -> int:
+        """Part MCP (issue 16): add histogram increments received as metrics (the OTLP
+        intake's ``mcp.*`` data points, differenced) to the rows an event of the same
+        labels feeds: (store by Prometheus name, key, per-bucket counts with +Inf last,
+        sum). The bucket bounds are the store's (the intake checks). Returns how many."""
+        merged = 0
+        with self._lock:
+            for name, key, buckets, total in deltas:
+                store = self.state.stores[name]
+                if not isinstance(store, HistogramStore):
+                    continue
+                row = store.row(key)
+                for i, count in enumerate(buckets):
+                    row[i] += count
+                row[-1] += total
                 merged += 1
         return merged
 

@@ -63,8 +63,12 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
                     20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                5.0, 7.5, 10.0)
+# gen_ai.client.operation.time_to_first_chunk: the spec's advisory buckets, the duration set
+# (until issue 16 it used the server TTFT set 0.001 .. 10).
+TTFT_BUCKETS = DURATION_BUCKETS
+# gen_ai.client.operation.time_per_output_chunk (the spec's advisory buckets, as for
+# gen_ai.server.time_per_output_token).
+TPOC_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 TASK_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
                 3600.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -105,6 +109,18 @@ def prometheus_label(attribute: str) -> str:
     return _INVALID.sub("_", attribute)
 
 
+# The semantic-convention release (and its stability) the metrics follow, by OTel name
+# prefix (docs/metrics.md says it per metric). GenAI and MCP moved out of the core
+# repository after v1.41.0 (open-telemetry/semantic-conventions-genai); system, process and
+# hw metrics are still Development in the core conventions.
+SEMCONV_GENAI = "1.41.0 development"
+SEMCONV_SYSTEM = "1.41.0 development"
+SEMCONV_OWN = "exporter"
+_SEMCONV_BY_PREFIX = (("gen_ai.", SEMCONV_GENAI), ("mcp.", SEMCONV_GENAI),
+                      ("system.", SEMCONV_SYSTEM), ("process.", SEMCONV_SYSTEM),
+                      ("hw.", SEMCONV_SYSTEM))
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One metric: its OTel identity, from which everything else is derived."""
@@ -116,6 +132,20 @@ class MetricSpec:
     attributes: tuple[str, ...] = ()
     area: Area = Area.AI
     buckets: tuple[float, ...] = field(default=())
+    # The semantic-convention version and stability followed ("" = by the name's prefix:
+    # see ``convention``); "exporter" for the exporter's own metrics.
+    semconv: str = ""
+
+    @cached_property
+    def convention(self) -> str:
+        """The semantic-convention version and stability this metric follows, or
+        ``exporter`` for a metric of the exporter's own (``ai.*``, ``ai_exporter.*``)."""
+        if self.semconv:
+            return self.semconv
+        for prefix, version in _SEMCONV_BY_PREFIX:
+            if self.otel_name.startswith(prefix):
+                return version
+        return SEMCONV_OWN
 
     @cached_property
     def name(self) -> str:
@@ -250,8 +280,10 @@ HW_ERRORS = _m("hw.errors", "{error}", C, "GPU ECC errors by type.", *_GPU, "err
 # --- LLM calls (OTel GenAI semantic conventions) --------------------------------------
 _GENAI = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
 GEN_AI_CLIENT_OPERATION_DURATION = _m(
-    "gen_ai.client.operation.duration", "s", H, "Duration of LLM operations.", *_GENAI,
-    "error.type", area=GENAI, buckets=DURATION_BUCKETS)
+    "gen_ai.client.operation.duration", "s", H,
+    "Duration of LLM operations; gen_ai_response_model is the model that answered (empty "
+    "when not reported), bounded like every label by the series cap.", *_GENAI,
+    "error.type", "gen_ai.response.model", area=GENAI, buckets=DURATION_BUCKETS)
 GEN_AI_CLIENT_TOKEN_USAGE = _m(
     "gen_ai.client.token.usage", "{token}", H, "Tokens used per LLM operation by token type.",
     *_GENAI, "gen_ai.token.type", area=GENAI, buckets=TOKEN_BUCKETS)
@@ -259,21 +291,50 @@ GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = _m(
     "gen_ai.client.operation.time_to_first_chunk", "s", H,
     "Time to the first streamed chunk of an LLM response.", *_GENAI, area=GENAI,
     buckets=TTFT_BUCKETS)
+GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK = _m(
+    "gen_ai.client.operation.time_per_output_chunk", "s", H,
+    "Time per output chunk of a streamed LLM response after the first one: one "
+    "observation per call, its mean chunk interval (`time_per_output_chunk_seconds`).",
+    *_GENAI, area=GENAI, buckets=TPOC_BUCKETS)
 GEN_AI_EXECUTE_TOOL_DURATION = _m(
     "gen_ai.execute_tool.duration", "s", H, "Duration of tool executions by agents.",
-    "gen_ai.tool.name", "gen_ai.agent.name", "error.type", area=GENAI,
+    "gen_ai.tool.name", "gen_ai.agent.name", "error.type", "gen_ai.tool.type", area=GENAI,
+    buckets=DURATION_BUCKETS)
+GEN_AI_INVOKE_AGENT_DURATION = _m(
+    "gen_ai.invoke_agent.duration", "s", H,
+    "End-to-end duration of agent invocations (finished tasks with operation "
+    "invoke_agent).", "gen_ai.agent.name", "error.type", area=GENAI,
     buckets=DURATION_BUCKETS)
 _LLM = ("gen_ai.provider.name", "gen_ai.request.model")
 AI_LLM_REQUESTS = _m("ai.llm.requests", "{request}", C,
                      "LLM requests by outcome (success or error) and error type.", *_LLM,
                      "outcome", "error.type", area=GENAI)
 AI_LLM_TOKENS = _m("ai.llm.tokens", "{token}", C,
-                   "Tokens consumed by type (input, output, cached_input).", *_LLM,
+                   "Tokens consumed by type (input, output, cache_read, cache_creation, "
+                   "reasoning; the last three are subsets of the first two).", *_LLM,
                    "gen_ai.token.type", area=GENAI)
-AI_LLM_COST = _m("ai.llm.cost", "USD", C, "Spend on LLM calls in US dollars.", *_LLM,
-                 area=GENAI)
+AI_LLM_COST = _m("ai.llm.cost", "USD", C,
+                 "Spend on LLM calls in US dollars: the cost an event gives, else computed "
+                 "from its tokens with the price table in force.", *_LLM, area=GENAI)
+# --- part EVENTS (issue 16): computed cost, unpriced calls, cache savings, agent tokens --
+AI_LLM_UNPRICED_REQUESTS = _m(
+    "ai.llm.unpriced.requests", "{request}", C,
+    "LLM calls without a cost whose model has no price in the table (counted at cost 0).",
+    *_LLM, area=GENAI)
+AI_LLM_UNPRICED_TOKENS = _m(
+    "ai.llm.unpriced.tokens", "{token}", C,
+    "Tokens of LLM calls without a cost whose model has no price, by token type.", *_LLM,
+    "gen_ai.token.type", area=GENAI)
+AI_LLM_CACHE_SAVINGS = _m(
+    "ai.llm.cache_savings", "USD", C,
+    "Dollars saved by cache-read input tokens: cache_read tokens x (input rate - cache "
+    "read rate), for models with a price in the table.", *_LLM, area=GENAI)
+AI_AGENT_TOKENS = _m(
+    "ai.agent.tokens", "{token}", C,
+    "Tokens consumed by agent (the llm_call `component`), model and type (input, output).",
+    "gen_ai.agent.name", "gen_ai.request.model", "gen_ai.token.type", area=GENAI)
 AI_TOOL_CALLS = _m("ai.tool.calls", "{call}", C, "Tool calls by outcome.", "gen_ai.tool.name",
-                   "gen_ai.agent.name", "outcome", area=GENAI)
+                   "gen_ai.agent.name", "outcome", "gen_ai.tool.type", area=GENAI)
 AI_PROVIDER_RATE_LIMIT_REMAINING = _m(
     "ai.provider.rate_limit.remaining", "{unit}", G,
     "Requests or tokens left in the provider's current rate-limit window.",
@@ -294,6 +355,32 @@ AI_BUDGET_SPEND = _m("ai.budget.spend", "USD", G,
 AI_LLM_LATENCY_THRESHOLD = _m("ai.llm.latency.threshold", "s", G,
                               "Configured p95 LLM latency objective, for alert rules.",
                               area=GENAI)
+
+# --- part MCP (issue 16): MCP operations and sessions (OTel MCP semantic conventions) ----
+# The spec's advisory ExplicitBucketBoundaries, the same for all four histograms.
+MCP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+               300.0)
+# The bounded attributes of the spec (mcp.session.id, mcp.resource.uri, jsonrpc.request.id,
+# server.address/port are not labels: unbounded or per instance).
+_MCP_OP = ("mcp.method.name", "gen_ai.tool.name", "gen_ai.prompt.name", "error.type",
+           "mcp.protocol.version", "network.transport")
+_MCP_SESSION = ("error.type", "mcp.protocol.version", "network.transport")
+MCP_CLIENT_OPERATION_DURATION = _m(
+    "mcp.client.operation.duration", "s", H,
+    "MCP requests and notifications as the sender saw them, from sending until the "
+    "response or ack; error_type is tool_error for a tool result with isError.", *_MCP_OP,
+    area=GENAI, buckets=MCP_BUCKETS)
+MCP_SERVER_OPERATION_DURATION = _m(
+    "mcp.server.operation.duration", "s", H,
+    "MCP requests and notifications as the receiver saw them, from receiving until the "
+    "result or ack is sent; error_type is tool_error for a tool result with isError.",
+    *_MCP_OP, area=GENAI, buckets=MCP_BUCKETS)
+MCP_CLIENT_SESSION_DURATION = _m(
+    "mcp.client.session.duration", "s", H, "Duration of MCP sessions as the client saw them.",
+    *_MCP_SESSION, area=GENAI, buckets=MCP_BUCKETS)
+MCP_SERVER_SESSION_DURATION = _m(
+    "mcp.server.session.duration", "s", H, "Duration of MCP sessions as the server saw them.",
+    *_MCP_SESSION, area=GENAI, buckets=MCP_BUCKETS)
 
 # --- AI platform activity --------------------------------------------------------------
 AI_TASKS = _m("ai.tasks", "{task}", C,
@@ -427,6 +514,16 @@ AI_PROCESS_EXITS = _m("ai.process.exits", "{process}", C,
 EXPORTER_BUILD_INFO = _m("ai_exporter.build_info", "", G,
                          "Build metadata; the value is always 1.", "version", "revision",
                          "python_version", area=SELF)
+# --- PRICING (issue 16) ------------------------------------------------------------------
+EXPORTER_PRICE_TABLE_INFO = _m(
+    "ai_exporter.price_table_info", "", G,
+    "The price table costs are computed from when an event gives none; the value is "
+    "always 1. source: genai-prices (the bundled table, under any configured prices) or "
+    "config (ai.pricing.enabled false: only overrides and the price file); version: the "
+    "genai-prices release whose data is in force; overrides: how many ai.pricing.overrides "
+    "entries; price_file: ai.pricing.price_file.",
+    "source", "version", "overrides", "price_file", area=SELF)
+# --- end PRICING -------------------------------------------------------------------------
 EXPORTER_COLLECTOR_SUCCESS = _m("ai_exporter.collector.success", "", G,
                                 "1 when the collector succeeded in this scrape.", "collector",
                                 area=SELF)

@@ -139,6 +139,14 @@ class WebConfig(_Section):
     # hand-offs for no gain (requests are short; scrapes are few), and a typo such as
     # 80000 exhausts the process's thread limit at start-up.
     threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    # Slow clients (issue 17, exporter.web.preread): the request head must arrive within
+    # header_read_timeout_seconds of the accept (or of its first byte on a kept-alive
+    # connection), the body within body_read_timeout_seconds of the head; past either,
+    # 408 and the connection is closed. Past max_connections_per_address open from one
+    # client address a new one is answered 429 and closed (0: no cap).
+    header_read_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    body_read_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 256
     config_file: str = ""
     # Client networks that may call write routes without a credential (CIDR).
     write_allowed_networks: list[str] = msgspec.field(
@@ -180,6 +188,55 @@ class BudgetConfig(_Section):
     scope: str = "total"
 
 
+# --- PRICING (issue 16): ai.pricing, the prices costs are computed from ------------------
+UsdPerMillion = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class PriceOverrideConfig(_Section):
+    """One model's prices in US dollars per million tokens, as genai-prices and the
+    providers' price pages write them. ``provider`` is a ``gen_ai.provider.name`` value
+    (the event's ``provider``); empty: the model at any provider. An unset cache price is
+    the input price, an unset reasoning price the output price."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    input: UsdPerMillion
+    output: UsdPerMillion
+    provider: str = ""
+    cache_read: UsdPerMillion | None = None
+    cache_write: UsdPerMillion | None = None
+    reasoning: UsdPerMillion | None = None
+
+    def __post_init__(self) -> None:
+        # A price file is not walked by _check_numbers: refuse .inf / .nan here too.
+        for name in ("input", "output", "cache_read", "cache_write", "reasoning"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number, got {value}")
+
+
+def check_price_entries(entries: Sequence[PriceOverrideConfig], where: str) -> None:
+    """Refuse one (provider, model) listed twice in one list: which price won would
+    depend on the order of the entries."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(entries):
+        key = (entry.provider.lower(), entry.model.lower())
+        if key in seen:
+            at = f" at provider {entry.provider!r}" if entry.provider else ""
+            raise ConfigError(f"{where}{i}: model {entry.model!r}{at} is already listed "
+                              f"as entry {seen[key]}")
+        seen[key] = i
+
+
+class PricingConfig(_Section):
+    """Cost from tokens when an event gives none (exporter/pricing.py): the bundled
+    genai-prices table (``enabled``), under a ``price_file`` and these ``overrides``."""
+
+    enabled: bool = True
+    price_file: str = ""
+    overrides: list[PriceOverrideConfig] = msgspec.field(default_factory=list)
+# --- end PRICING --------------------------------------------------------------------------
+
+
 class AIConfig(_Section):
     """How AI activity events become series."""
 
@@ -198,6 +255,7 @@ class AIConfig(_Section):
     # The native line path (exporter/_lines.c) for JSONL files, when it is built: the same
     # results, several times faster. false runs the Python path only.
     native_lines: bool = True
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)  # PRICING
 
 
 class PushConfig(_Section):
@@ -938,6 +996,7 @@ def build(*layers: Mapping[str, Any],
         raise ConfigError(f"{level_key}: expected one of {sorted(_LEVELS)}, got "
                           f"{config.log.level!r}")
     _check_extra_labels(config.ai.extra_labels)
+    check_price_entries(config.ai.pricing.overrides, "ai.pricing.overrides.")  # PRICING
     return config
 
 

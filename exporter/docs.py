@@ -42,12 +42,14 @@ def _row(cells: Iterable[str]) -> str:
 
 def metric_rows(specs: Iterable[MetricSpec]) -> list[str]:
     """The table of one area: header, separator, one row per metric."""
-    lines = [_row(("Prometheus name", "Type", "Unit", "Labels", "OTel name", "Description")),
-             _row(("---",) * 6)]
+    lines = [_row(("Prometheus name", "Type", "Unit", "Labels", "OTel name",
+                   "Semantic convention", "Description")),
+             _row(("---",) * 7)]
     for spec in specs:
         labels = ", ".join(_code(label) for label in spec.labels)
         lines.append(_row((_code(spec.name), spec.kind.value, _code(spec.unit),
-                           labels, _code(spec.otel_name), _cell(spec.description))))
+                           labels, _code(spec.otel_name), _cell(spec.convention),
+                           _cell(spec.description))))
     return lines
 
 
@@ -83,6 +85,13 @@ def render() -> str:
         "`_ratio`; units in braces such as `{request}` are annotations and add nothing), "
         "and counters end in `_total`. Counters also expose a `_created` sample; histograms "
         "expose `_bucket` (with `le`), `_sum` and `_count`.",
+        "",
+        "The *Semantic convention* column says which OpenTelemetry semantic-convention "
+        f"release a metric follows and its stability there (`{catalog.SEMCONV_GENAI}`: "
+        "GenAI and MCP metrics, whose conventions have since moved to "
+        "open-telemetry/semantic-conventions-genai; system, process and hw metrics are "
+        "Development in the core conventions too); `exporter` marks the exporter's own "
+        "metrics (`ai_*`, `ai_exporter_*`), which no convention defines.",
         "",
         "Series built from AI events also carry the labels configured in "
         "`ai.extra_labels` (and `demo=\"true\"` when the demo workload runs). Label values "

@@ -29,13 +29,15 @@ REGENERATE = "python -m exporter.eventdocs"
 # example in the documentation is known to be accepted.
 EXAMPLES: dict[str, dict[str, Any]] = {
     "llm_call": {"kind": "llm_call", "provider": "openai", "model": "gpt-4o",
-                 "operation": "chat", "input_tokens": 1200, "output_tokens": 310,
-                 "cached_input_tokens": 800, "duration_seconds": 2.41,
-                 "time_to_first_token_seconds": 0.38, "cost_usd": 0.0061},
+                 "response_model": "gpt-4o-2024-08-06", "operation": "chat",
+                 "input_tokens": 1200, "output_tokens": 310, "cache_read_input_tokens": 800,
+                 "duration_seconds": 2.41, "time_to_first_token_seconds": 0.38,
+                 "time_per_output_chunk_seconds": 0.021, "component": "coder",
+                 "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"},
     "task": {"kind": "task", "component": "coder", "queue": "default",
              "status": "succeeded", "task_id": "t-8812", "duration_seconds": 41.5},
     "tool_call": {"kind": "tool_call", "tool": "run_tests", "agent": "coder",
-                  "duration_seconds": 12.7, "error_type": ""},
+                  "tool_type": "function", "duration_seconds": 12.7, "error_type": ""},
     "quality_gate": {"kind": "quality_gate", "gate": "code_review", "decision": "rejected",
                      "score": 0.55},
     "resolution": {"kind": "resolution", "loop_id": "loop-17", "component": "remediator",
@@ -54,6 +56,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "component_status": {"kind": "component_status", "component": "mcp-github",
                          "component_kind": "mcp_server", "version": "1.4.2",
                          "status": "up"},
+    # part MCP (issue 16)
+    "mcp_call": {"kind": "mcp_call", "side": "client", "method": "tools/call",
+                 "tool": "get_weather", "duration_seconds": 0.084, "error_type": "tool_error",
+                 "protocol_version": "2025-06-18", "transport": "pipe",
+                 "session_id": "191c4850af6c49e08843a3f6c80e5046",
+                 "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                 "span_id": "00f067aa0ba902b7"},
+    "mcp_session": {"kind": "mcp_session", "side": "server", "duration_seconds": 312.5,
+                    "protocol_version": "2025-06-18", "transport": "tcp"},
 }
 
 

@@ -29,6 +29,10 @@ Tokens = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
 Usd = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
 Score = Annotated[float, msgspec.Meta(ge=0, le=1)]
+# W3C trace context ids (lowercase hex, as OTLP/JSON and traceparent write them); empty =
+# none. A value that does not match is refused with reason invalid_value.
+TraceId = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-f]{32})?$")]
+SpanId = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-f]{16})?$")]
 
 TaskStatus = Literal["queued", "started", "succeeded", "failed", "retried", "cancelled"]
 Verdict = Literal["allow", "deny", "modify", "warn", "escalate"]
@@ -48,7 +52,8 @@ def _d(text: str) -> msgspec.Meta:
 
 
 KINDS = ("llm_call", "task", "tool_call", "quality_gate", "resolution", "guardian",
-         "intervention", "security_event", "error", "provider_limit", "component_status")
+         "intervention", "security_event", "error", "provider_limit", "component_status",
+         "mcp_call", "mcp_session")  # the last two: part MCP (issue 16)
 
 
 class Event(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, kw_only=True,
@@ -69,20 +74,53 @@ class LlmCall(Event, tag="llm_call", frozen=True):
     model: Annotated[Label, _d("Requested model (`gen_ai.request.model`).")]
     operation: Annotated[Label, _d("Operation (`gen_ai.operation.name`): chat, "
                                    "text_completion, embeddings, ...")] = "chat"
-    input_tokens: Annotated[Tokens, _d("Prompt tokens; 0 when not reported.")] = 0
-    output_tokens: Annotated[Tokens, _d("Completion tokens; 0 when not reported.")] = 0
+    input_tokens: Annotated[Tokens, _d(
+        "Prompt tokens (`gen_ai.usage.input_tokens`), cached ones included; 0 when not "
+        "reported.")] = 0
+    output_tokens: Annotated[Tokens, _d(
+        "Completion tokens (`gen_ai.usage.output_tokens`), reasoning ones included; 0 when "
+        "not reported.")] = 0
+    cache_read_input_tokens: Annotated[Tokens, _d(
+        "Prompt tokens served from the provider's cache "
+        "(`gen_ai.usage.cache_read.input_tokens`; a subset of input_tokens).")] = 0
+    cache_creation_input_tokens: Annotated[Tokens, _d(
+        "Prompt tokens written to the provider's cache "
+        "(`gen_ai.usage.cache_creation.input_tokens`, a cache write; a subset of "
+        "input_tokens).")] = 0
+    reasoning_output_tokens: Annotated[Tokens, _d(
+        "Reasoning tokens (`gen_ai.usage.reasoning.output_tokens`; a subset of "
+        "output_tokens).")] = 0
     cached_input_tokens: Annotated[Tokens, _d(
-        "Prompt tokens served from the provider's cache (a subset of input_tokens).")] = 0
+        "Deprecated alias of cache_read_input_tokens, still accepted: used only when "
+        "cache_read_input_tokens is 0 or absent (when both are non-zero, "
+        "cache_read_input_tokens wins).")] = 0
     duration_seconds: Annotated[Seconds | None, _d(
         "Wall time of the whole call, in seconds.")] = None
     time_to_first_token_seconds: Annotated[Seconds | None, _d(
-        "For streaming calls: time until the first chunk arrived, in seconds.")] = None
-    cost_usd: Annotated[Usd, _d("What the call cost, in US dollars.")] = 0.0
+        "For streaming calls: time until the first chunk arrived, in seconds "
+        "(`gen_ai.client.operation.time_to_first_chunk`).")] = None
+    time_per_output_chunk_seconds: Annotated[Seconds | None, _d(
+        "For streaming calls: the mean time between output chunks after the first, in "
+        "seconds (`gen_ai.client.operation.time_per_output_chunk`; one observation per "
+        "call).")] = None
+    cost_usd: Annotated[Usd | None, _d(
+        "What the call cost, in US dollars. When absent (or null) it is computed from the "
+        "token counts with the price table in force; a model without a price then costs "
+        "0 and is counted in `ai_llm_unpriced_requests_total`. A given cost (0 included) "
+        "always wins.")] = None
     error_type: Annotated[OptLabel, _d(
         "Empty on success; otherwise the error (HTTP status, exception name, timeout, "
         "...), as `error.type`.")] = ""
-    component: Annotated[OptLabel, _d("The agent or service that made the call "
-                                      "(informational, not a label).")] = ""
+    component: Annotated[OptLabel, _d(
+        "The agent or service that made the call (`gen_ai.agent.name` of "
+        "`ai_agent_tokens_total`; no label of the other LLM metrics).")] = ""
+    response_model: Annotated[OptLabel, _d(
+        "The model that answered (`gen_ai.response.model`); a label of "
+        "`gen_ai.client.operation.duration` only.")] = ""
+    trace_id: Annotated[TraceId, _d(
+        "Trace id of the call (32 lowercase hex digits): attached as an exemplar to the "
+        "histograms it feeds.")] = ""
+    span_id: Annotated[SpanId, _d("Span id of the call (16 lowercase hex digits).")] = ""
 
 
 class Task(Event, tag="task", frozen=True):
@@ -99,6 +137,12 @@ class Task(Event, tag="task", frozen=True):
     duration_seconds: Annotated[Seconds | None, _d(
         "For succeeded, failed and cancelled: how long the task ran. When absent, the time "
         "since its `started` event is used.")] = None
+    operation: Annotated[OptLabel, _d(
+        "The GenAI operation (`gen_ai.operation.name`): `invoke_agent` also feeds "
+        "`gen_ai.invoke_agent.duration` for succeeded, failed and cancelled tasks.")] = ""
+    trace_id: Annotated[TraceId, _d(
+        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
+    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
 
 
 class ToolCall(Event, tag="tool_call", frozen=True):
@@ -108,6 +152,11 @@ class ToolCall(Event, tag="tool_call", frozen=True):
     agent: Annotated[OptLabel, _d("Agent that called it (`gen_ai.agent.name`).")] = ""
     duration_seconds: Annotated[Seconds | None, _d("How long the tool ran, in seconds.")] = None
     error_type: Annotated[OptLabel, _d("Empty on success; otherwise the error.")] = ""
+    tool_type: Annotated[OptLabel, _d(
+        "Tool type (`gen_ai.tool.type`): function, extension, datastore, ...")] = ""
+    trace_id: Annotated[TraceId, _d(
+        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
+    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
 
 
 class QualityGate(Event, tag="quality_gate", frozen=True):
@@ -198,8 +247,66 @@ class ComponentStatus(Event, tag="component_status", frozen=True):
         "up, degraded or down (down sets the `up` series to 0).")] = "up"
 
 
+# --- part MCP (issue 16): MCP operations and sessions (OTel MCP semantic conventions) ---
+McpSide = Literal["client", "server"]
+
+
+class McpCall(Event, tag="mcp_call", frozen=True):
+    """One MCP request or notification, as its sender (`client`) or its receiver (`server`)
+    saw it: `mcp.client.operation.duration` / `mcp.server.operation.duration`."""
+
+    method: Annotated[Label, _d(
+        "The JSON-RPC method (`mcp.method.name`): initialize, tools/list, tools/call, "
+        "resources/read, prompts/get, notifications/initialized, ...")]
+    duration_seconds: Annotated[Seconds, _d(
+        "From sending the request (or receiving it, on the server) until the response or "
+        "ack, in seconds.")]
+    side: Annotated[McpSide, _d(
+        "client: the sender's view (the MCP client, or a server that initiates a request "
+        "such as sampling/createMessage); server: the receiver's.")] = "client"
+    tool: Annotated[OptLabel, _d(
+        "For tools/call: the tool (`gen_ai.tool.name`).")] = ""
+    prompt: Annotated[OptLabel, _d(
+        "For prompts/get: the prompt (`gen_ai.prompt.name`).")] = ""
+    error_type: Annotated[OptLabel, _d(
+        "Empty on success; otherwise `error.type`: the JSON-RPC error code (e.g. -32602), "
+        "an exception name or timeout, and `tool_error` for a tools/call whose result has "
+        "isError true.")] = ""
+    protocol_version: Annotated[OptLabel, _d(
+        "The MCP protocol version in use (`mcp.protocol.version`, e.g. 2025-06-18).")] = ""
+    transport: Annotated[OptLabel, _d(
+        "`network.transport`: pipe (stdio), tcp or quic (Streamable HTTP, SSE), unix.")] = ""
+    session_id: Annotated[Id, _d(
+        "The MCP session (`mcp.session.id`): informational, never a label.")] = ""
+    trace_id: Annotated[TraceId, _d(
+        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
+    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+
+
+class McpSession(Event, tag="mcp_session", frozen=True):
+    """One MCP session that ended, as the client or the server saw it:
+    `mcp.client.session.duration` / `mcp.server.session.duration`."""
+
+    duration_seconds: Annotated[Seconds, _d(
+        "How long the session lasted, in seconds.")]
+    side: Annotated[McpSide, _d("client or server: whose view.")] = "client"
+    error_type: Annotated[OptLabel, _d(
+        "Empty when the session ended normally; otherwise the error it ended with "
+        "(`error.type`).")] = ""
+    protocol_version: Annotated[OptLabel, _d(
+        "The MCP protocol version negotiated (`mcp.protocol.version`).")] = ""
+    transport: Annotated[OptLabel, _d(
+        "`network.transport`: pipe (stdio), tcp or quic (Streamable HTTP, SSE), unix.")] = ""
+    session_id: Annotated[Id, _d(
+        "The MCP session (`mcp.session.id`): informational, never a label.")] = ""
+    trace_id: Annotated[TraceId, _d(
+        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
+    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+
+
 AnyEvent = (LlmCall | Task | ToolCall | QualityGate | Resolution | Guardian | Intervention
-            | SecurityEvent | Error | ProviderLimit | ComponentStatus)
+            | SecurityEvent | Error | ProviderLimit | ComponentStatus
+            | McpCall | McpSession)  # the last two: part MCP
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
 KIND_OF: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
 

@@ -15,17 +15,18 @@ Three entry points, one per shape of input, all through the same validator and h
 entries, NDJSON lines, ``Ingestor.ingest_raw``) and ``apply_array`` (a whole JSON array
 body of ``POST /api/v1/events``, cut exactly as ``exporter.bodies.split_array`` cuts it).
 
-Native contract (version 2: ``exporter.aggregation.contract.NATIVE_CONTRACT_VERSION``, which
+Native contract (version 3: ``exporter.aggregation.contract.NATIVE_CONTRACT_VERSION``, which
 must equal ``_lines.CONTRACT_VERSION``)
 ------------------------------------------------------------------------------------------
 The C never names an attribute of the aggregator. It binds to the one table
 ``Aggregator.native_table()`` exports (``exporter.aggregation.contract``)::
 
-    {"version": 2,
+    {"version": 3,
      "histogram_row": ("buckets", "+Inf", "sum"),   # per-bucket counts, +Inf count, sum
-     "stores":  {catalog metric name: NativeStore(labels, values, admit, bounds)},
+     "stores":  {catalog metric name: NativeStore(labels, values, admit, bounds, offer)},
      "tracked": {catalog metric name: NativeTracked(labels, where, groups, open, limit)},
      "spend_for": Aggregator.spend_for,               # (today's spend dict, budgets)
+     "price_for": PriceTable.rates,                   # (provider, model) -> Rates | None
      "handlers": {event type: handler(event, now)}}   # for the kinds C only validates
 
 At bind time the C checks the version, the row layout, that every metric it feeds is in
@@ -36,6 +37,14 @@ refactor of the aggregator that breaks the contract fails loudly, in
 C: ``admit`` / ``open`` (the store's own Python slow path) admits it or folds it into
 ``other`` and charges the sample budget, so both paths fold alike. Changing any of this
 (a row layout, a label order, what a tracked map holds) means bumping both versions.
+
+Version 3 (issue 16): an ``llm_call`` without ``cost_usd`` is priced in C from the
+``Rates`` that ``price_for`` gives for its label set, asked once per C slot and kept there
+as five doubles; the cost is ``Rates.cost``'s expression in the same order (the extension
+is built with ``-ffp-contract=off`` so no multiply-add is fused). A histogram observation
+of an event with a trace id calls the store's ``offer`` (``offer_exemplar``) with the key
+it was stored under, as the Python handlers do. Trace and span ids are validated in C as
+``hex`` fields (exactly N lowercase hex digits, or empty).
 
 Why a store table and not plain records applied by one Python step: that step alone is
 the Python aggregation, measured at 250-315k events per CPU second on the push mix
@@ -56,6 +65,7 @@ a kind whose fields no longer match what the C handler knows is left to Python.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -79,6 +89,10 @@ def available() -> bool:
             and getattr(_lines, "CONTRACT_VERSION", None) == NATIVE_CONTRACT_VERSION)
 
 
+# The one string pattern the C validates: trace and span ids (events.TraceId, SpanId).
+_HEX_PATTERN = re.compile(r"\^\(\?:\[0-9a-f\]\{(\d+)\}\)\?\$")
+
+
 def _field(info: msgspec.inspect.Field) -> tuple[Any, ...]:
     """(type, nullable, required, min_len, max_len, ge, le, enum values, default)."""
     t = info.type
@@ -96,7 +110,12 @@ def _field(info: msgspec.inspect.Field) -> tuple[Any, ...]:
     default = None if info.default is msgspec.NODEFAULT else info.default
     if isinstance(t, msgspec.inspect.StrType):
         if t.pattern is not None:
-            raise ValueError(f"{info.name}: patterns are not native")
+            match = _HEX_PATTERN.fullmatch(t.pattern)
+            if match is None:
+                raise ValueError(f"{info.name}: patterns are not native")
+            width = int(match.group(1))  # N lowercase hex digits, or empty
+            return ("hex", nullable, info.required, width, width, None, None, None,
+                    default)
         return ("str", nullable, info.required, t.min_length, t.max_length, None, None, None,
                 default)
     if isinstance(t, msgspec.inspect.LiteralType):

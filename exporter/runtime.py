@@ -28,6 +28,7 @@ from exporter.hostpaths import HostPaths, check_unchanged, warn_if_unpinned
 from exporter.ingest import Ingestor
 from exporter.otlp import CollectGate, build_pusher
 from exporter.otlp import resolve as otlp_settings
+from exporter.pricing import PriceTable, check_price_file
 from exporter.scrape import CollectorRunner
 from exporter.security import Security
 from exporter.sources import Source, SourceDeps, build_sources
@@ -120,6 +121,7 @@ class Runtime:
         self.aggregator = Aggregator(
             max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
             max_samples=cfg.ai.max_total_samples, extra_labels=extra, clock=clock,
+            prices=PriceTable.from_settings(cfg.ai.pricing),  # PRICING
             **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)
@@ -136,6 +138,7 @@ class Runtime:
         self.last_reload_ok = True
         self.last_reload_time = time.time()
         self.config = cfg
+        self.config_pricing = cfg.ai.pricing  # PRICING: the prices in force (start-up)
         self.runner = self._build_runner(cfg, self.probes)
         # One store for every source's cursor and the AI state, restored before any
         # source is built (StorageLockedError when another exporter holds it).
@@ -148,6 +151,7 @@ class Runtime:
         """Check what only building can check (collector names, source settings)."""
         enabled_collectors(cfg)
         build_sources(SourceDeps(cfg, Ingestor(Aggregator()), build_store(cfg)))
+        check_price_file(cfg.ai.pricing)  # PRICING
         otlp_settings(cfg)
         Security.prepare(cfg)
 
@@ -214,6 +218,7 @@ class Runtime:
             # The push is not rebuilt on reload, but a file check-config refuses must not
             # pass here either.
             otlp_settings(new)
+            check_price_file(new.ai.pricing)  # PRICING: a bad price file is refused
             policy = self.security.prepare(new)
             probes = self._build_probes(new, self.probes)
             runner = self._build_runner(new, probes)
@@ -239,6 +244,9 @@ class Runtime:
             self.probes = probes
             self.security.install(policy)
             self.aggregator.reconfigure(**_aggregator_settings(new))
+            if new.ai.pricing != self.config_pricing:  # PRICING
+                log.warning("ai.pricing changed: the new prices take effect at restart "
+                            "(rates are kept per label set)")
             for source in sources:
                 source.start()
         old_runner.close()
@@ -251,12 +259,15 @@ class Runtime:
 
     # --- scrape ---------------------------------------------------------------------
     def families(self, deadline: float | None = None,
-                 rendered: list[str] | None = None) -> list[Metric]:
+                 rendered: list[str] | None = None, *,
+                 openmetrics: bool = False) -> list[Metric]:
         """Every family /metrics serves, in one list (the OTLP bridge reads it too).
-        ``rendered``: receives their text in pieces (``exposition.lines``), the collectors'
-        rendered by each collector within its deadline (``CollectorRunner.collect``)."""
+        ``rendered``: receives their text in pieces (``exposition.lines``, or
+        ``exposition.openmetrics_lines`` when ``openmetrics``; no ``# EOF``), the
+        collectors' rendered by each collector within its deadline
+        (``CollectorRunner.collect``)."""
         with self.collect_gate.shared(deadline):
-            out = self.runner.collect(deadline, rendered)
+            out = self.runner.collect(deadline, rendered, openmetrics=openmetrics)
         collected = len(out)
         info = build_info()
         build = catalog.EXPORTER_BUILD_INFO.family()
@@ -270,7 +281,8 @@ class Runtime:
         out.extend(self._web_config_families())
         out.extend(self.process_collector.collect())
         if rendered is not None:
-            rendered.extend(exposition.lines(out[collected:]))
+            render = exposition.openmetrics_lines if openmetrics else exposition.lines
+            rendered.extend(render(out[collected:], None))
         self.last_collection = (time.time(), out)
         return out
 
@@ -285,12 +297,16 @@ class Runtime:
         family.add_metric([], 1.0 if watcher.last_reload_ok else 0.0)
         return [family]
 
-    def render_metrics(self, deadline: float | None = None) -> bytes:
-        # Same bytes as prometheus_client's generate_latest, ~3x faster on large scrapes.
+    def render_metrics(self, deadline: float | None = None, *,
+                       openmetrics: bool = False) -> bytes:
+        # Same bytes as prometheus_client's generate_latest, ~3x faster on large scrapes
+        # (OpenMetrics: its openmetrics generate_latest, exemplars included).
         # Each collector's render counts against its deadline; joined here, in the
         # request's thread (see ``exposition.lines``).
         rendered: list[str] = []
-        self.families(deadline, rendered)
+        self.families(deadline, rendered, openmetrics=openmetrics)
+        if openmetrics:
+            rendered.append(exposition.OPENMETRICS_EOF)
         return exposition.join(rendered)
 
     def readiness(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -30,14 +30,16 @@ log = RateLimitedLogger(logging.getLogger(__name__), interval=60.0)
 
 # families, their text in pieces (when rendering), seconds taken
 _Result = tuple[list[Metric], list[str], float]
+# ``exposition.lines`` (Prometheus text) or ``exposition.openmetrics_lines``.
+Renderer = Callable[[Iterable[Metric], float | None], list[str]]
 
 
-def _run(collector: Collector, limit: float, render: bool) -> _Result:
+def _run(collector: Collector, limit: float, render: Renderer | None) -> _Result:
     token = SCRAPE_DEADLINE.set(limit)
     try:
         start = time.perf_counter()
         families = list(collector.collect())
-        text = exposition.lines(families, deadline=limit) if render else []
+        text = render(families, limit) if render is not None else []
         return families, text, time.perf_counter() - start
     finally:
         SCRAPE_DEADLINE.reset(token)
@@ -55,13 +57,17 @@ class CollectorRunner:
         self._lock = threading.Lock()
 
     def collect(self, deadline: float | None = None,
-                rendered: list[str] | None = None) -> list[Metric]:
+                rendered: list[str] | None = None, *,
+                openmetrics: bool = False) -> list[Metric]:
         """Families of every collector that finished by the deadline, plus self metrics.
 
         ``rendered``: when given, the text of the families returned is appended to it, in
-        pieces (``exposition.lines``) and in order: each collector's rendered by its own
-        thread within the deadline, the self metrics here."""
-        render = rendered is not None
+        pieces (``exposition.lines``, or ``exposition.openmetrics_lines`` when
+        ``openmetrics``) and in order: each collector's rendered by its own thread within
+        the deadline, the self metrics here."""
+        render: Renderer | None = None
+        if rendered is not None:
+            render = exposition.openmetrics_lines if openmetrics else exposition.lines
         limit = time.monotonic() + self.timeout
         if deadline is not None:
             limit = min(limit, deadline)
@@ -101,8 +107,8 @@ class CollectorRunner:
             success.add_metric([collector.name], ok)
             duration.add_metric([collector.name], elapsed)
         out.extend((success, duration))
-        if rendered is not None:
-            rendered.extend(exposition.lines((success, duration)))
+        if rendered is not None and render is not None:
+            rendered.extend(render((success, duration), None))
         return out
 
     def close(self) -> None:

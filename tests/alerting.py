@@ -168,13 +168,17 @@ def compress_expr(expr: str, factor: float) -> str:
         parts = [compress(p, factor) if p else p for p in parts]
         return "[" + ":".join(parts) + "]"
 
-    return re.sub(r"\[([0-9smhdwy:]+)\]", repl, expr)
+    expr = re.sub(r"\[([0-9smhdwy:]+)\]", repl, expr)
+    # An offset is a window into the past too (anomaly.rules.yml: "baseline a day ago").
+    return re.sub(r"\boffset\s+([0-9smhdwy]+)",
+                  lambda m: f"offset {compress(m.group(1), factor)}", expr)
 
 
 def compressed_rule_files(dest: Path, factor: float) -> list[str]:
-    """Copies of prometheus/rules/ where every window and ``for:`` is ``factor`` times
-    shorter (expressions, thresholds and annotations unchanged), for tests that must see
-    alerts fire and resolve in seconds rather than minutes."""
+    """Copies of prometheus/rules/ where every window, offset, ``for:`` and
+    ``keep_firing_for:`` is ``factor`` times shorter (expressions, thresholds and
+    annotations unchanged), for tests that must see alerts fire and resolve in seconds
+    rather than minutes."""
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for path in RULE_FILES:
@@ -182,8 +186,9 @@ def compressed_rule_files(dest: Path, factor: float) -> list[str]:
         for group in doc["groups"]:
             for rule in group["rules"]:
                 rule["expr"] = compress_expr(str(rule["expr"]), factor)
-                if "for" in rule:
-                    rule["for"] = compress(rule["for"], factor)
+                for key in ("for", "keep_firing_for"):
+                    if key in rule:
+                        rule[key] = compress(rule[key], factor)
         out = dest / path.name
         out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
         paths.append(str(out))

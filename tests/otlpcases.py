@@ -43,7 +43,8 @@ def chat_attrs(model: str = "gpt-4o-mini", provider: str = "openai", input_token
 def traces(spans: Sequence[dict[str, Any]], service: str = "agent-svc",
            trace: int = 1, scope: str = "tests") -> ExportTraceServiceRequest:
     """One resource with ``spans``: each a dict of ``attrs`` and optional ``name``,
-    ``kind``, ``span`` (its id number), ``error`` (status ERROR), ``seconds``."""
+    ``kind``, ``span`` (its id number), ``parent`` (the parent's id number), ``error``
+    (status ERROR), ``seconds``."""
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     rs.resource.attributes.append(kv("service.name", service))
@@ -53,6 +54,8 @@ def traces(spans: Sequence[dict[str, Any]], service: str = "agent-svc",
         span = ss.spans.add()
         span.trace_id = trace.to_bytes(16, "big")
         span.span_id = int(spec.get("span", i + 1)).to_bytes(8, "big")
+        if "parent" in spec:
+            span.parent_span_id = int(spec["parent"]).to_bytes(8, "big")
         span.name = str(spec.get("name", "chat gpt-4o-mini"))
         span.kind = int(spec.get("kind", CLIENT))
         span.start_time_unix_nano = 100 * SECOND
@@ -124,4 +127,22 @@ def genai_metrics(durations: Sequence[float], input_tokens: Sequence[int],
     other.name = "http.client.request.duration"
     other.histogram.aggregation_temporality = temporality
     other.histogram.data_points.append(histogram_point([0.1], (0.5,), {}, start, end))
+    return request
+
+
+def histogram_metrics(metrics: Sequence[tuple[str, Sequence[float], Sequence[float],
+                                              dict[str, Any]]],
+                      service: str = "metrics-svc", temporality: int = 2, start: int = 50,
+                      end: int = 60) -> ExportMetricsServiceRequest:
+    """One resource with a histogram per (name, values, bounds, point attributes)."""
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.append(kv("service.name", service))
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "tests"
+    for name, values, bounds, attrs in metrics:
+        metric = sm.metrics.add()
+        metric.name = name
+        metric.histogram.aggregation_temporality = temporality
+        metric.histogram.data_points.append(histogram_point(values, bounds, attrs, start, end))
     return request

@@ -197,7 +197,8 @@ class Prometheus(Proc):
     def __init__(self, workdir: Path, scrape_configs: list[dict[str, Any]],
                  interval: str = "1s", rule_files: Sequence[str] = (),
                  alertmanager_url: str | None = None, extra: dict[str, Any] | None = None,
-                 evaluation_interval: str | None = None) -> None:
+                 evaluation_interval: str | None = None, flags: Sequence[str] = ()) -> None:
+        """``flags``: extra command-line flags (``--enable-feature=exemplar-storage``)."""
         binary = require_binary("prometheus")
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
@@ -218,7 +219,7 @@ class Prometheus(Proc):
         super().__init__([binary, f"--config.file={config_path}",
                           f"--storage.tsdb.path={data / 'tsdb'}",
                           f"--web.listen-address={LOOPBACK}:{self.port}",
-                          "--web.enable-lifecycle"], data / "prometheus.log")
+                          "--web.enable-lifecycle", *flags], data / "prometheus.log")
         wait_until(lambda: requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200,
                    30, what="prometheus ready")
 

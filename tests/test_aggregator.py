@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -100,7 +101,7 @@ def test_llm_calls_exact() -> None:
                         {**pm, "outcome": "success", "error_type": ""}) == 2
     assert sample_value(out, "ai_llm_requests_total",
                         {**pm, "outcome": "error", "error_type": "timeout"}) == 1
-    for token_type, n in (("input", 4100), ("output", 20), ("cached_input", 60)):
+    for token_type, n in (("input", 4100), ("output", 20), ("cache_read", 60)):
         assert sample_value(out, "ai_llm_tokens_total",
                             {**pm, "gen_ai_token_type": token_type}) == n
     assert sample_value(out, "ai_llm_cost_usd_total", pm) == 0.75
@@ -543,11 +544,31 @@ PRE_SPLIT_SNAPSHOT = (
     "0.01,\"openai\":0.01},\"overflow\":{}}")
 
 
+def issue16_migrated(saved: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint from before issue 16 restores as: "" for the labels appended
+    since (gen_ai_response_model, gen_ai_tool_type), cached_input renamed cache_read, the
+    time-to-first-chunk rows (whose buckets changed) dropped, the new stores empty."""
+    stores = dict(saved["stores"])
+    for name in ("gen_ai_client_operation_duration_seconds",
+                 "gen_ai_execute_tool_duration_seconds", "ai_tool_calls_total"):
+        stores[name] = [[[*key, ""], value] for key, value in stores[name]]
+    stores["ai_llm_tokens_total"] = [
+        [[*key[:-1], "cache_read" if key[-1] == "cached_input" else key[-1]], value]
+        for key, value in stores["ai_llm_tokens_total"]]
+    stores["gen_ai_client_operation_time_to_first_chunk_seconds"] = []
+    return {**saved, "stores": stores}
+
+
 def test_a_checkpoint_of_the_pre_split_aggregator_restores_unchanged() -> None:
     saved = json.loads(PRE_SPLIT_SNAPSHOT)
     agg = Aggregator(clock=lambda: 1.76e9, budgets={"openai": 5.0})
     agg.restore(saved)
-    assert agg.snapshot() == saved
+    snapshot = agg.snapshot()
+    expected = issue16_migrated(saved)
+    new = set(snapshot["stores"]) - set(expected["stores"])
+    assert all(snapshot["stores"][name] == [] for name in new)
+    expected["stores"].update({name: [] for name in new})
+    assert snapshot == expected
     assert agg.components()[0]["component"] == "mcp"
     summary = agg.summary()
     assert summary["ai_budget_spend_usd"] == {"openai": 0.01, "total": 0.01}

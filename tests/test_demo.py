@@ -12,7 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.aggregator import CONFIG_FED, FEEDS
-from exporter.events import KIND_OF
+from exporter.config import PricingConfig
+from exporter.events import KIND_OF, LlmCall
+from exporter.pricing import PriceTable
 from exporter.sources.demo import (
     EPISODES,
     OUTAGE_PROVIDER,
@@ -55,8 +57,11 @@ def test_demo_moves_every_event_fed_ai_metric(demo_exporter: Exporter) -> None:
                 unmoved.discard(name)
         return not unmoved
 
-    wait_until(all_moved, timeout=45, interval=1.0,
-               what=f"every event-fed AI metric to move (still flat: {sorted(unmoved)})")
+    try:
+        wait_until(all_moved, timeout=45, interval=1.0,
+                   what="every event-fed AI metric to move")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (still flat: {sorted(unmoved)})") from None
     last = samples_by_metric(demo_exporter.metrics())
     for name in AI_NAMES:
         assert last[name], f"{name} has no sample in the demo"
@@ -158,12 +163,27 @@ def test_stuck_loop_episode(tmp_path: Path) -> None:
 
 
 def test_cost_spike_multiplies_spend() -> None:
+    """Normal calls carry no cost (the price table prices them); the spike reports ~20x."""
+    prices = PriceTable.from_settings(PricingConfig())
+
     def spend(episode: str) -> float:
         workload = DemoWorkload(200, Schedule(episode, 0, 3600), seed=7)
         total = 0.0
         for tick in range(120):
             for event in workload.tick(tick * 0.25, 0.25):
-                total += getattr(event, "cost_usd", 0.0)
+                if not isinstance(event, LlmCall):
+                    continue
+                if event.cost_usd is not None:
+                    total += event.cost_usd
+                    continue
+                rates = prices.rates(event.provider, event.model)
+                if rates is None:  # the demo's one unpriced model
+                    assert event.model == "qwen2.5-coder-32b"
+                    continue
+                total += rates.cost(event.input_tokens, event.output_tokens,
+                                    event.cache_read_input_tokens,
+                                    event.cache_creation_input_tokens,
+                                    event.reasoning_output_tokens)
         return total
 
     normal, spike = spend("none"), spend("cost_spike")

@@ -43,7 +43,7 @@ def test_table_cells_are_escaped() -> None:
     assert docs._cell("a | b\nc") == "a \\| b c"
     rows = docs.metric_rows([catalog.MetricSpec("x.y", "s", catalog.Kind.GAUGE, "p|q",
                                                 ("a.b",))])
-    assert rows[2] == "| `x_y_seconds` | gauge | `s` | `a_b` | `x.y` | p\\|q |"
+    assert rows[2] == "| `x_y_seconds` | gauge | `s` | `a_b` | `x.y` | exporter | p\\|q |"
 
 
 @pytest.mark.e2e

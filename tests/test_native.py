@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import native
+from exporter.aggregation.stores import HistogramStore
 from exporter.aggregator import Aggregator
 from exporter.bodies import split_array
 from exporter.events import (
@@ -57,6 +58,7 @@ from exporter.events import (
     Verdict,
 )
 from exporter.ingest import Ingestor
+from exporter.pricing import PriceTable, Rates
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "file"
@@ -163,6 +165,15 @@ def score() -> Strategy[str]:
                                                       "0.99999999999999999", "1e0"]))
 
 
+HEX = "0123456789abcdef"
+# W3C ids: empty (none), a few that repeat, random ones.
+TRACE_IDS = jstr(st.one_of(st.just(""),
+                           st.sampled_from(["0" * 32, "4bf92f3577b34da6a3ce929d0e0e4736"]),
+                           st.text(HEX, min_size=32, max_size=32)))
+SPAN_IDS = jstr(st.one_of(st.just(""), st.sampled_from(["00f067aa0ba902b7"]),
+                          st.text(HEX, min_size=16, max_size=16)))
+
+
 def kind_fields(pools: Pools) -> dict[str, dict[str, tuple[bool, Strategy[str]]]]:
     """Per kind: field -> (required, strategy of its JSON value), from the event model."""
     label = jstr(labels(pools))
@@ -181,15 +192,25 @@ def kind_fields(pools: Pools) -> dict[str, dict[str, tuple[bool, Strategy[str]]]
         "llm_call": {"provider": (True, label), "model": (True, label),
                      "operation": (False, label), "input_tokens": (False, tokens),
                      "output_tokens": (False, tokens), "cached_input_tokens": (False, tokens),
+                     "cache_read_input_tokens": (False, tokens),
+                     "cache_creation_input_tokens": (False, tokens),
+                     "reasoning_output_tokens": (False, tokens),
                      "duration_seconds": (False, seconds),
                      "time_to_first_token_seconds": (False, seconds),
-                     "cost_usd": (False, floats_in(1e9)), "error_type": (False, opt),
-                     "component": (False, opt)},
+                     "time_per_output_chunk_seconds": (False, seconds),
+                     "cost_usd": (False, nullable(floats_in(1e9))), "error_type": (False, opt),
+                     "component": (False, opt), "response_model": (False, opt),
+                     "trace_id": (False, TRACE_IDS), "span_id": (False, SPAN_IDS)},
         "task": {"component": (True, label), "status": (True, enum(args(TaskStatus))),
                  "queue": (False, label), "task_id": (False, some_id),
-                 "duration_seconds": (False, seconds)},
+                 "duration_seconds": (False, seconds),
+                 "operation": (False, jstr(st.one_of(st.just("invoke_agent"), st.just(""),
+                                                     labels(pools)))),
+                 "trace_id": (False, TRACE_IDS), "span_id": (False, SPAN_IDS)},
         "tool_call": {"tool": (True, label), "agent": (False, opt),
-                      "duration_seconds": (False, seconds), "error_type": (False, opt)},
+                      "duration_seconds": (False, seconds), "error_type": (False, opt),
+                      "tool_type": (False, opt), "trace_id": (False, TRACE_IDS),
+                      "span_id": (False, SPAN_IDS)},
         "quality_gate": {"gate": (True, label), "decision": (True, enum(args(GateDecision))),
                          "score": (False, nullable(score()))},
         "resolution": {"loop_id": (True, an_id), "action": (True, enum(args(ResolutionAction))),
@@ -213,6 +234,20 @@ def kind_fields(pools: Pools) -> dict[str, dict[str, tuple[bool, Strategy[str]]]
                              "component_kind": (False, enum(args(ComponentKind))),
                              "version": (False, opt),
                              "status": (False, enum(args(ComponentState)))},
+        # part MCP (issue 16): delegated to the Python handlers (ids have a pattern)
+        "mcp_call": {"method": (True, label), "duration_seconds": (True, floats_in(1e9)),
+                     "side": (False, enum(("client", "server"))), "tool": (False, opt),
+                     "prompt": (False, opt), "error_type": (False, opt),
+                     "protocol_version": (False, opt), "transport": (False, opt),
+                     "session_id": (False, some_id),
+                     "trace_id": (False, enum(("", "4bf92f3577b34da6a3ce929d0e0e4736"))),
+                     "span_id": (False, enum(("", "00f067aa0ba902b7")))},
+        "mcp_session": {"duration_seconds": (True, floats_in(1e9)),
+                        "side": (False, enum(("client", "server"))),
+                        "error_type": (False, opt), "protocol_version": (False, opt),
+                        "transport": (False, opt), "session_id": (False, some_id),
+                        "trace_id": (False, enum(("", "4bf92f3577b34da6a3ce929d0e0e4736"))),
+                        "span_id": (False, enum(("", "00f067aa0ba902b7")))},
     }
     for table in fields.values():
         table["ts"] = (False, ts)
@@ -438,14 +473,55 @@ def counters(ingestor: Ingestor) -> dict[str, Any]:
     return {"accepted": sorted(snap["accepted"]), "rejected": sorted(snap["rejected"])}
 
 
+class FixedPrices(PriceTable):
+    """A price table of a few (provider, model) pairs of the pools, at rates whose sums
+    round (so that the order of the cost expression shows); the rest has no price."""
+
+    PROVIDERS = ("openai", "anthropic", "a")
+    MODELS: typing.ClassVar[dict[str, Rates]] = {
+        "gpt-4o": Rates(2.5e-6, 1e-5, 1.25e-6, 3.1e-6, 1.1e-5),
+        "a": Rates(3e-7, 0.7e-6, 0.3e-7, 0.37e-6, 0.9e-6),
+        "planner": Rates(1e-6, 1e-6, 2e-6, 0.0, 1e-6),  # cache dearer: no saving
+        "chat": Rates(0.1, 0.2, 0.3, 0.4, 0.5)}
+
+    def __init__(self) -> None:
+        super().__init__(library=False)
+        self.asked: list[tuple[str, str]] = []
+
+    def rates(self, provider: str, model: str) -> Rates | None:
+        self.asked.append((provider, model))
+        return self.MODELS.get(model) if provider in self.PROVIDERS else None
+
+
+Offer = tuple[str, tuple[str, ...], float, str, str, float]
+
+
+def record_offers(aggregator: Aggregator) -> list[Offer]:
+    """Every exemplar offer the aggregator's histograms get, in order (the real method
+    still runs after the record)."""
+    offers: list[Offer] = []
+    for name, store in aggregator.stores.items():
+        if isinstance(store, HistogramStore):
+            def offer(key: tuple[str, ...], value: float, trace_id: str, span_id: str,
+                      ts: float, _name: str = name,
+                      _real: Callable[..., None] = store.offer_exemplar) -> None:
+                offers.append((_name, key, value, trace_id, span_id, ts))
+                _real(key, value, trace_id, span_id, ts)
+            store.offer_exemplar = offer  # type: ignore[method-assign]
+    return offers
+
+
 class Pair:
     """Two identical aggregators, one fed through the Python path, one through the native
-    path; every step is applied to both and its result compared."""
+    path; every step is applied to both and its result compared (exemplar offers too).
+    Both price with a ``FixedPrices`` unless ``prices`` is given."""
 
     def __init__(self, clock: Callable[[], Callable[[], float]] = lambda: lambda: NOW,
-                 **config: Any) -> None:
-        self.python = Aggregator(clock=clock(), **config)
-        self.native = Aggregator(clock=clock(), **config)
+                 prices: Callable[[], PriceTable] = FixedPrices, **config: Any) -> None:
+        self.python = Aggregator(clock=clock(), prices=prices(), **config)
+        self.native = Aggregator(clock=clock(), prices=prices(), **config)
+        self.python_offers = record_offers(self.python)
+        self.native_offers = record_offers(self.native)
         self.python_ingestor = Ingestor(self.python, native=False)
         self.native_ingestor = Ingestor(self.native)
 
@@ -507,6 +583,7 @@ class Pair:
         assert self.python.failures == self.native.failures == 0
         assert canon(self.native.snapshot()) == canon(self.python.snapshot()), context
         assert counters(self.native_ingestor) == counters(self.python_ingestor), context
+        assert canon(self.native_offers) == canon(self.python_offers), context
 
 
 def decoded(body: bytes) -> list[AnyEvent]:
@@ -969,7 +1046,7 @@ def test_sample_budget_folds_alike() -> None:
     for metric in ("gen_ai_client_operation_duration_seconds", "ai_tool_calls_total",
                    "ai_task_queue_depth", "ai_resolution_active", "ai_errors_total"):
         assert overflow.get(metric, 0) > 0, metric
-    other = ("other",) * 4
+    other = ("other",) * 5  # the duration histogram has 5 labels
     assert (pair.native.state.llm_duration.values[other][-1]
             == pair.python.state.llm_duration.values[other][-1] > 0)
 
@@ -1218,3 +1295,114 @@ def test_memory_does_not_grow_over_repeated_high_cardinality_ingest() -> None:
     rss, blocks = figures["rss_mb"], figures["blocks"]
     assert max(rss[1:]) - rss[0] < 30, figures
     assert max(blocks[1:]) - blocks[0] < 2000, figures
+
+
+# ====================================================================================
+# Part EVENTS (issue 16): computed cost, unpriced calls, the new fields, exemplar offers
+# ====================================================================================
+
+GENAI_LINES = [
+    # priced from the table (openai / gpt-4o), every token type, traced
+    b'{"kind":"llm_call","provider":"openai","model":"gpt-4o","input_tokens":12345,'
+    b'"output_tokens":678,"cache_read_input_tokens":1000,"cache_creation_input_tokens":77,'
+    b'"reasoning_output_tokens":99,"duration_seconds":1.25,"time_to_first_token_seconds":0.3,'
+    b'"time_per_output_chunk_seconds":0.021,"response_model":"gpt-4o-2024-08-06",'
+    b'"component":"planner","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
+    b'"span_id":"00f067aa0ba902b7"}',
+    # the old alias alone, and both names (the new one wins); cost null = computed
+    b'{"kind":"llm_call","provider":"openai","model":"gpt-4o","input_tokens":10,'
+    b'"cached_input_tokens":7,"cost_usd":null}',
+    b'{"kind":"llm_call","provider":"openai","model":"gpt-4o","input_tokens":10,'
+    b'"cached_input_tokens":7,"cache_read_input_tokens":3}',
+    # more cache and reasoning than input and output: the cost floors at 0 per part
+    b'{"kind":"llm_call","provider":"anthropic","model":"a","input_tokens":5,'
+    b'"output_tokens":1,"cache_read_input_tokens":9,"reasoning_output_tokens":4}',
+    # a given cost wins (0 included): nothing priced, nothing unpriced
+    b'{"kind":"llm_call","provider":"nobody","model":"m","input_tokens":50,"cost_usd":0}',
+    b'{"kind":"llm_call","provider":"openai","model":"gpt-4o","input_tokens":50,'
+    b'"cost_usd":0.5}',
+    # no cost, no price: counted as unpriced, by token type
+    b'{"kind":"llm_call","provider":"nobody","model":"m","input_tokens":50,'
+    b'"output_tokens":5,"cache_creation_input_tokens":2,"reasoning_output_tokens":1}',
+    b'{"kind":"llm_call","provider":"nobody","model":"m2"}',
+    # the cache read price above the input price: no savings
+    b'{"kind":"llm_call","provider":"openai","model":"planner","input_tokens":100,'
+    b'"cache_read_input_tokens":100,"trace_id":"","span_id":""}',
+    b'{"kind":"tool_call","tool":"search","agent":"a","tool_type":"function",'
+    b'"duration_seconds":0.2,"trace_id":"0af7651916cd43dd8448eb211c80319c"}',
+    b'{"kind":"task","component":"planner","status":"started","task_id":"t9",'
+    b'"operation":"invoke_agent"}',
+    b'{"kind":"task","component":"planner","status":"failed","task_id":"t9",'
+    b'"operation":"invoke_agent","trace_id":"0af7651916cd43dd8448eb211c80319c",'
+    b'"span_id":"b7ad6b7169203331"}',
+    b'{"kind":"task","component":"planner","status":"succeeded","operation":"invoke_agent",'
+    b'"duration_seconds":2.5}',
+]
+
+
+def test_genai_lines_are_taken_natively_and_agree(handed_over: list[bytes]) -> None:
+    """The new fields are native: computed cost (bit for bit, in Rates.cost's order),
+    unpriced counts, cache savings, agent tokens, the new histograms and labels, and the
+    exemplar offers, with the price table asked once per label set, not per event."""
+    pair = Pair(budgets={"openai": 1.0})
+    body = b"\n".join(GENAI_LINES * 3)
+    assert pair.ingest_lines(body) == (len(GENAI_LINES) * 3, len(GENAI_LINES) * 3, [])
+    assert handed_over == []
+    pair.assert_same()
+    native_prices = pair.native.state.prices
+    assert isinstance(native_prices, FixedPrices)
+    assert len(native_prices.asked) <= 9 < len(GENAI_LINES) * 3  # per C slot
+    state = pair.native.state
+    cost = state.llm_cost.values[("openai", "gpt-4o")]
+    one = GPT4O.cost(12345, 678, 1000, 77, 99)
+    alias = GPT4O.cost(10, 0, 7, 0, 0) + GPT4O.cost(10, 0, 3, 0, 0)
+    assert cost == pytest.approx(3 * (one + alias + 0.5), rel=1e-12)
+    assert state.llm_unpriced_requests.values == {("nobody", "m"): 3.0, ("nobody", "m2"): 3.0}
+    assert state.llm_unpriced_tokens.values[("nobody", "m", "cache_creation")] == 6.0
+    assert ("openai", "planner") not in state.llm_cache_savings.values
+    assert state.agent_tokens.values[("planner", "gpt-4o", "input")] == 3 * 12345
+    offers = pair.native_offers
+    assert {o[0] for o in offers} == {
+        "gen_ai_client_operation_duration_seconds",
+        "gen_ai_client_operation_time_to_first_chunk_seconds",
+        "gen_ai_client_operation_time_per_output_chunk_seconds", "gen_ai_client_token_usage",
+        "gen_ai_execute_tool_duration_seconds", "ai_task_duration_seconds",
+        "gen_ai_invoke_agent_duration_seconds"}
+    assert all(o[3] for o in offers)  # only events with a trace id
+    assert state.invoke_agent_duration.values[("planner", "failed")][-1] == 0.0  # now - start
+
+
+GPT4O = FixedPrices.MODELS["gpt-4o"]
+
+
+@pytest.mark.parametrize("line", [
+    b'{"kind":"llm_call","provider":"p","model":"m","trace_id":"4BF92F3577B34DA6A3CE929D0E0E4736"}',
+    b'{"kind":"llm_call","provider":"p","model":"m","trace_id":"4bf92f3577b34da6a3ce929d0e0e473"}',
+    b'{"kind":"tool_call","tool":"t","span_id":"00f067aa0ba902b"}',
+    b'{"kind":"task","component":"c","status":"started","span_id":"00f067aa0ba902bz"}',
+    b'{"kind":"task","component":"c","status":"started","trace_id":null}',
+    b'{"kind":"llm_call","provider":"p","model":"m","trace_id":"4bf92f3577b34da6a3ce929d0e0e473\\u0036"}',
+])
+def test_malformed_ids_are_handed_over_and_refused_alike(handed_over: list[bytes],
+                                                         line: bytes) -> None:
+    pair = Pair()
+    _, events, rejects = pair.ingest_lines(line)
+    assert handed_over == [line]
+    if b"\\u0036" in line:  # an escaped but valid id: accepted by the Python path
+        assert (events, rejects) == (1, [])
+    else:
+        assert events == 0 and [r[1] for r in rejects] in (["invalid_value"], ["wrong_type"])
+    pair.assert_same()
+
+
+def test_slots_past_the_cap_still_price_alike() -> None:
+    """More label sets than the caps: rates asked afresh for label sets without a slot,
+    costs and unpriced counts folded into other alike."""
+    pair = Pair(max_series=2, budgets={"openai": 1.0})
+    lines = [b'{"kind":"llm_call","provider":"openai","model":"%s","input_tokens":%d,'
+             b'"output_tokens":3,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736",'
+             b'"duration_seconds":0.5}' % (model, n)
+             for n in range(1, 5) for model in (b"gpt-4o", b"a", b"chat", b"zzz", b"planner")]
+    pair.ingest_lines(b"\n".join(lines))
+    pair.assert_same()
+    assert ("other", "other") in pair.native.state.llm_cost.values

@@ -84,7 +84,7 @@ def test_genai_spans_count_once_even_when_the_export_is_retried(app: App) -> Non
         assert not ExportTraceServiceResponse.FromString(answer.data).HasField("partial_success")
     assert requests_ok(app) == 2
     assert tokens(app, "input") == 15 and tokens(app, "output") == 8
-    assert tokens(app, "cached_input") == 2
+    assert tokens(app, "cache_read") == 2
     assert app.items("traces", "mapped") == 2 and app.items("traces", "duplicate") == 4
     assert app.items("traces", "ignored") == 3
     text = app.metrics()
@@ -239,7 +239,11 @@ GENAI_KEYS = ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system",
               "gen_ai.usage.output_tokens", "gen_ai.usage.cache_read.input_tokens",
               "error.type", "gen_ai.response.time_to_first_chunk", "gen_ai.response.id",
               "mcp.method.name", "gen_ai.usage.prompt_tokens", "llm.request.type",
-              "gen_ai.server.time_to_first_token", "other.key"]
+              "gen_ai.server.time_to_first_token", "other.key",
+              # issue 16 (part OTLP-GENAI)
+              "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+              "gen_ai.usage.reasoning.output_tokens", "gen_ai.agent.name", "gen_ai.usage.cost",
+              "gen_ai.usage.reasoning_tokens", "gen_ai.usage.cache_creation_input_tokens"]
 
 
 def test_fast_llm_calls_are_the_events_the_mapping_makes() -> None:
@@ -279,6 +283,13 @@ def test_fast_llm_calls_are_the_events_the_mapping_makes() -> None:
         "gen_ai.response.time_to_first_chunk": st.one_of(
             st.floats(min_value=-1, max_value=1e12), st.integers(min_value=0, max_value=9)),
         "gen_ai.response.id": st.sampled_from(["chatcmpl-1", "msg_2", ""]),
+        # issue 16 (part OTLP-GENAI): the subsets, past their totals too, the agent, a cost
+        "gen_ai.usage.cache_creation.input_tokens": st.integers(min_value=-1, max_value=500),
+        "gen_ai.usage.cache_write.input_tokens": st.integers(min_value=0, max_value=1 << 41),
+        "gen_ai.usage.reasoning.output_tokens": st.integers(min_value=0, max_value=20_000),
+        "gen_ai.agent.name": st.sampled_from(["planner", "", 'q"uote', "a" * 200]),
+        "gen_ai.usage.cost": st.one_of(st.floats(allow_nan=True),
+                                       st.integers(min_value=-1, max_value=10)),
     })
     span_attrs = st.tuples(base, st.dictionaries(st.sampled_from(GENAI_KEYS), value,
                                                  max_size=2)).map(
@@ -286,21 +297,22 @@ def test_fast_llm_calls_are_the_events_the_mapping_makes() -> None:
 
     @settings(max_examples=400, deadline=None)
     @given(spans=st.lists(span_attrs, min_size=1, max_size=5),
-           service=st.sampled_from(["svc", "", "s" * 200]), error=st.booleans())
-    def same(spans: list[dict[str, Any]], service: str, error: bool) -> None:
-        request = traces([{"attrs": a, "error": error, "span": i + 1}
-                          for i, a in enumerate(spans)], service=service)
+           service=st.sampled_from(["svc", "", "s" * 200]), error=st.booleans(),
+           trace=st.sampled_from([0, 7, (1 << 128) - 1]))
+    def same(spans: list[dict[str, Any]], service: str, error: bool, trace: int) -> None:
+        request = traces([{"attrs": a, "error": error, "span": i}
+                          for i, a in enumerate(spans)], service=service, trace=trace)
         body = request.SerializeToString()
         fast = native.spans(body)[0][1][0][1]
         general = spantree.from_message(ExportTraceServiceRequest.FromString(body))
-        for got, (key, name, kind, start, end, code, attrs) in zip(
+        for got, (key, name, kind, start, end, code, attrs, trace_id, span_id, _) in zip(
                 fast, general[0][1][0][1], strict=True):
             if got[0] != spantree.FAST:
                 continue
             fast_seen.append(1)
             _, fast_key, response, provider, raw = got
             fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
-                              service=service)
+                              service=service, trace_id=trace_id, span_id=span_id)
             assert fields is not None and fields["kind"] == "llm_call"
             assert fast_key == key and provider == fields["provider"]
             rid = attrs.get("gen_ai.response.id")

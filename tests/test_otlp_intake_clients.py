@@ -7,14 +7,20 @@ What each instrumentation emits is recorded in tests/otlp_clients/capture.py's d
 mapping facts these tests rely on:
 
 - official OpenAI instrumentation: one span per call; input tokens include the cached ones
-  (``gen_ai.usage.cache_read.input_tokens``); error.type is ``openai.RateLimitError``;
+  (``gen_ai.usage.cache_read.input_tokens``), output tokens the reasoning ones
+  (``gen_ai.usage.reasoning.output_tokens``); error.type is ``openai.RateLimitError``;
+- the spans carry no cost: ``ai_llm_cost_usd_total`` is computed from the tokens, the OpenAI
+  stand-in model's with an ``ai.pricing`` override, claude-3-5-haiku's from genai-prices;
 - anthropic 2.x traces every call itself (scope ``com.anthropic.sdk.python``) besides
   OpenLLMetry's span, in another trace: one call must still count once; both report input
   tokens as input + cache read + cache write; OpenLLMetry adds message_start's output token
   to the streamed count (7 for 6), the SDK's span does not;
 - OpenLLMetry MCP: ``{tool}.tool`` spans with ``traceloop.span.kind=tool``,
   ``traceloop.entity.name``; a tool error has ``error.type=tool_error``; ``tools/list.mcp``,
-  ``initialize.mcp`` and ``ResponseStreamWriter`` spans are no tool calls.
+  ``initialize.mcp`` and ``ResponseStreamWriter`` spans are no tool calls. Every span but
+  ``ResponseStreamWriter`` is a client MCP operation (``mcp.client.operation.duration``,
+  the method from the span name); no span has an ``mcp.*`` attribute, and the server side
+  has only ``ResponseStreamWriter`` spans.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.pricing import PriceTable, Rates
 from tests.llm_standin import LlmStandin, tokens_for, words
 from tests.procs import (
     LOOPBACK,
@@ -52,7 +59,13 @@ PROMPT = "one two three four five six"
 PROMPT_TOKENS = words(PROMPT)
 OPENAI_MODEL = "gpt-e2e-out7-cached3-reason2"
 EMBEDDING_MODEL = "text-embedding-e2e"
-ANTHROPIC_MODEL = "claude-e2e-out6-cached4-cwrite2"
+# genai-prices knows claude-3-5-haiku by its prefix: the calls are priced from its table
+ANTHROPIC_MODEL = "claude-3-5-haiku-e2e-out6-cached4-cwrite2"
+# the stand-in OpenAI model is priced by an ai.pricing override (per million tokens)
+OPENAI_PRICES = {"provider": "openai", "model": OPENAI_MODEL, "input": 0.15, "output": 0.6,
+                 "cache_read": 0.075, "reasoning": 2.4}
+OPENAI_RATES = Rates.per_million(0.15, 0.6, 0.075, None, 2.4)
+PRICING = {"ai": {"pricing": {"overrides": [OPENAI_PRICES]}}}
 OPENAI_CALLS = {"CHAT_CALLS": 3, "STREAM_CALLS": 2, "EMBEDDING_CALLS": 2, "ERROR_CALLS": 1}
 ANTHROPIC_CALLS = {"MESSAGES_CALLS": 3, "STREAM_CALLS": 1, "ERROR_CALLS": 1}
 OPENAI_ENV = {**OPENAI_CALLS, "CHAT_MODEL": OPENAI_MODEL, "EMBEDDING_MODEL": EMBEDDING_MODEL}
@@ -68,7 +81,7 @@ def llm() -> Iterator[LlmStandin]:
 
 @pytest.fixture
 def exporter(tmp_path: Path) -> Iterator[Exporter]:
-    process = Exporter(tmp_path, {})
+    process = Exporter(tmp_path, PRICING)
     try:
         yield process
     finally:
@@ -178,8 +191,16 @@ def assert_openai_counts(text: str, llm: LlmStandin) -> None:
         n_chat * chat.input
     assert only(text, tokens, {**chat_model, "gen_ai_token_type": "output"}) == \
         n_chat * chat.output
-    assert only(text, tokens, {**chat_model, "gen_ai_token_type": "cached_input"}) == \
+    assert only(text, tokens, {**chat_model, "gen_ai_token_type": "cache_read"}) == \
         n_chat * chat.cached
+    assert only(text, tokens, {**chat_model, "gen_ai_token_type": "reasoning"}) == \
+        n_chat * chat.reasoning
+    # no cost in the spans: computed from the tokens with the configured prices
+    per_call = OPENAI_RATES.cost(chat.input, chat.output, chat.cached, 0, chat.reasoning)
+    assert only(text, "ai_llm_cost_usd_total", chat_model) == \
+        pytest.approx(n_chat * per_call, rel=1e-9)
+    # the embedding model has no price: cost 0, counted
+    assert only(text, "ai_llm_unpriced_requests_total", embed_model) == n_embed
     assert only(text, tokens, {**embed_model, "gen_ai_token_type": "input"}) == \
         n_embed * PROMPT_TOKENS
     assert sample_value(text, tokens, {**embed_model, "gen_ai_token_type": "output"}) is None
@@ -317,7 +338,7 @@ def test_openai_official_through_a_real_prometheus(
 
 def test_openai_official_over_grpc(tmp_path: Path, llm: LlmStandin) -> None:
     grpc_port = free_port()
-    exporter = Exporter(tmp_path, {"sources": {"otlp": {
+    exporter = Exporter(tmp_path, {**PRICING, "sources": {"otlp": {
         "grpc_listen_address": f"{LOOPBACK}:{grpc_port}"}}})
     try:
         wait_for_port(grpc_port)
@@ -376,8 +397,19 @@ def assert_anthropic_counts(text: str, llm: LlmStandin, error_type: str,
     input_tokens = usage.input + usage.cached + usage.cache_write
     tokens = "ai_llm_tokens_total"
     assert only(text, tokens, {**model, "gen_ai_token_type": "input"}) == n_ok * input_tokens
-    assert only(text, tokens, {**model, "gen_ai_token_type": "cached_input"}) == \
+    assert only(text, tokens, {**model, "gen_ai_token_type": "cache_read"}) == \
         n_ok * usage.cached
+    assert only(text, tokens, {**model, "gen_ai_token_type": "cache_creation"}) == \
+        n_ok * usage.cache_write
+    # the cost, from genai-prices' claude-3-5-haiku prices: every cache token at its rate
+    rates = PriceTable().rates("anthropic", ANTHROPIC_MODEL)
+    assert rates is not None and rates.cache_read < rates.input
+    outputs = [usage.output] * n_ok
+    outputs[-1] += ANTHROPIC_CALLS["STREAM_CALLS"] * streamed_output_extra
+    cost = sum(rates.cost(input_tokens, out, usage.cached, usage.cache_write, 0)
+               for out in outputs)
+    assert only(text, "ai_llm_cost_usd_total", model) == pytest.approx(cost, rel=1e-9)
+    assert total(text, "ai_llm_unpriced_requests_total", model) == 0
     assert only(text, tokens, {**model, "gen_ai_token_type": "output"}) == \
         n_ok * usage.output + ANTHROPIC_CALLS["STREAM_CALLS"] * streamed_output_extra
     chat = {**model, "gen_ai_operation_name": "chat"}
@@ -419,7 +451,8 @@ def test_anthropic_openllmetry_alone(exporter: Exporter, llm: LlmStandin) -> Non
 def test_mcp_openllmetry_tool_calls(exporter: Exporter) -> None:
     run_client("mcp_openllmetry", exporter.url, None, MCP_CALLS)
     calls = MCP_CALLS["ADD_CALLS"] + MCP_CALLS["WORD_COUNT_CALLS"] + MCP_CALLS["FAIL_CALLS"]
-    text = settled(exporter, calls)
+    # every request the client sent is one span mapped: initialize, tools/list, tools/call
+    text = settled(exporter, 1 + MCP_CALLS["LIST_CALLS"] + calls)
     tool_calls = "ai_tool_calls_total"
     assert only(text, tool_calls, {"gen_ai_tool_name": "add", "outcome": "success"}) == \
         MCP_CALLS["ADD_CALLS"]
@@ -435,3 +468,35 @@ def test_mcp_openllmetry_tool_calls(exporter: Exporter) -> None:
     assert only(text, duration, {"gen_ai_tool_name": "fail", "error_type": "tool_error"}) == \
         MCP_CALLS["FAIL_CALLS"]
     assert total(text, "ai_llm_requests_total") == 0
+    assert_mcp_operations(text, calls)
+    # each span's trace is an exemplar of the MCP histogram (OpenMetrics only)
+    om = exporter.get("/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0"}).text
+    fail = [line for line in om.splitlines()
+            if line.startswith("mcp_client_operation_duration_seconds_bucket{")
+            and 'gen_ai_tool_name="fail"' in line and "# {" in line]
+    assert fail and all('trace_id="' in line and 'span_id="' in line for line in fail), fail
+
+
+def assert_mcp_operations(text: str, calls: int) -> None:
+    """Part MCP (issue 16): the client's requests on mcp.client.operation.duration with the
+    MCP conventions' names and labels; the isError result is error_type tool_error."""
+    ops = "mcp_client_operation_duration_seconds_count"
+    spec_labels = {"mcp_method_name", "gen_ai_tool_name", "gen_ai_prompt_name", "error_type",
+                   "mcp_protocol_version", "network_transport"}
+    assert only(text, ops, {"mcp_method_name": "initialize", "error_type": ""}) == 1
+    assert only(text, ops, {"mcp_method_name": "tools/list", "error_type": ""}) == \
+        MCP_CALLS["LIST_CALLS"]
+    for tool, error, want in (("add", "", MCP_CALLS["ADD_CALLS"]),
+                              ("word_count", "", MCP_CALLS["WORD_COUNT_CALLS"]),
+                              ("fail", "tool_error", MCP_CALLS["FAIL_CALLS"])):
+        assert only(text, ops, {"mcp_method_name": "tools/call", "gen_ai_tool_name": tool,
+                                "error_type": error}) == want
+    assert total(text, ops) == 1 + MCP_CALLS["LIST_CALLS"] + calls
+    for family in text_string_to_metric_families(text):
+        if family.name == "mcp_client_operation_duration_seconds":
+            assert all(set(s.labels) - {"le"} == spec_labels for s in family.samples)
+    # the instrumentation traces no server-side operation and no session of the mcp SDK
+    # (only the ResponseStreamWriter transport writes, which are no operations)
+    assert total(text, "mcp_server_operation_duration_seconds_count") == 0
+    assert total(text, "mcp_client_session_duration_seconds_count") == 0

@@ -42,7 +42,7 @@ SELF_MONITORING = re.compile(r"^(prometheus|alertmanager)_")
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([require_binary("promtool"), *args], capture_output=True,
-                          text=True, timeout=120, check=False)
+                          text=True, timeout=600, check=False)
 
 
 def known_names() -> set[str]:
@@ -88,6 +88,7 @@ def test_compressed_rules_stay_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert compress_expr("rate(x[5m]) + avg_over_time(y[1d:1m])", 60) == \
         "rate(x[5s]) + avg_over_time(y[1440s:1s])"
+    assert compress_expr("a and b offset 1d", 60) == "a and b offset 1440s"
 
 
 # --- rule conventions -------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_every_kind_in_a_mixed_batch_reaches_metrics_exactly(push: Exporter) -> 
     assert v("gen_ai_client_operation_time_to_first_chunk_seconds_sum", **chat) == 0.09
     assert v("ai_llm_requests_total", **p, outcome="success") == 1
     assert v("ai_llm_requests_total", **p, outcome="error", error_type="429") == 1
-    assert v("ai_llm_tokens_total", **p, gen_ai_token_type="cached_input") == 400
+    assert v("ai_llm_tokens_total", **p, gen_ai_token_type="cache_read") == 400
     assert v("ai_llm_cost_usd_total", **p) == 0.75
     assert v("ai_budget_limit_usd", scope="total") == 20
     assert v("ai_budget_spend_usd", scope="total") is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter import catalog
 from exporter.aggregation.state import AiState, Heartbeat, utc_day
 from exporter.aggregation.stores import CounterStore, GaugeStore, HistogramStore
 
@@ -64,10 +65,28 @@ def restore(state: AiState, saved: dict[str, Any], now: float) -> None:
         state.overflow[name] = state.overflow.get(name, 0.0) + float(count)
 
 
+# Issue 16 (part EVENTS): labels appended to a metric since (gen_ai_response_model on the
+# LLM duration, gen_ai_tool_type on the tool metrics) restore as "" in an older checkpoint;
+# the token type cached_input is cache_read now. (The time-to-first-chunk buckets changed:
+# those rows no longer fit and are skipped.)
+_APPENDED_LABEL = frozenset({catalog.GEN_AI_CLIENT_OPERATION_DURATION.name,
+                             catalog.GEN_AI_EXECUTE_TOOL_DURATION.name,
+                             catalog.AI_TOOL_CALLS.name})
+_RENAMED_TOKEN_TYPE = {"cached_input": "cache_read"}
+
+
+def _migrated(name: str, key: tuple[Any, ...], width: int) -> tuple[Any, ...]:
+    if len(key) == width - 1 and name in _APPENDED_LABEL:
+        return (*key, "")
+    if name == catalog.AI_LLM_TOKENS.name and key and key[-1] in _RENAMED_TOKEN_TYPE:
+        return (*key[:-1], _RENAMED_TOKEN_TYPE[key[-1]])
+    return key
+
+
 def _restore_rows(store: CounterStore | HistogramStore, rows: list[list[Any]]) -> None:
     width = len(store.spec.labels)
     for raw_key, value in rows:
-        key = tuple(raw_key)
+        key = _migrated(store.spec.name, tuple(raw_key), width)
         if len(key) != width:
             continue
         if isinstance(store, HistogramStore):

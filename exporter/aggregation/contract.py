@@ -16,7 +16,7 @@ from exporter.aggregation.handlers import Handler
 from exporter.aggregation.state import AiState
 from exporter.aggregation.stores import GaugeStore, HistogramStore, Key
 
-NATIVE_CONTRACT_VERSION = 2
+NATIVE_CONTRACT_VERSION = 3
 # A histogram row: per-bucket counts (not cumulative), then the +Inf count, then the sum.
 HISTOGRAM_ROW = ("buckets", "+Inf", "sum")
 
@@ -25,12 +25,15 @@ class NativeStore(NamedTuple):
     """One store as the native path sees it: its label names (the key order), the values
     (key -> float, or key -> histogram row), ``admit(key, ...)`` for a label set not
     stored yet (``CounterStore.add_new(key, amount)``, ``HistogramStore.row(key)``), the
-    bucket bounds of a histogram (None for a counter)."""
+    bucket bounds of a histogram (None for a counter), and for a histogram its
+    ``offer_exemplar(key, value, trace_id, span_id, ts)`` (called after an observation of
+    an event with a trace id, with the key the observation was stored under)."""
 
     labels: tuple[str, ...]
     values: dict[Key, Any]
     admit: Callable[..., Any]
     bounds: tuple[float, ...] | None
+    offer: Callable[[Key, float, str, str, float], None] | None
 
 
 class NativeTracked(NamedTuple):
@@ -47,15 +50,18 @@ class NativeTracked(NamedTuple):
 
 def native_table(state: AiState, handlers: dict[type, Handler]) -> dict[str, Any]:
     """Every counter and histogram store (the ones native code may add to) and every
-    tracked map by metric name, the daily spend, the handler of every event type."""
+    tracked map by metric name, the daily spend, the prices (``price_for(provider,
+    model) -> Rates | None``, asked once per label set), the handler of every event type."""
     stores = {name: NativeStore(
         store.spec.labels, store.values,
         store.row if isinstance(store, HistogramStore) else store.add_new,
-        tuple(store.bounds) if isinstance(store, HistogramStore) else None)
+        tuple(store.bounds) if isinstance(store, HistogramStore) else None,
+        store.offer_exemplar if isinstance(store, HistogramStore) else None)
         for name, store in state.stores.items() if not isinstance(store, GaugeStore)}
     tracked = {t.spec.name: NativeTracked(t.spec.labels, t.items.where, t.items.by_key,
                                            t.items.open, t.items.limit)
                for t in state.tracked}
     return {"version": NATIVE_CONTRACT_VERSION, "histogram_row": HISTOGRAM_ROW,
             "stores": stores, "tracked": tracked, "spend_for": state.spend_for,
+            "price_for": state.prices.rates,
             "handlers": dict(handlers)}

@@ -22,6 +22,7 @@ from exporter.aggregation.stores import (
     Tracked,
 )
 from exporter.catalog import MetricSpec
+from exporter.pricing import PriceTable
 
 # A component's heartbeat is three samples: up, last seen and info.
 HEARTBEAT_SAMPLES = 3
@@ -78,8 +79,10 @@ class AiState:
     """Every piece of event-fed state, by name, bounded by the caps given."""
 
     def __init__(self, *, max_series: int, max_tracked: int, max_samples: int,
-                 budgets: dict[str, float]) -> None:
+                 budgets: dict[str, float], prices: PriceTable | None = None) -> None:
         self.overflow: dict[str, float] = {}
+        # The prices in force: rates looked up once per LLM label set (handlers, native).
+        self.prices: PriceTable = PriceTable() if prices is None else prices
         self.budget = SampleBudget(max_samples)
         self.budgets = budgets
         self.stores: dict[str, CounterStore | HistogramStore] = {}
@@ -123,6 +126,11 @@ class AiState:
         self.intervention_ttr = h(catalog.AI_INTERVENTION_TIME_TO_RESOLVE)
         self.security_events = c(catalog.AI_SECURITY_EVENTS)
         self.errors = c(catalog.AI_ERRORS)
+        # part MCP (issue 16): MCP operations and sessions, by side
+        self.mcp_client_duration = h(catalog.MCP_CLIENT_OPERATION_DURATION)
+        self.mcp_server_duration = h(catalog.MCP_SERVER_OPERATION_DURATION)
+        self.mcp_client_session = h(catalog.MCP_CLIENT_SESSION_DURATION)
+        self.mcp_server_session = h(catalog.MCP_SERVER_SESSION_DURATION)
         self.queued = t(catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE)
         self.running = t(catalog.AI_TASK_IN_PROGRESS)
         self.loops = t(catalog.AI_RESOLUTION_ACTIVE, catalog.AI_RESOLUTION_OLDEST_ACTIVE_AGE)
@@ -138,6 +146,14 @@ class AiState:
             TrackedMetric(catalog.AI_INTERVENTION_OPEN, catalog.AI_INTERVENTION_OLDEST_OPEN_AGE,
                           self.open_interventions),
             TrackedMetric(catalog.AI_SECURITY_UNRESOLVED, None, self.unresolved))
+        # --- part EVENTS (issue 16) ------------------------------------------------------
+        self.llm_tpoc = h(catalog.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK)
+        self.llm_unpriced_requests = c(catalog.AI_LLM_UNPRICED_REQUESTS)
+        self.llm_unpriced_tokens = c(catalog.AI_LLM_UNPRICED_TOKENS)
+        self.llm_cache_savings = c(catalog.AI_LLM_CACHE_SAVINGS)
+        self.agent_tokens = c(catalog.AI_AGENT_TOKENS)
+        self.invoke_agent_duration = h(catalog.GEN_AI_INVOKE_AGENT_DURATION)
+        # --- end part EVENTS -------------------------------------------------------------
         self.heartbeats: dict[str, Heartbeat] = {}
         self.max_components = max_series
         self.spend = DailySpend()

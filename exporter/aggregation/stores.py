@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 
 from exporter import catalog
 from exporter.catalog import MetricSpec
@@ -143,14 +143,37 @@ class GaugeStore(CounterStore):
         self.values[key] = value
 
 
+# An exemplar as offered: (value, trace id, span id, Unix seconds). Converted once, under
+# the aggregator's lock at the next scrape copy, into a ``StoredExemplar``.
+OfferedExemplar = tuple[float, str, str, float]
+
+
+class StoredExemplar(Exemplar):
+    """prometheus_client's ``Exemplar`` (what families carry), kept in the store across
+    scrapes; ``exposition`` caches its OpenMetrics text on it (attribute ``om``) the first
+    time it renders it, so a scrape of exemplars that did not change formats none."""
+
+
+ExemplarRow = list["OfferedExemplar | StoredExemplar | None"]
+
+
 class HistogramStore(_Capped):
-    """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum."""
+    """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum.
+
+    Exemplars (EXEMPLARS part of issue 16): the latest observation that came with a trace
+    id, per label set and bucket, in ``exemplars`` (a row of ``len(bounds) + 1`` slots,
+    ``None`` where no exemplar was offered). Bounded like the rows: an exemplar is kept
+    only under a key the store holds (a key folded into ``other`` keeps it under
+    ``other``). Exemplars are not checkpointed: they point at recent traces, and a restart
+    starts without them (the counts themselves are restored as before).
+    """
 
     def __init__(self, spec: MetricSpec, cap: int, overflow: dict[str, float],
                  budget: SampleBudget) -> None:
         super().__init__(spec, cap, overflow, budget)
         self.bounds = list(spec.buckets)
         self.values: dict[Key, list[float]] = {}
+        self.exemplars: dict[Key, ExemplarRow] = {}
         self._width = len(self.bounds) + 2
         self._les = [*(repr(float(b)) for b in self.bounds), "+Inf"]
 
@@ -172,14 +195,58 @@ class HistogramStore(_Capped):
     def offer_exemplar(self, key: Key, value: float, trace_id: str, span_id: str,
                        ts: float) -> None:
         """Offer the observation ``value`` of ``key`` (already observed) as the exemplar
-        of its bucket. INTERFACE STUB (coordination): the exemplar helper stores it; the
-        handlers and the native path call this only when an event carries a trace id."""
+        of its bucket: it replaces the bucket's previous one. The handlers and the native
+        path call this only when an event carries a trace id, so events without one cost
+        nothing; with one it is a dict lookup, a bisect and one tuple."""
+        row = self.exemplars.get(key)
+        if row is None:
+            row = self._exemplar_row(key)
+            if row is None:
+                return
+        row[bisect_left(self.bounds, value)] = (value, trace_id, span_id, ts)
+
+    def _exemplar_row(self, key: Key) -> ExemplarRow | None:
+        """The exemplar row of the key ``key`` is stored under (itself, cleaned, or
+        ``other``), created with its first exemplar; None when ``key`` was never observed."""
+        if key not in self.values:
+            clean = _clean(key)
+            key = clean if clean in self.values else self._other
+            if key not in self.values:
+                return None
+            row = self.exemplars.get(key)
+            if row is not None:
+                return row
+        row = self.exemplars[key] = [None] * (len(self.bounds) + 1)
+        return row
 
     def snapshot(self) -> list[tuple[Key, Any]]:
         return [(key, row.copy()) for key, row in self.values.items()]
 
+    def exemplar_snapshot(self) -> dict[Key, list[Exemplar | None]]:
+        """A copy of the exemplar rows, taken under the aggregator's lock. Exemplars offered
+        since the last copy are turned into prometheus_client ``Exemplar`` here, in place,
+        once each, so a scrape only passes references and an offer stays one tuple."""
+        out: dict[Key, list[Exemplar | None]] = {}
+        for key, row in self.exemplars.items():
+            if tuple not in map(type, row):  # nothing new in this row (a C-speed scan)
+                out[key] = row.copy()  # type: ignore[assignment]
+                continue
+            for i, ex in enumerate(row):
+                if ex.__class__ is tuple:
+                    value, trace_id, span_id, ts = ex  # type: ignore[misc]
+                    labels = ({"trace_id": trace_id, "span_id": span_id} if span_id
+                              else {"trace_id": trace_id})
+                    # Milliseconds, what Prometheus keeps: shorter text on every scrape.
+                    row[i] = StoredExemplar(labels, value, round(ts, 3))
+            out[key] = row.copy()  # type: ignore[assignment]
+        return out
+
     def family(self, extra: Sequence[str], extra_values: Key,
-               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
+               rows: Iterable[tuple[Key, Any]] | None = None,
+               exemplars: dict[Key, list[Exemplar | None]] | None = None) -> Metric:
+        """The family for one scrape; ``exemplars`` (``exemplar_snapshot()``) go on the
+        ``_bucket`` samples (the Prometheus text format leaves them out, OpenMetrics and
+        the OTLP push carry them)."""
         fam = self.spec.family(extra)
         bucket, count, total = fam.name + "_bucket", fam.name + "_count", fam.name + "_sum"
         names = (*self.spec.labels, *extra)
@@ -188,9 +255,15 @@ class HistogramStore(_Capped):
         for key, row in self.values.items() if rows is None else rows:
             labels = dict(zip(names, key + extra_values, strict=True))
             running = 0.0
-            for le, n in zip(les, row, strict=False):
-                running += n
-                append(Sample(bucket, {**labels, "le": le}, running, None, None))
+            ex_row = exemplars.get(key) if exemplars else None
+            if ex_row is None:
+                for le, n in zip(les, row, strict=False):
+                    running += n
+                    append(Sample(bucket, {**labels, "le": le}, running, None, None))
+            else:
+                for le, n, ex in zip(les, row, ex_row, strict=False):
+                    running += n
+                    append(Sample(bucket, {**labels, "le": le}, running, None, ex))
             append(Sample(count, labels, running, None, None))
             append(Sample(total, labels, row[-1], None, None))
         return fam

@@ -48,6 +48,8 @@ class ScrapeCopy:
     overflow: list[tuple[str, float]]
     samples_used: int
     samples_limit: int
+    # Exemplar rows per histogram store (by metric name), where any were offered.
+    exemplars: dict[str, dict[Key, Any]]
 
 
 def copy_for_scrape(state: AiState, now: float) -> ScrapeCopy:
@@ -60,7 +62,9 @@ def copy_for_scrape(state: AiState, now: float) -> ScrapeCopy:
         spent=dict(state.spend.by_scope) if state.spend.holds(now) else {},
         budgets=dict(state.budgets),
         overflow=list(state.overflow.items()),
-        samples_used=state.budget.used, samples_limit=state.budget.limit)
+        samples_used=state.budget.used, samples_limit=state.budget.limit,
+        exemplars={name: store.exemplar_snapshot() for name, store in state.stores.items()
+                   if isinstance(store, HistogramStore) and store.exemplars})
 
 
 def families(copy: ScrapeCopy, config: ViewConfig, deadline: float | None) -> list[Metric]:
@@ -68,8 +72,14 @@ def families(copy: ScrapeCopy, config: ViewConfig, deadline: float | None) -> li
     ``CHUNK`` label sets)."""
     extra, xv, now = config.extra_names, config.extra_values, copy.now
     out = []
+    exemplars = copy.exemplars
     for store, snap in copy.rows:
-        out.append(store.family(extra, xv, paced(snap, deadline, CHUNK)))
+        ex = exemplars.get(store.spec.name) if exemplars else None
+        if ex is None:
+            out.append(store.family(extra, xv, paced(snap, deadline, CHUNK)))
+        else:
+            assert isinstance(store, HistogramStore)
+            out.append(store.family(extra, xv, paced(snap, deadline, CHUNK), ex))
     check(deadline)
     for count_spec, age_spec, counts in copy.tracked:
         count_family = count_spec.family(extra)

@@ -22,6 +22,7 @@ _MODULES = (
     "battery",
     "otlp",
     "ai",
+    "pricing",  # PRICING (issue 16)
     "files",
     "http_auth",
     "probes",

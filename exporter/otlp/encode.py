@@ -24,12 +24,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter.otlp.translate import SLICE, Attrs, HistValue, OtelMetric, Series
+from exporter.otlp.translate import SLICE, Attrs, HistValue, OtelMetric, OtlpExemplar, Series
 
 # Wire-format tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
 _NUMBER = struct.Struct("<BQBQBd")  # start_time (2), time (3), as_double (4)
 _GAUGE_NUMBER = struct.Struct("<BQBd")  # time (3), as_double (4): the SDK sends no start
 _HIST_HEAD = struct.Struct("<BQBQBQBd")  # start_time (2), time (3), count (4), sum (5)
+# Exemplar: time_unix_nano (2, fixed64), as_double (3); HistogramDataPoint.exemplars (8).
+_EXEMPLAR_HEAD = struct.Struct("<BQBd")
+_EXEMPLAR = b"\x42"
 _NUMBER_ATTR, _HIST_ATTR = b"\x3a", b"\x4a"  # NumberDataPoint.attributes (7), Histogram… (9)
 _DATA_POINT = b"\x0a"  # Gauge/Sum/Histogram.data_points (1)
 _GAUGE, _SUM, _HISTOGRAM = b"\x2a", b"\x3a", b"\x4a"  # Metric.gauge (5), sum (7), histogram (9)
@@ -65,6 +68,19 @@ def _string(tag: bytes, value: str) -> bytes:
 def _key_value(key: str, value: str) -> bytes:
     """KeyValue{key (1), value (2): AnyValue{string_value (1)}}."""
     return _string(b"\x0a", key) + _field(b"\x12", _field(b"\x0a", value.encode()))
+
+
+def _exemplars(exemplars: Sequence[OtlpExemplar]) -> bytes:
+    """HistogramDataPoint.exemplars (8): time (2), as_double (3), span_id (4) and
+    trace_id (5) as bytes; the SDK encoder leaves both ids out unless both are set."""
+    out = []
+    for e in exemplars:
+        body = _EXEMPLAR_HEAD.pack(0x11, e.time_ns, 0x19, e.value)
+        if e.span_id and e.trace_id:
+            body += (_field(b"\x22", bytes.fromhex(e.span_id))
+                     + _field(b"\x2a", bytes.fromhex(e.trace_id)))
+        out.append(_field(_EXEMPLAR, body))
+    return b"".join(out)
 
 
 class DirectEncoder:
@@ -177,7 +193,8 @@ class DirectEncoder:
                 pack(0x11, s.start_ns, 0x19, time_ns, 0x21, h.count, 0x29, h.total),
                 # bucket_counts (6), packed fixed64; explicit_bounds (7), packed double.
                 _field(b"\x32", struct.pack(f"<{len(counts)}Q", *counts)),
-                self._explicit_bounds(h.bounds)))
+                self._explicit_bounds(h.bounds),
+                _exemplars(h.exemplars) if h.exemplars else b""))
             out.append(_DATA_POINT + _len(len(body)) + body)
 
     # --- requests -----------------------------------------------------------------------

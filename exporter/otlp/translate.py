@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
+from opentelemetry.sdk.metrics import Exemplar as SdkExemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -82,14 +83,35 @@ def seconds_to_ns(seconds: float) -> int:
     return round(seconds * 1_000_000) * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class OtlpExemplar:
+    """An exemplar of a histogram point: the value, its time and the trace it came from
+    (ids as lowercase hex, as the bucket samples carry them; empty when absent)."""
+
+    value: float
+    time_ns: int
+    trace_id: str
+    span_id: str
+
+
 @dataclass(slots=True)
 class HistValue:
-    """One histogram series: OTel (non-cumulative) bucket counts, one more than bounds."""
+    """One histogram series: OTel (non-cumulative) bucket counts, one more than bounds;
+    ``exemplars``: those the bucket samples carried (EXEMPLARS part of issue 16)."""
 
     bounds: tuple[float, ...]
     counts: tuple[int, ...]
     total: float
     count: int
+    exemplars: tuple[OtlpExemplar, ...] = ()
+
+
+def _exemplar(exemplar: Any) -> OtlpExemplar:
+    """A prometheus_client ``Exemplar`` (Unix seconds, ``trace_id``/``span_id`` labels)."""
+    labels = exemplar.labels
+    ts = exemplar.timestamp
+    return OtlpExemplar(float(exemplar.value), seconds_to_ns(float(ts)) if ts is not None else 0,
+                        labels.get("trace_id", ""), labels.get("span_id", ""))
 
 
 @dataclass(slots=True)
@@ -257,6 +279,8 @@ class Translator:
                     if group is None:
                         group = groups[key] = {"le": []}
                     group["le"].append((float(s.labels["le"]), s.value))
+                    if s.exemplar is not None:
+                        group.setdefault("ex", []).append(_exemplar(s.exemplar))
                 elif suffix in ("_sum", "_count", "_created"):
                     group = groups.setdefault(tuple(s.labels.items()), {"le": []})
                     group[suffix] = s.value
@@ -279,7 +303,7 @@ class Translator:
             start = seconds_to_ns(created) if created is not None else default_start_ns
             append(Series(self._attrs(names, dict(key)), start,
                           HistValue(bounds, tuple(counts), float(group.get("_sum", 0.0)),
-                                    count)))
+                                    count, tuple(group.get("ex", ())))))
             if n % (SLICE // 16) == 0:
                 yield
         if metric.series:
@@ -345,7 +369,9 @@ def _delta(s: Series, prev: tuple[int, float | HistValue] | None) -> Series:
         return Series(s.attrs, prev_ns, HistValue(
             value.bounds, tuple(a - b for a, b in zip(value.counts, prev_value.counts,
                                                       strict=True)),
-            value.total - prev_value.total, value.count - prev_value.count))
+            value.total - prev_value.total, value.count - prev_value.count,
+            # Only the exemplars of the delta's interval (newer than the baseline).
+            tuple(e for e in value.exemplars if e.time_ns > prev_ns)))
     if isinstance(prev_value, HistValue) or value < prev_value:
         return s  # counter reset
     return Series(s.attrs, prev_ns, value - prev_value)
@@ -368,7 +394,10 @@ def to_metrics_data(metrics: Sequence[OtelMetric], resource: Resource,
                     time_unix_nano=time_ns, count=h.count, sum=h.total,
                     bucket_counts=h.counts, explicit_bounds=h.bounds,
                     # Prometheus histograms carry no min/max; None leaves the field unset.
-                    min=None, max=None))  # type: ignore[arg-type]
+                    min=None, max=None,  # type: ignore[arg-type]
+                    exemplars=[SdkExemplar(
+                        {}, e.value, e.time_ns, int(e.span_id, 16) if e.span_id else None,
+                        int(e.trace_id, 16) if e.trace_id else None) for e in h.exemplars]))
             data = Histogram(data_points=points, aggregation_temporality=temporality)
         else:
             numbers = [NumberDataPoint(attributes=attributes_dict(s.attrs),

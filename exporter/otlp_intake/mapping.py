@@ -5,9 +5,9 @@
 * ``execute_tool`` → ``tool_call``; ``invoke_agent``, ``create_agent`` and workflow or
   agent spans (OpenLLMetry's ``traceloop.span.kind``) → ``task`` (succeeded or failed,
   with the span's duration).
-* MCP spans (``mcp.method.name``): a client's ``tools/call`` → ``tool_call`` (the MCP server's
-  own span of the same call is not counted again); other MCP methods are recognised and
-  counted as mapped, their metrics come with the MCP metrics. OpenLLMetry's tool spans
+* MCP spans (``mcp.method.name``, and OpenLLMetry's MCP spans): ``mcp_call`` /
+  ``mcp_session`` (``map_mcp``, part MCP); a client's ``tools/call`` → ``tool_call`` too (the
+  MCP server's own span of the same call is not counted again). OpenLLMetry's tool spans
   (``traceloop.span.kind`` ``tool``, the tool in ``traceloop.entity.name``; what its MCP
   instrumentation emits, with no ``gen_ai.*`` attribute) → ``tool_call``.
 * Log records named ``ai.<kind>`` (``event_name``, or the ``event.name`` attribute) → that
@@ -16,6 +16,12 @@
 Older attribute names are read too: ``gen_ai.system`` (provider), ``gen_ai.usage.prompt_tokens``
 / ``completion_tokens``, OpenLLMetry's ``llm.usage.*`` and ``gen_ai.usage.cache_*``. The
 resource's ``service.name`` is the component where an event needs one.
+
+Issue 16 (part OTLP-GENAI): cache-read, cache-creation and reasoning tokens (subsets of the
+input and output tokens, see ``_subsets``), ``gen_ai.response.model``, a given
+``gen_ai.usage.cost``, the span's trace and span ids, ``gen_ai.tool.type``, the operation of
+agent spans, and the agent of the enclosing ``invoke_agent`` span (``spantree``) as the
+component of a call (docs/otlp-intake.md, "Tokens, agents and ids").
 
 Only scalar attribute values are read (strings, numbers, booleans); arrays, maps and
 bytes are skipped without being walked, so no nesting depth or size can cost more than
@@ -39,6 +45,7 @@ INFERENCE = frozenset({"chat", "text_completion", "embeddings", "generate_conten
 OPERATION_ALIASES = {"completion": "text_completion", "embedding": "embeddings"}
 AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
 TRACELOOP_TASK_KINDS = frozenset({"workflow", "agent"})
+TRACELOOP_OPERATIONS = {"agent": "invoke_agent", "workflow": "invoke_workflow"}
 # gen_ai.system values of older conventions → gen_ai.provider.name.
 PROVIDER_ALIASES = {
     "az.ai.inference": "azure.ai.inference", "az.ai.openai": "azure.ai.openai",
@@ -52,8 +59,21 @@ PROVIDER_ALIASES = {
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
 _OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
            "llm.usage.completion_tokens")
-_CACHED = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
-           "gen_ai.usage.cached_input_tokens", "llm.usage.cache_read_input_tokens")
+# Cache and reasoning tokens (part OTLP-GENAI, issue 16): the current names first, then the
+# anthropic SDK's and opentelemetry-util-genai's cache_write, OpenLLMetry's older ones.
+_CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
+               "gen_ai.usage.cached_input_tokens", "llm.usage.cache_read_input_tokens",
+               "gen_ai.usage.input_tokens.cached")
+_CACHE_CREATION = ("gen_ai.usage.cache_creation.input_tokens",
+                   "gen_ai.usage.cache_write.input_tokens",
+                   "gen_ai.usage.cache_creation_input_tokens",
+                   "llm.usage.cache_creation_input_tokens",
+                   "gen_ai.usage.input_tokens.cache_write")
+_REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
+              "llm.usage.reasoning_tokens", "gen_ai.usage.output_tokens.reasoning")
+_CACHED = _CACHE_READ  # the name before issue 16
+_COST = "gen_ai.usage.cost"  # OpenLIT's, in US dollars
+_TOKEN_MAX = 1 << 40  # events.Tokens' bound
 _TTFT = ("gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token",
          "gen_ai.response.time_to_first_token", "llm.response.time_to_first_token")
 _MAX_LABEL = 256
@@ -130,20 +150,24 @@ def operation_of(attrs: Attributes) -> str:
 
 
 def map_span(attrs: Attributes, name: str, kind: int, status_code: int, *, start_ns: int,
-             end_ns: int, service: str) -> dict[str, Any] | None:
+             end_ns: int, service: str, trace_id: str = "", span_id: str = "",
+             agent: str = "") -> dict[str, Any] | None:
     """The event a span stands for (a dict with ``kind``, to be validated), or None for a
-    span that is not GenAI or MCP."""
+    span that is not GenAI or MCP. ``trace_id`` / ``span_id``: the span's (hex, "" for
+    none); ``agent``: the agent name of the enclosing ``invoke_agent`` span, if any."""
     duration = max(end_ns - start_ns, 0) / 1e9
     op = operation_of(attrs)
     mcp_method = attrs.get("mcp.method.name")
     if op in INFERENCE and mcp_method is None:
-        return _llm_call(attrs, op, status_code, duration, service)
+        return _llm_call(attrs, op, status_code, duration, service, trace_id=trace_id,
+                         span_id=span_id, agent=agent)
     if op == "execute_tool" and mcp_method is None:
-        return {"kind": "tool_call",
-                "tool": _label(attrs.get("gen_ai.tool.name"), name or "unknown"),
-                "agent": _label(attrs.get("gen_ai.agent.name"), ""),
-                "duration_seconds": duration,
-                "error_type": _error_type(attrs, status_code)}
+        return _ids({"kind": "tool_call",
+                     "tool": _label(attrs.get("gen_ai.tool.name"), name or "unknown"),
+                     "agent": _label(attrs.get("gen_ai.agent.name"), agent),
+                     "tool_type": _label(attrs.get("gen_ai.tool.type"), ""),
+                     "duration_seconds": duration,
+                     "error_type": _error_type(attrs, status_code)}, trace_id, span_id)
     span_kind = attrs.get("traceloop.span.kind")
     if span_kind == "tool" and op in ("", "execute_tool"):
         # OpenLLMetry (the MCP instrumentation, traceloop's @tool): "{tool}.tool" spans
@@ -163,23 +187,45 @@ def map_span(attrs: Attributes, name: str, kind: int, status_code: int, *, start
                     "error_type": _error_type(attrs, status_code)}
         return {"kind": "_mcp"}  # recognised; metrics come with the MCP metrics
     if op in AGENT_OPERATIONS or span_kind in TRACELOOP_TASK_KINDS:
-        agent = _first(attrs, ("gen_ai.agent.name", "traceloop.entity.name"))
-        return {"kind": "task", "component": _label(agent, service or "unknown"),
-                "queue": op or f"traceloop.{span_kind}",
-                "status": "failed" if status_code == STATUS_ERROR else "succeeded",
-                "duration_seconds": duration}
+        own = _first(attrs, ("gen_ai.agent.name", "traceloop.entity.name"))
+        # OpenLLMetry's agent spans are agent invocations too.
+        operation = op or TRACELOOP_OPERATIONS.get(str(span_kind), "")
+        return _ids({"kind": "task", "component": _label(own, service or "unknown"),
+                     "queue": op or f"traceloop.{span_kind}", "operation": operation,
+                     "status": "failed" if status_code == STATUS_ERROR else "succeeded",
+                     "duration_seconds": duration}, trace_id, span_id)
     return None
 
 
-def _llm_call(attrs: Attributes, op: str, status_code: int, duration: float, service: str
-              ) -> dict[str, Any]:
-    """The common case, kept to plain lookups (the current attribute names first)."""
+def _ids(event: dict[str, Any], trace_id: str, span_id: str) -> dict[str, Any]:
+    """``event`` with the span's trace and span ids, where it has them."""
+    if trace_id:
+        event["trace_id"] = trace_id
+    if span_id:
+        event["span_id"] = span_id
+    return event
+
+
+def _llm_call(attrs: Attributes, op: str, status_code: int, duration: float, service: str,
+              *, trace_id: str = "", span_id: str = "", agent: str = "") -> dict[str, Any]:
+    """The common case, kept to plain lookups (the current attribute names first).
+
+    ``agent``: the ``gen_ai.agent.name`` of the enclosing ``invoke_agent`` span (spantree),
+    the component unless the span names its own agent; the service name otherwise. Cache
+    and reasoning tokens are subsets of input and output tokens (the GenAI conventions,
+    which every instrumentation known here follows, Anthropic's included: they add the
+    cache reads and writes to Anthropic's uncached ``input_tokens``); where the subset
+    exceeds its total, the instrumentation left it out, and it is added."""
     get = attrs.get
     provider = get("gen_ai.provider.name")
     model = get("gen_ai.request.model") or get("gen_ai.response.model")
     inputs, outputs = get("gen_ai.usage.input_tokens"), get("gen_ai.usage.output_tokens")
-    cached = get("gen_ai.usage.cache_read.input_tokens")
+    read = get("gen_ai.usage.cache_read.input_tokens")
+    creation = get("gen_ai.usage.cache_creation.input_tokens")
+    reasoning = get("gen_ai.usage.reasoning.output_tokens")
     error = get("error.type")
+    own_agent = get("gen_ai.agent.name")
+    component = own_agent if type(own_agent) is str and own_agent else (agent or service)
     event: dict[str, Any] = {
         "kind": "llm_call",
         "provider": provider if type(provider) is str and provider else provider_of(attrs),
@@ -187,17 +233,49 @@ def _llm_call(attrs: Attributes, op: str, status_code: int, duration: float, ser
         "operation": OPERATION_ALIASES.get(op, op),
         "input_tokens": inputs if type(inputs) is int else _count(attrs, _INPUT),
         "output_tokens": outputs if type(outputs) is int else _count(attrs, _OUTPUT),
-        "cached_input_tokens": cached if type(cached) is int else _count(attrs, _CACHED),
+        "cache_read_input_tokens": read if type(read) is int else _count(attrs, _CACHE_READ),
+        "cache_creation_input_tokens": creation if type(creation) is int else _count(
+            attrs, _CACHE_CREATION),
+        "reasoning_output_tokens": reasoning if type(reasoning) is int else _count(
+            attrs, _REASONING),
         "duration_seconds": duration,
         "error_type": error if type(error) is str and error else (
             "_OTHER" if status_code == STATUS_ERROR else ""),
-        "component": service[:_MAX_LABEL]}
+        "component": component[:_MAX_LABEL]}
+    _subsets(event)
+    response_model = get("gen_ai.response.model")
+    if type(response_model) is str and response_model:
+        event["response_model"] = response_model
+    if trace_id:
+        event["trace_id"] = trace_id
+    if span_id:
+        event["span_id"] = span_id
+    cost = get(_COST)
+    if type(cost) is float or type(cost) is int:
+        event["cost_usd"] = cost
     ttft = get("gen_ai.response.time_to_first_chunk")
     if ttft is None:
         ttft = _first(attrs, _TTFT[1:])
     if isinstance(ttft, int | float) and not isinstance(ttft, bool):
         event["time_to_first_token_seconds"] = ttft
     return event
+
+
+def _in_range(*values: Any) -> bool:
+    return all(type(v) is int and 0 <= v <= _TOKEN_MAX for v in values)
+
+
+def _subsets(event: dict[str, Any]) -> None:
+    """Cache tokens within the input tokens, reasoning ones within the output tokens: a
+    subset larger than its total was reported beside it, not in it (exporter/_otlp.c does
+    the same)."""
+    inputs, read, creation = (event["input_tokens"], event["cache_read_input_tokens"],
+                              event["cache_creation_input_tokens"])
+    if (read or creation) and _in_range(inputs, read, creation) and read + creation > inputs:
+        event["input_tokens"] = inputs + read + creation
+    outputs, reasoning = event["output_tokens"], event["reasoning_output_tokens"]
+    if reasoning and _in_range(outputs, reasoning) and reasoning > outputs:
+        event["output_tokens"] = outputs + reasoning
 
 
 def map_log(attrs: Attributes, event_name: str) -> dict[str, Any] | None:
@@ -209,3 +287,71 @@ def map_log(attrs: Attributes, event_name: str) -> dict[str, Any] | None:
     fields = {k: v for k, v in attrs.items() if k != "event.name"}
     fields["kind"] = name[3:]
     return fields
+
+
+# --- part MCP (issue 16): MCP spans → mcp_call / mcp_session ---------------------------
+# OpenLLMetry's opentelemetry-instrumentation-mcp (its tracer's scope): no mcp.* or gen_ai.*
+# attributes; the method is in the span name (docs/otlp-intake.md, "MCP").
+OPENLLMETRY_MCP_SCOPE = "opentelemetry.instrumentation.mcp.instrumentation"
+_MCP_TOOL = ("gen_ai.tool.name", "mcp.tool.name")
+
+
+def map_mcp(attrs: Attributes, name: str, kind: int, status_code: int, *, start_ns: int,
+            end_ns: int, scope: str = "", trace_id: str = "", span_id: str = ""
+            ) -> dict[str, Any] | None:
+    """The ``mcp_call`` or ``mcp_session`` a span stands for (a dict with ``kind``, to be
+    validated), besides the event ``map_span`` makes of it (a client's ``tools/call`` is a
+    ``tool_call`` too), or None.
+
+    * a span with ``mcp.method.name`` (the MCP semantic conventions): an operation, on the
+      server side for span kind SERVER, else the client's;
+    * OpenLLMetry's MCP spans (scope ``OPENLLMETRY_MCP_SCOPE``): ``{method}.mcp`` and
+      ``{tool}.tool`` (``traceloop.span.kind`` tool: tools/call, the tool in
+      ``traceloop.entity.name``) are client operations (the instrumentation traces no
+      server-side operation of the ``mcp`` SDK's servers); ``mcp.client.session``
+      (``traceloop.span.kind`` session, the standalone fastmcp client) is a client session.
+      Its ``ResponseStreamWriter`` spans (one per message written to the transport) and the
+      fastmcp server's ``mcp.server`` wrapper are no operations of their own.
+    """
+    duration = max(end_ns - start_ns, 0) / 1e9
+    method = attrs.get("mcp.method.name")
+    side = "client"
+    tool: Any = None
+    if isinstance(method, str) and method:
+        side = "server" if kind == SPAN_KIND_SERVER else "client"
+        tool = _first(attrs, _MCP_TOOL)
+    elif scope != OPENLLMETRY_MCP_SCOPE:
+        return None
+    elif attrs.get("traceloop.span.kind") == "tool" and name.endswith(".tool"):
+        method = "tools/call"
+        tool = _first(attrs, ("traceloop.entity.name", *_MCP_TOOL)) or name[:-5]
+    elif name.endswith(".mcp") and len(name) > 4:
+        method = name[:-4]
+    elif name == "mcp.client.session" and attrs.get("traceloop.span.kind") == "session":
+        return _mcp_ids({"kind": "mcp_session", "side": "client",
+                         "duration_seconds": duration,
+                         "error_type": _error_type(attrs, status_code)}, attrs,
+                        trace_id, span_id)
+    else:
+        return None
+    event: dict[str, Any] = {
+        "kind": "mcp_call", "side": side, "method": method[:_MAX_LABEL],
+        "tool": _label(tool, "")[:_MAX_LABEL],
+        "prompt": _label(attrs.get("gen_ai.prompt.name"), "")[:_MAX_LABEL],
+        "duration_seconds": duration, "error_type": _error_type(attrs, status_code)}
+    return _mcp_ids(event, attrs, trace_id, span_id)
+
+
+def _mcp_ids(event: dict[str, Any], attrs: Attributes, trace_id: str, span_id: str
+             ) -> dict[str, Any]:
+    """The fields every MCP event takes from its span: protocol version, transport,
+    session (informational, never a label) and the ids for the exemplar."""
+    for field, key in (("protocol_version", "mcp.protocol.version"),
+                       ("transport", "network.transport"), ("session_id", "mcp.session.id")):
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            event[field] = value[:_MAX_LABEL]
+    if trace_id:
+        event["trace_id"] = trace_id
+        event["span_id"] = span_id
+    return event

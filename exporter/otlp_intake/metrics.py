@@ -1,5 +1,11 @@
 """GenAI metrics over OTLP (``gen_ai.client.operation.duration``,
-``gen_ai.client.token.usage``) as increments of the exporter's own GenAI histograms.
+``gen_ai.client.token.usage``, ``gen_ai.client.operation.time_to_first_chunk`` and
+``gen_ai.client.operation.time_per_output_chunk``) as increments of the exporter's own GenAI
+histograms: the rows spans and ``llm_call`` events feed (the duration's
+``gen_ai.response.model`` label included; token usage points of the types input, output,
+cache_read, cache_creation and reasoning, which also add to ``ai_llm_tokens_total``). The
+MCP histograms (``mcp.{client,server}.{operation,session}.duration``, part MCP) merge the
+same way into the rows ``mcp_call`` / ``mcp_session`` events feed, on the MCP bounds.
 
 Cumulative streams are differenced per stream identity (resource, scope, metric name and
 point attributes): the increment is the point minus the last one seen. A point that
@@ -20,8 +26,8 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
@@ -37,8 +43,17 @@ from exporter.otlp_intake.mapping import (
 
 DURATION = "gen_ai.client.operation.duration"
 TOKEN_USAGE = "gen_ai.client.token.usage"  # noqa: S105 - a metric name
+# part OTLP-GENAI (issue 16): the streaming histograms, on the catalog's (advisory) bounds
+TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
 GENAI_METRICS = {DURATION: tuple(float(b) for b in catalog.DURATION_BUCKETS),
-                 TOKEN_USAGE: tuple(float(b) for b in catalog.TOKEN_BUCKETS)}
+                 TOKEN_USAGE: tuple(float(b) for b in catalog.TOKEN_BUCKETS),
+                 TIME_TO_FIRST_CHUNK: tuple(float(b) for b in catalog.TTFT_BUCKETS),
+                 TIME_PER_OUTPUT_CHUNK: tuple(float(b) for b in catalog.TPOC_BUCKETS)}
+STREAMING = {TIME_TO_FIRST_CHUNK: catalog.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK.name,
+             TIME_PER_OUTPUT_CHUNK: catalog.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK.name}
+# gen_ai.token.type: the conventions' input and output, and the exporter's subset types
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation", "reasoning")
 CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
 
@@ -53,6 +68,8 @@ class Outcome:
     duplicate: int = 0
     rejected: int = 0
     reason: str = ""
+    # part MCP: the mcp.* histogram increments (``Aggregator.merge_rows``)
+    rows: list[RowDelta] = field(default_factory=list)
 
     def reject(self, why: str, n: int = 1) -> None:
         self.rejected += n
@@ -139,6 +156,10 @@ def map_metrics(request: Any, streams: MetricStreams, signal_of: Any
     out = Outcome()
     deltas: list[HistogramDelta] = []
     for identity, resource, scope, metric in genai_points(request):
+        if metric.name in MCP_METRICS:  # part MCP
+            _mcp_metric(identity, resource, scope, metric, streams=streams,
+                        signal_of=signal_of, out=out)
+            continue
         which = metric.WhichOneof("data")
         points = getattr(metric, which).data_points if which else ()
         bounds = GENAI_METRICS.get(metric.name)
@@ -173,19 +194,91 @@ def map_metrics(request: Any, streams: MetricStreams, signal_of: Any
             buckets, total = step
             op = operation_of(attrs) or "chat"
             model = attrs.get("gen_ai.request.model") or attrs.get("gen_ai.response.model")
+            operation = OPERATION_ALIASES.get(op, op)
+            model_label = str(model)[:256] if model else "unknown"
+            streaming = STREAMING.get(metric.name)
+            if streaming is not None:  # the same rows as an llm_call's (op, provider, model)
+                out.rows.append(RowDelta(streaming, (operation, provider_of(attrs),
+                                                     model_label), tuple(buckets), total))
+                out.mapped += 1
+                continue
+            response_model = ""
             if metric.name == DURATION:
                 detail = str(attrs.get("error.type") or "")
                 kind = "duration"
+                answered = attrs.get("gen_ai.response.model")
+                response_model = answered[:256] if isinstance(answered, str) else ""
             else:
                 detail = str(attrs.get("gen_ai.token.type") or "")
                 kind = "token_usage"
-                if detail not in ("input", "output"):
-                    out.reject(f"{metric.name}: gen_ai.token.type is {detail!r}, not input "
-                               "or output")
+                if detail not in TOKEN_TYPES:
+                    out.reject(f"{metric.name}: gen_ai.token.type is {detail!r}, not one of "
+                               f"{', '.join(TOKEN_TYPES)}")
                     continue
             deltas.append(HistogramDelta(
-                kind, OPERATION_ALIASES.get(op, op), provider_of(attrs),
-                str(model)[:256] if model else "unknown", detail[:256],
-                tuple(buckets), total))
+                kind, operation, provider_of(attrs), model_label, detail[:256],
+                tuple(buckets), total, response_model))
             out.mapped += 1
     return deltas, out
+
+
+# --- part MCP (issue 16): mcp.* metric points --------------------------------------------
+MCP_METRICS = {spec.otel_name: spec for spec in (
+    catalog.MCP_CLIENT_OPERATION_DURATION, catalog.MCP_SERVER_OPERATION_DURATION,
+    catalog.MCP_CLIENT_SESSION_DURATION, catalog.MCP_SERVER_SESSION_DURATION)}
+MCP_BOUNDS = tuple(float(b) for b in catalog.MCP_BUCKETS)
+
+
+class RowDelta(NamedTuple):
+    """An increment of one row of an MCP histogram: the store (Prometheus name), the
+    label values in the catalog's attribute order, per-bucket counts (+Inf last), sum."""
+
+    metric: str
+    key: tuple[str, ...]
+    buckets: tuple[float, ...]
+    total: float
+
+
+def _mcp_metric(identity: bytes, resource: Attributes, scope: str,
+                metric: metrics_pb2.Metric, *, streams: MetricStreams, signal_of: Any,
+                out: Outcome) -> None:
+    """The points of one ``mcp.*`` histogram, as the GenAI ones: differenced per stream,
+    merged where ``signal_of`` says metrics count for the resource (the spans are ignored
+    there), on the spec's bounds only. The labels are the catalog's attributes, an absent
+    one empty; every other attribute (``mcp.session.id``, ``server.address``, ...) is
+    dropped, so a stream per session adds to one row."""
+    which = metric.WhichOneof("data")
+    points = getattr(metric, which).data_points if which else ()
+    signal = signal_of(resource)
+    if signal == "forbidden":
+        for _ in points:
+            out.reject("forbidden_scope: service.name outside the credential's scope")
+        return
+    if which != "histogram" or signal != "metrics":
+        out.ignored += len(points)
+        return
+    temporality = metric.histogram.aggregation_temporality
+    if temporality not in (CUMULATIVE, DELTA):
+        for _ in points:
+            out.reject("unspecified aggregation temporality")
+        return
+    spec = MCP_METRICS[metric.name]
+    for point in metric.histogram.data_points:
+        if tuple(point.explicit_bounds) != MCP_BOUNDS:
+            out.reject(f"{metric.name}: bucket bounds differ from the MCP advisory bounds "
+                       "the exporter uses")
+            continue
+        if len(point.bucket_counts) != len(MCP_BOUNDS) + 1:
+            out.reject(f"{metric.name}: {len(point.bucket_counts)} bucket counts for "
+                       f"{len(MCP_BOUNDS)} bounds")
+            continue
+        attrs = attributes(point.attributes)
+        step = streams.increment(_stream_key(identity, scope, metric.name, attrs),
+                                 temporality, point)
+        if step is None:
+            out.duplicate += 1
+            continue
+        buckets, total = step
+        key = tuple(str(attrs.get(a, ""))[:256] for a in spec.attributes)
+        out.rows.append(RowDelta(spec.name, key, tuple(buckets), total))
+        out.mapped += 1

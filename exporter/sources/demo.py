@@ -24,6 +24,8 @@ from exporter.events import (
     Guardian,
     Intervention,
     LlmCall,
+    McpCall,
+    McpSession,
     ProviderLimit,
     QualityGate,
     Resolution,
@@ -46,12 +48,17 @@ MAX_RATE = 100_000.0
 QUEUE_TARGET = 25  # tasks waiting at most, per 40 events/s
 WORKERS = 12  # tasks running at most, per 40 events/s
 
-# provider → [(model, USD per 1k input tokens, USD per 1k output tokens)]
+# provider → [(model, USD per 1k input tokens, USD per 1k output tokens)]. The demo's calls
+# carry no cost: the price table (genai-prices) computes it from their tokens, as it would
+# for a real client that reports none. The prices here are used only for the cost-spike
+# episode (which reports an inflated cost).
 MODELS = {
     "openai": [("gpt-4o", 0.0025, 0.01), ("gpt-4o-mini", 0.00015, 0.0006)],
-    "anthropic": [("claude-sonnet-4", 0.003, 0.015), ("claude-haiku-4", 0.0008, 0.004)],
+    "anthropic": [("claude-sonnet-4", 0.003, 0.015), ("claude-haiku-4-5", 0.001, 0.005)],
     "gcp.gemini": [("gemini-2.5-pro", 0.00125, 0.01)],
-    "vllm": [("llama-3.1-8b-instruct", 0.0, 0.0)],
+    # self-hosted: one model free by its own account (cost 0 given), one that nobody has
+    # priced yet, counted as unpriced (ai_llm_unpriced_requests_total, AiLlmUnpricedModel)
+    "vllm": [("llama-3.1-8b-instruct", 0.0, 0.0), ("qwen2.5-coder-32b", 0.0, 0.0)],
 }
 AGENTS = ("planner", "coder", "reviewer", "researcher")
 COMPONENTS = (("planner", "agent"), ("coder", "agent"), ("reviewer", "agent"),
@@ -59,6 +66,9 @@ COMPONENTS = (("planner", "agent"), ("coder", "agent"), ("reviewer", "agent"),
               ("mcp-github", "mcp_server"), ("llm-gateway", "gateway"),
               ("qdrant", "vector_db"), ("vllm", "model_server"))
 QUEUES = ("default", "priority", "batch")
+# requested model → the dated model id the provider answers with (gen_ai.response.model)
+RESPONSE_MODELS = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}
+MCP_TOOLS = ("read_file", "list_directory", "search_code", "create_issue")
 TOOLS = ("read_file", "write_file", "run_tests", "search_web", "git_commit", "query_vectors")
 GATES = ("code_review", "test_coverage", "spec_compliance")
 GUARDIANS = (("pass_thru", "identity"), ("criteria_gate", "threshold"),
@@ -158,6 +168,13 @@ class DemoWorkload:
                 events.append(self._guardian())
             elif roll < 0.76:
                 events.append(self._quality_gate())
+            elif roll < 0.78:
+                events.append(self._mcp_call(episode))
+            elif roll < 0.785:
+                events.append(McpSession(
+                    duration_seconds=round(rng.uniform(5.0, 600.0), 2),
+                    side=rng.choice(("client", "server")), protocol_version="2025-06-18",
+                    transport="stdio", session_id=self._id("mcp-session")))
             elif roll < 0.80:
                 events.append(Error(component=rng.choice(AGENTS),
                                     category=rng.choice(ERROR_CATEGORIES)))  # type: ignore[arg-type]
@@ -183,21 +200,57 @@ class DemoWorkload:
         elif rng.random() < 0.02:
             error = rng.choice(("429", "500", "timeout"))
             output_tokens = 0
-        cost = (input_tokens * usd_in + output_tokens * usd_out) / 1000.0
-        if episode == "cost_spike":
-            cost *= 20
+        cost: float | None = None  # priced by the exporter's price table
+        if model == "llama-3.1-8b-instruct":
+            cost = 0.0  # self-hosted: free, and said so (not "unpriced")
+        elif episode == "cost_spike":
+            cost = round(20 * (input_tokens * usd_in + output_tokens * usd_out) / 1000.0, 6)
+        cache_write = (int((input_tokens - cached) * rng.uniform(0.1, 0.4))
+                       if provider == "anthropic" and rng.random() < 0.15 else 0)
+        reasoning = (int(output_tokens * rng.uniform(0.2, 0.6))
+                     if model in {"gpt-4o", "gemini-2.5-pro"} and rng.random() < 0.3 else 0)
+        chunks = max(output_tokens // 8, 1)
+        ttft = round(duration * rng.uniform(0.05, 0.3), 4) if streaming and not error else None
+        trace_id, span_id = self._trace()
         return LlmCall(provider=provider, model=model, operation=rng.choice(
             ("chat", "chat", "chat", "embeddings") if provider != "vllm" else ("chat",)),
             input_tokens=input_tokens, output_tokens=output_tokens,
-            cached_input_tokens=cached, duration_seconds=round(duration, 4),
-            time_to_first_token_seconds=round(duration * rng.uniform(0.05, 0.3), 4)
-            if streaming and not error else None,
-            cost_usd=round(cost, 6), error_type=error, component=rng.choice(AGENTS))
+            cache_read_input_tokens=cached, cache_creation_input_tokens=cache_write,
+            reasoning_output_tokens=reasoning, duration_seconds=round(duration, 4),
+            time_to_first_token_seconds=ttft,
+            time_per_output_chunk_seconds=round((duration - ttft) / chunks, 5)
+            if ttft is not None and chunks > 1 else None,
+            response_model=RESPONSE_MODELS.get(model, model),
+            cost_usd=cost, error_type=error, component=rng.choice(AGENTS),
+            trace_id=trace_id, span_id=span_id)
+
+    def _trace(self) -> tuple[str, str]:
+        """A trace and span id (W3C sizes), so that the demo's histograms carry exemplars."""
+        rng = self.rng
+        return f"{rng.getrandbits(128):032x}", f"{rng.getrandbits(64):016x}"
+
+    def _mcp_call(self, episode: str) -> McpCall:
+        """An MCP operation against one of the demo's MCP servers, seen by the agent
+        (client) or the server; a failed tool call is ``tool_error``, as the spec says."""
+        rng = self.rng
+        method = rng.choices(("tools/call", "tools/list", "resources/read"),
+                             weights=(8, 1, 1))[0]
+        failed = rng.random() < 0.04
+        tool = rng.choice(MCP_TOOLS) if method == "tools/call" else ""
+        trace_id, span_id = self._trace()
+        return McpCall(method=method, tool=tool, side=rng.choice(("client", "server")),
+                       duration_seconds=round(rng.lognormvariate(-2.0, 0.9), 4),
+                       error_type=("tool_error" if tool else "-32603") if failed else "",
+                       protocol_version="2025-06-18", transport="stdio",
+                       session_id=f"mcp-session-{rng.randrange(8)}",
+                       trace_id=trace_id, span_id=span_id)
 
     def _tool_call(self) -> ToolCall:
         rng = self.rng
         failed = rng.random() < 0.05
-        return ToolCall(tool=rng.choice(TOOLS), agent=rng.choice(AGENTS),
+        trace_id, span_id = self._trace()
+        return ToolCall(tool=rng.choice(TOOLS), agent=rng.choice(AGENTS), tool_type="function",
+                        trace_id=trace_id, span_id=span_id,
                         duration_seconds=round(rng.lognormvariate(-1.5, 1.0), 4),
                         error_type=rng.choice(("timeout", "tool_error")) if failed else "")
 
@@ -250,8 +303,11 @@ class DemoWorkload:
             status = "succeeded"
         else:
             status = "failed" if outcome < 0.98 else "cancelled"
+        trace_id, span_id = self._trace()
+        # every demo task is an agent run: it also feeds gen_ai.invoke_agent.duration
         return [Task(component=component, queue=queue, status=status,  # type: ignore[arg-type]
-                     task_id=tid, duration_seconds=duration)]
+                     task_id=tid, duration_seconds=duration, operation="invoke_agent",
+                     trace_id=trace_id, span_id=span_id)]
 
     def _slow_processes(self, elapsed: float, dt: float, episode: str) -> list[AnyEvent]:
         """Loops, interventions, security events, limits and heartbeats: a few per second."""

@@ -34,7 +34,7 @@ from exporter.events import EVENT_TYPES, KIND_OF, AnyEvent, Rejection, classify
 from exporter.ingest import Ingestor
 from exporter.otlp_intake import decode as otlp_decode
 from exporter.otlp_intake import spantree
-from exporter.otlp_intake.mapping import attributes, map_log, map_span
+from exporter.otlp_intake.mapping import attributes, map_log, map_mcp, map_span
 from exporter.otlp_intake.metrics import MetricStreams, map_metrics
 from exporter.otlp_intake.metrics import Outcome as _Tally
 from exporter.scopes import Scope
@@ -276,6 +276,8 @@ class OtlpSource(Source):
                 events = []
                 if deltas:
                     self.ingestor.aggregator.merge_histograms(deltas)
+                if out.rows:  # part MCP: mcp.* histogram points
+                    self.ingestor.aggregator.merge_rows(out.rows)
             if events:
                 self.ingestor.apply(self.name, events, now)
             if raws:  # fast llm_call events: validated and applied by the native path
@@ -290,7 +292,10 @@ class OtlpSource(Source):
         return tally
 
     def _event(self, fields: dict[str, Any], scope: Scope | None, tally: _Tally,
-               events: list[AnyEvent]) -> None:
+               events: list[AnyEvent], counted: bool = True) -> None:
+        """Validate and admit one mapped event. ``counted``: False for a second event of an
+        item already counted (part MCP: a span's mcp_call besides its tool_call), which
+        then changes no item count (a refusal is still counted as a rejected event)."""
         cls = EVENT_CLASSES.get(fields.get("kind"))  # type: ignore[arg-type]
         try:
             if cls is None:
@@ -305,10 +310,14 @@ class OtlpSource(Source):
             admitted = scope.admit(event) if scope is not None else event
             if not isinstance(admitted, Rejection):
                 events.append(admitted)
-                tally.mapped += 1
+                if counted:
+                    tally.mapped += 1
                 return
             rejection = admitted
-        self._reject(tally, rejection)
+        if counted:
+            self._reject(tally, rejection)
+        else:
+            self.ingestor.reject(self.name, rejection, where="an OTLP item")
 
     def _reject(self, tally: _Tally, rejection: Rejection, n: int = 1) -> None:
         """Count ``n`` items refused for one reason: in the ingest counters (and the
@@ -336,7 +345,9 @@ class OtlpSource(Source):
         events: list[AnyEvent] = []
         raws: list[bytes] = []  # fast llm_call events, for the native event path
         # A scoped credential's events are checked one by one: no fast tuples then.
-        for resource, scope_spans in spantree.tree(request, body, fast=scope is None):
+        tree = spantree.tree(request, body, fast=scope is None)
+        agents = spantree.enclosing_agents(tree)  # the agent behind each call (part OTLP-GENAI)
+        for resource, scope_spans in tree:
             # A provider SDK's own spans first: they supersede an instrumentation's of the
             # same calls (see NATIVE_SCOPES).
             ordered = sorted(scope_spans, key=lambda ss: ss[0] not in NATIVE_SCOPES)
@@ -347,21 +358,33 @@ class OtlpSource(Source):
             from_spans = self._signal_of(resource) == "traces"
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
             seen = self.spans.add
+            # Without a provider SDK's spans in this request or before it, nothing is
+            # superseded: no look per span (part OTLP-GENAI, for the fast path's budget).
+            natives = bool(self.native) or any(name in NATIVE_SCOPES for name, _ in ordered)
             for n, (scope_name, span) in enumerate(spans):
                 if gate is not None and not n % SLICE_SPANS:
                     gate.wait_while_serving(SCRAPE_WAIT)
                 if span[0] == spantree.FAST:
                     _, key, response, provider, raw = span
-                    if not from_spans or self._superseded(instance, scope_name, provider):
+                    if not from_spans or (natives and self._superseded(instance, scope_name,
+                                                                       provider)):
                         tally.ignored += 1
                     elif not seen(key) or (response and not seen(response)):
                         tally.duplicate += 1
                     else:
                         raws.append(raw)
                     continue
-                key, name, kind, start, end, code, attrs = span
+                key, name, kind, start, end, code, attrs, trace_id, span_id, _parent = span
                 fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
-                                  service=service)
+                                  service=service, trace_id=trace_id, span_id=span_id,
+                                  agent=agents.get((trace_id, span_id), "") if agents else "")
+                # part MCP: the span's mcp_call / mcp_session (where spans count), on its
+                # own or besides map_span's event (a client's tools/call is a tool_call too)
+                mcp = map_mcp(attrs, name, kind, code, start_ns=start, end_ns=end,
+                              scope=scope_name, trace_id=trace_id, span_id=span_id
+                              ) if from_spans else None
+                if fields is None or fields["kind"] == "_mcp":
+                    fields, mcp = mcp, None
                 if fields is None:
                     tally.ignored += 1
                     continue
@@ -382,6 +405,8 @@ class OtlpSource(Source):
                     tally.mapped += 1
                     continue
                 self._event(fields, scope, tally, events)
+                if mcp is not None:  # part MCP: a second event of the same span
+                    self._event(mcp, scope, tally, events, counted=False)
         return tally, events, raws
 
     def _logs(self, request: Any, scope: Scope | None) -> tuple[_Tally, list[AnyEvent]]:

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 from flask import Blueprint, Response, jsonify, request
 
-from exporter.exposition import CONTENT_TYPE
+from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, wants_openmetrics
 from exporter.runtime import Runtime
 from exporter.version import build_info
 from exporter.web.http import gzip_accepted
@@ -86,12 +86,18 @@ def blueprint(runtime: Runtime) -> Blueprint:
         # The OTLP push pauses its work until the response is written (shared GIL).
         end_serving = runtime.collect_gate.begin_serving()
         try:
-            body = runtime.render_metrics(deadline)
-            response = Response(body, content_type=CONTENT_TYPE)
+            # OpenMetrics (with exemplars) when the scraper prefers it, else the text format.
+            openmetrics = wants_openmetrics(request.headers.get("Accept"))
+            body = runtime.render_metrics(deadline, openmetrics=openmetrics)
+            response = Response(body, content_type=OPENMETRICS_CONTENT_TYPE if openmetrics
+                                else CONTENT_TYPE)
             if gzip_accepted(request.headers.get("Accept-Encoding", "")):
                 response.set_data(gzip.compress(body, compresslevel=1))
                 response.headers["Content-Encoding"] = "gzip"
                 response.headers["Vary"] = "Accept-Encoding"
+            if openmetrics:  # text responses keep their headers as they were
+                vary = response.headers.get("Vary")
+                response.headers["Vary"] = f"Accept, {vary}" if vary else "Accept"
         except BaseException:
             end_serving()
             raise

@@ -6,8 +6,11 @@ interventions, probes, heartbeats and matched processes.
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import timeseries as timeseries_builder
+from grafana_foundation_sdk.models import dashboard as model
+
 from .layout import UID_AGENTS, Board, Section, component_variable
-from .panels import Target, bargauge, heatmap, rising, stat, steps, table, ts
+from .panels import Cell, Target, bargauge, heatmap, rising, stat, steps, table, ts
 from .parameters import Parameters
 from .promql import APPROVED, COMP, FAILED, quantile, rate, sel, task_ratio
 
@@ -46,11 +49,12 @@ def build(params: Parameters) -> Board:
         ts("Tasks in progress", "Tasks started and not finished, per component.", "short",
            Target(f"sum by (component) ({sel('ai_task_in_progress', COMP)})", "{{component}}"),
            width=8, stack=True),
-        ts("Task duration", "p50 and p95 duration of finished tasks by final status.", "s",
+        ts("Task duration", "p50 and p95 duration of finished tasks by final status. "
+           "Points are exemplars (the trace of a task).", "s",
            Target(quantile(0.5, "ai_task_duration_seconds_bucket", "status", COMP),
                   "p50 {{status}}"),
            Target(quantile(0.95, "ai_task_duration_seconds_bucket", "status", COMP),
-                  "p95 {{status}}")),
+                  "p95 {{status}}", exemplar=True)),
         heatmap("Task duration distribution", "Finished tasks per second in each duration "
                 "bucket.", "s", f"sum by (le) ({rate('ai_task_duration_seconds_bucket', COMP)})"),
     ]
@@ -64,10 +68,11 @@ def build(params: Parameters) -> Board:
            Target(f"sum by (gen_ai_tool_name) ({rate(tools, FAILED)}) / "
                   f"sum by (gen_ai_tool_name) ({rate(tools)})", "{{gen_ai_tool_name}}"),
            width=8),
-        ts("Tool-call p95 duration", "95th percentile duration of tool executions by tool.",
-           "s",
+        ts("Tool-call p95 duration", "95th percentile duration of tool executions by tool. "
+           "Points are exemplars (the trace of a call).", "s",
            Target(quantile(0.95, "gen_ai_execute_tool_duration_seconds_bucket",
-                           "gen_ai_tool_name"), "{{gen_ai_tool_name}}"), width=8),
+                           "gen_ai_tool_name"), "{{gen_ai_tool_name}}", exemplar=True),
+           width=8),
     ]
     gates = "ai_quality_gate_decisions_total"
     gate_panels = [
@@ -202,4 +207,95 @@ def build(params: Parameters) -> Board:
         [Section("Tasks and queues", task_panels), Section("Tool calls", tool_panels),
          Section("Quality gates", gate_panels), Section("Resolution loops", loop_panels),
          Section("Guardians", guardian_panels), Section("Human interventions", intervention_panels),
-         Section("Components: probes, heartbeats and processes", component_panels)])
+         Section("Components: probes, heartbeats and processes", component_panels),
+         Section("MCP servers", mcp_panels()),  # part MCP (issue 16)
+         Section("Anomaly bands", anomaly_panels(params))])  # part ANOMALY (issue 16)
+
+
+# --- part MCP (issue 16): MCP servers, from the MCP conventions' histograms ---------------
+MCP_SIDES = (("client", "mcp_client_operation_duration_seconds"),
+             ("server", "mcp_server_operation_duration_seconds"))
+MCP_ERROR = 'error_type!=""'
+MCP_TOOLS = 'mcp_method_name="tools/call"'
+
+
+def _mcp_error_ratio(metric: str, by: str, *matchers: str) -> str:
+    count = f"{metric}_count"
+    return (f"sum by ({by}) ({rate(count, MCP_ERROR, *matchers)}) / "
+            f"sum by ({by}) ({rate(count, *matchers)})")
+
+
+def mcp_panels() -> list[Cell]:
+    """Rate, error ratio and p95 latency of MCP operations by method and by tool, as the
+    client (the caller's view, server and network time) and the server saw them, and
+    session durations. Errors: every ``error.type``, ``tool_error`` included (a tool
+    result with isError)."""
+    panels: list[Cell] = []
+    for by, legend, matchers, what in (
+            ("mcp_method_name", "{{mcp_method_name}}", (), "method"),
+            ("gen_ai_tool_name", "{{gen_ai_tool_name}}", (MCP_TOOLS,), "tool")):
+        panels += [
+            ts(f"MCP operations per second by {what}", f"MCP requests and notifications "
+               f"per second by {what}{' (tools/call)' if what == 'tool' else ''}, as the "
+               "client and the server saw them.", "reqps",
+               *(Target(f"sum by ({by}) ({rate(f'{metric}_count', *matchers)})",
+                        f"{side} {legend}") for side, metric in MCP_SIDES), width=8),
+            ts(f"MCP error ratio by {what}", f"Share of MCP operations by {what} that "
+               "failed (any error.type: JSON-RPC error codes, timeouts, tool_error for a "
+               "tool result with isError). The MCP error alert fires on it.",
+               "percentunit",
+               *(Target(_mcp_error_ratio(metric, by, *matchers), f"{side} {legend}")
+                 for side, metric in MCP_SIDES), width=8, maximum=1),
+            ts(f"MCP p95 latency by {what}", f"95th percentile duration of MCP operations "
+               f"by {what}: the client's view includes the transport. Points are exemplars "
+               "(the trace of an operation).", "s",
+               *(Target(quantile(0.95, f"{metric}_bucket", by, *matchers),
+                        f"{side} {legend}", exemplar=side == "client")
+                 for side, metric in MCP_SIDES), width=8),
+        ]
+    panels.append(ts(
+        "MCP session duration", "p50 and p95 duration of ended MCP sessions, as the client "
+        "and the server saw them.", "s",
+        *(Target(quantile(q, f"mcp_{side}_session_duration_seconds_bucket", ""),
+                 f"p{int(q * 100)} {side}") for side in ("client", "server")
+          for q in (0.5, 0.95)), width=24))
+    return panels
+
+
+# --- part ANOMALY (issue 16): a signal against its band (prometheus/rules/anomaly.rules.yml)
+def _band(title: str, description: str, unit: str, signal: str, *, legend: str,
+          z: float) -> Cell:
+    """The recorded 5m rate with the band mean ± z standard deviations of its last week
+    (dashed), the band the z-score alert compares it with."""
+    value, avg, spread = (sel(f"{signal}{suffix}") for suffix in ("", "_avg1w", "_stddev1w"))
+    cell = ts(title, description, unit,
+              Target(value, legend),
+              Target(f"{avg} + {z:g} * {spread}", f"{legend} upper"),
+              Target(f"clamp_min({avg} - {z:g} * {spread}, 0)", f"{legend} lower"))
+    if isinstance(cell.panel, timeseries_builder.Panel):
+        cell.panel.override_by_regexp(".* (upper|lower)$", [
+            model.DynamicConfigValue(id_val="custom.lineStyle",
+                                     value={"fill": "dash", "dash": [10, 10]}),
+            model.DynamicConfigValue(id_val="custom.fillOpacity", value=0)])
+    return cell
+
+
+def anomaly_panels(params: Parameters) -> list[Cell]:
+    """Token burn per agent and model and tool calls per agent and tool, each against the
+    band of the anomaly alerts: the week's mean ± z standard deviations, with z the
+    alerts' parameter. The band needs the recorded series' history: on a new Prometheus
+    it is as wide as the few minutes recorded so far."""
+    z = params.threshold("ai_anomaly_zscore", "warning")
+    return [
+        _band("Token burn against its weekly band", "Tokens per second (5m rate) of each "
+              f"agent and model, and the band mean ± {z:g} standard deviations of its last "
+              "week (dashed). The token-burn anomaly alert fires above the band, with a "
+              "minimum spread and traffic floor.", "short",
+              "instance_agent_model:ai_agent_tokens:rate5m",
+              legend="{{gen_ai_agent_name}} {{gen_ai_request_model}} {{instance}}", z=z),
+        _band("Tool calls against their weekly band", "Calls per second (5m rate) of each "
+              f"agent and tool, and the band mean ± {z:g} standard deviations of its last "
+              "week (dashed). An agent looping on one tool leaves the band upwards.", "cps",
+              "instance_agent_tool:ai_tool_calls:rate5m",
+              legend="{{gen_ai_agent_name}} {{gen_ai_tool_name}} {{instance}}", z=z),
+    ]

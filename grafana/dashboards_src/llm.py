@@ -51,9 +51,10 @@ def build(params: Parameters) -> Board:
     ]
     latency = [
         ts("Latency quantiles", "p50, p95 and p99 duration of LLM calls for the selected "
-           "providers and models, and the configured latency objective (p95).", "s",
+           "providers and models, and the configured latency objective (p95). Points are "
+           "exemplars: the trace of a call in that bucket (click to open it).", "s",
            Target(quantile(0.5, bucket, "", *pm), "p50"),
-           Target(quantile(0.95, bucket, "", *pm), "p95"),
+           Target(quantile(0.95, bucket, "", *pm), "p95", exemplar=True),
            Target(quantile(0.99, bucket, "", *pm), "p99"),
            Target(f"max({sel('ai_llm_latency_threshold_seconds')})", "objective")),
         ts("p95 latency by model (5m)", "95th percentile LLM call duration over the last 5 "
@@ -66,9 +67,9 @@ def build(params: Parameters) -> Board:
                 "(requests per second in each duration bucket).", "s",
                 f"sum by (le) ({rate(bucket, *pm)})"),
         ts("Time to first token", "p50 and p95 time until the first streamed chunk of a "
-           "response, streaming calls only.", "s",
+           "response, streaming calls only. Points are exemplars (the trace of a call).", "s",
            Target(quantile(0.5, ttft, "", *pm), "p50"),
-           Target(quantile(0.95, ttft, "", *pm), "p95"),
+           Target(quantile(0.95, ttft, "", *pm), "p95", exemplar=True),
            Target(quantile(0.95, ttft, "gen_ai_provider_name", *pm),
                   "p95 {{gen_ai_provider_name}}")),
     ]
@@ -144,6 +145,47 @@ def build(params: Parameters) -> Board:
                   + sel("ai_budget_limit_usd") + " > 0)", "{{scope}}"),
            thresholds=rising(1.0), dashed=True),
     ]
+    # --- PRICING (issue 16): priced against unpriced calls, savings from cached tokens ---
+    unpriced = "ai_llm_unpriced_requests_total"
+    savings = "ai_llm_cache_savings_usd_total"
+    pricing = [
+        ts("Requests priced and unpriced", "LLM calls per second with a cost (given in the "
+           "event or computed from the price table) and without one: calls whose model has "
+           "no price are counted at 0 USD (alert AiLlmUnpricedModel).", "reqps",
+           Target(f"sum ({rate(requests, *pm)}) - (sum ({rate(unpriced, *pm)}) "
+                  f"or 0 * sum ({rate(requests, *pm)}))", "priced"),
+           Target(f"sum ({rate(unpriced, *pm)})", "unpriced"), width=8, stack=True),
+        stat("Unpriced share of calls", "Share of LLM calls over the dashboard's rate "
+             "interval whose spend reads 0 USD because their model has no price.",
+             "percentunit",
+             Target(f"sum ({rate(unpriced, *pm)}) / sum ({rate(requests, *pm)})",
+                    "unpriced"),
+             width=4, height=8, decimals=1, thresholds=rising(0.01)),
+        bargauge("Unpriced requests by model", "Calls per second to each model without a "
+                 "price: add it to ai.pricing.overrides or send cost_usd (runbook "
+                 "AiLlmUnpricedModel).", "reqps",
+                 Target("sum by (gen_ai_provider_name, gen_ai_request_model) ("
+                        + rate(unpriced, *pm) + ")",
+                        "{{gen_ai_provider_name}} {{gen_ai_request_model}}"), width=12),
+        ts("Unpriced tokens by model", "Tokens per second of calls without a price, by "
+           "model and token type: the usage the spend panels do not cover.", "short",
+           Target("sum by (gen_ai_request_model, gen_ai_token_type) ("
+                  + rate("ai_llm_unpriced_tokens_total", *pm) + ")",
+                  "{{gen_ai_request_model}} {{gen_ai_token_type}}"), width=12),
+        ts("Savings from cached tokens per hour", "US dollars per hour saved by cache-read "
+           "input tokens (cached tokens x (input price - cache read price)), by model.",
+           "currencyUSD",
+           Target("3600 * sum by (gen_ai_provider_name, gen_ai_request_model) ("
+                  + rate(savings, *pm) + ")",
+                  "{{gen_ai_provider_name}} {{gen_ai_request_model}}"), width=8, stack=True),
+        stat("Cache savings against spend", "Dollars saved by cached input tokens as a share "
+             "of what the calls would have cost without the cache (spend + savings).",
+             "percentunit",
+             Target(f"sum ({rate(savings, *pm)}) / (sum ({rate('ai_llm_cost_usd_total', *pm)})"
+                    f" + sum ({rate(savings, *pm)}))", "saved"),
+             width=4, height=8, decimals=1),
+    ]
+    # --- end PRICING ---------------------------------------------------------------------
     return Board(
         UID_LLM, "LLM providers and cost",
         "LLM calls by provider and model (OpenTelemetry GenAI metrics): traffic, errors, "
@@ -151,4 +193,4 @@ def build(params: Parameters) -> Board:
         ["llm", "cost"], [provider_variable(), model_variable()],
         [Section("Traffic and errors", traffic), Section("Latency", latency),
          Section("Tokens", tokens), Section("Rate limits", capacity),
-         Section("Cost and budgets", cost)])
+         Section("Cost and budgets", cost), Section("Cost", pricing)])  # PRICING: "Cost"

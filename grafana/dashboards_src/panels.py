@@ -93,12 +93,18 @@ class Target:
     legend: str = ""
     instant: bool = False
     fmt: prometheus_model.PromQueryFormat = prometheus_model.PromQueryFormat.TIME_SERIES
+    # EXEMPLARS (issue 16): also fetch the exemplars of the ``_bucket`` series the query
+    # reads (``exemplar: true``), drawn as points linking to the trace (the datasource's
+    # ``exemplarTraceIdDestinations``). One target per panel is enough.
+    exemplar: bool = False
 
 
 def _query(target: Target, index: int) -> prometheus_builder.Dataquery:
     query = (prometheus_builder.Dataquery().ref_id(chr(ord("A") + index)).datasource(DATASOURCE)
              .editor_mode(prometheus_model.QueryEditorMode.CODE).expr(target.expr)
              .legend_format(target.legend or "__auto").format(target.fmt))
+    if target.exemplar:
+        query.exemplar(True)
     return query.instant() if target.instant else query.range()
 
 

@@ -27,6 +27,18 @@ def main(path: str) -> int:
                                                                  "b": i % 2 == 0})}
                       for i in range(n)], service=f"s{n}").SerializeToString()
               for n in range(0, 40, 3)]
+    # issue 16 (part OTLP-GENAI): cache, reasoning, the agent, a cost, parent ids, an agent
+    issue16 = {"gen_ai.usage.cache_read.input_tokens": 3,
+               "gen_ai.usage.cache_write.input_tokens": 40,
+               "gen_ai.usage.reasoning.output_tokens": 9, "gen_ai.agent.name": "a",
+               "gen_ai.usage.cost": 0.5, "gen_ai.response.model": "r"}
+    bodies += [traces([{"attrs": chat_attrs(model=f"m{i}", extra=issue16), "span": i,
+                        "parent": max(i - 1, 0)} for i in range(n)], trace=n).SerializeToString()
+               for n in range(1, 20, 4)]
+    bodies.append(traces([{"attrs": {"gen_ai.operation.name": "invoke_agent",
+                                     "gen_ai.agent.name": "p"}, "span": 1},
+                          {"attrs": chat_attrs(extra=issue16), "span": 2, "parent": 1}]
+                         ).SerializeToString())
     checked = 0
     for body in bodies:
         parsed_body = ExportTraceServiceRequest.FromString(body)
