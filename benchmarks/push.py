@@ -52,7 +52,7 @@ from exporter.ingest import Ingestor  # noqa: E402
 from exporter.sources.demo import DemoWorkload, Schedule  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
-TARGET_IN_PROCESS = 1_000_000  # common kinds, native path (issue 14)
+TARGET_IN_PROCESS = 1_000_000  # common kinds, native path
 TARGET_HTTP = 50_000
 
 

@@ -12,7 +12,7 @@ Targets: exporter median ≤ node_exporter median, exporter RSS ≤ 60 MB; with
 ``--ai-series 10000`` the exporter median ≤ 60 ms. Every loop is bounded in rounds and in
 wall-clock time (``--max-seconds``). Only loopback is contacted.
 
-Exemplars (issue 16), side by side instead of the run above:
+Exemplars, side by side instead of the run above:
 
     .venv/bin/python benchmarks/scrape.py --exemplars 300
 

@@ -196,7 +196,7 @@ static const struct { const char *key; int slot; } KEYS[] = {
     {"gen_ai.usage.output_tokens", A_OUT}, {"gen_ai.usage.cache_read.input_tokens", A_CACHED},
     {"error.type", A_ERROR}, {"gen_ai.response.time_to_first_chunk", A_TTFT},
     {"gen_ai.response.id", A_RESP_ID}, {"mcp.method.name", A_MCP},
-    /* issue 16 (part OTLP-GENAI): cache writes, reasoning, the agent, a given cost */
+    /* cache writes, reasoning, the agent, a given cost */
     {"gen_ai.usage.cache_creation.input_tokens", A_CCREATE},
     {"gen_ai.usage.cache_write.input_tokens", A_CWRITE},
     {"gen_ai.usage.reasoning.output_tokens", A_REASON}, {"gen_ai.agent.name", A_AGENT},

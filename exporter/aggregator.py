@@ -79,7 +79,7 @@ class HistogramDelta:
     detail: str
     buckets: tuple[float, ...]
     total: float
-    response_model: str = ""  # duration only: gen_ai.response.model (part OTLP-GENAI)
+    response_model: str = ""  # duration only: gen_ai.response.model
 
 
 class Aggregator:
@@ -199,7 +199,7 @@ class Aggregator:
         return merged
 
     def merge_rows(self, deltas: Iterable[tuple[str, Key, Sequence[float], float]]) -> int:
-        """Part MCP (issue 16): add histogram increments received as metrics (the OTLP
+        """add histogram increments received as metrics (the OTLP
         intake's ``mcp.*`` data points, differenced) to the rows an event of the same
         labels feeds: (store by Prometheus name, key, per-bucket counts with +Inf last,
         sum). The bucket bounds are the store's (the intake checks). Returns how many."""

@@ -64,11 +64,12 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
 # gen_ai.client.operation.time_to_first_chunk: the spec's advisory buckets, the duration set
-# (until issue 16 it used the server TTFT set 0.001 .. 10).
+# (earlier releases used the server TTFT set 0.001 .. 10).
 TTFT_BUCKETS = DURATION_BUCKETS
-# gen_ai.client.operation.time_per_output_chunk (the spec's advisory buckets, as for
-# gen_ai.server.time_per_output_token).
-TPOC_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# gen_ai.client.operation.time_per_output_chunk: the duration set too, as the official
+# instrumentation (opentelemetry-util-genai) records it, so that its points merge bucket
+# for bucket with what spans and events feed.
+TPOC_BUCKETS = DURATION_BUCKETS
 TASK_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
                 3600.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -316,7 +317,7 @@ AI_LLM_TOKENS = _m("ai.llm.tokens", "{token}", C,
 AI_LLM_COST = _m("ai.llm.cost", "USD", C,
                  "Spend on LLM calls in US dollars: the cost an event gives, else computed "
                  "from its tokens with the price table in force.", *_LLM, area=GENAI)
-# --- part EVENTS (issue 16): computed cost, unpriced calls, cache savings, agent tokens --
+# --- computed cost, unpriced calls, cache savings, agent tokens --
 AI_LLM_UNPRICED_REQUESTS = _m(
     "ai.llm.unpriced.requests", "{request}", C,
     "LLM calls without a cost whose model has no price in the table (counted at cost 0).",
@@ -356,7 +357,7 @@ AI_LLM_LATENCY_THRESHOLD = _m("ai.llm.latency.threshold", "s", G,
                               "Configured p95 LLM latency objective, for alert rules.",
                               area=GENAI)
 
-# --- part MCP (issue 16): MCP operations and sessions (OTel MCP semantic conventions) ----
+# --- MCP operations and sessions (OTel MCP semantic conventions) ----
 # The spec's advisory ExplicitBucketBoundaries, the same for all four histograms.
 MCP_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
                300.0)
@@ -514,7 +515,7 @@ AI_PROCESS_EXITS = _m("ai.process.exits", "{process}", C,
 EXPORTER_BUILD_INFO = _m("ai_exporter.build_info", "", G,
                          "Build metadata; the value is always 1.", "version", "revision",
                          "python_version", area=SELF)
-# --- PRICING (issue 16) ------------------------------------------------------------------
+# --- the price table in force ----------------------------------------------------------
 EXPORTER_PRICE_TABLE_INFO = _m(
     "ai_exporter.price_table_info", "", G,
     "The price table costs are computed from when an event gives none; the value is "
@@ -523,7 +524,6 @@ EXPORTER_PRICE_TABLE_INFO = _m(
     "genai-prices release whose data is in force; overrides: how many ai.pricing.overrides "
     "entries; price_file: ai.pricing.price_file.",
     "source", "version", "overrides", "price_file", area=SELF)
-# --- end PRICING -------------------------------------------------------------------------
 EXPORTER_COLLECTOR_SUCCESS = _m("ai_exporter.collector.success", "", G,
                                 "1 when the collector succeeded in this scrape.", "collector",
                                 area=SELF)

@@ -139,7 +139,7 @@ class WebConfig(_Section):
     # hand-offs for no gain (requests are short; scrapes are few), and a typo such as
     # 80000 exhausts the process's thread limit at start-up.
     threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    # Slow clients (issue 17, exporter.web.preread): the request head must arrive within
+    # Slow clients (exporter.web.preread): the request head must arrive within
     # header_read_timeout_seconds of the accept (or of its first byte on a kept-alive
     # connection), the body within body_read_timeout_seconds of the head; past either,
     # 408 and the connection is closed. Past max_connections_per_address open from one
@@ -188,7 +188,7 @@ class BudgetConfig(_Section):
     scope: str = "total"
 
 
-# --- PRICING (issue 16): ai.pricing, the prices costs are computed from ------------------
+# --- ai.pricing, the prices costs are computed from ------------------
 UsdPerMillion = Annotated[float, msgspec.Meta(ge=0)]
 
 
@@ -234,7 +234,6 @@ class PricingConfig(_Section):
     enabled: bool = True
     price_file: str = ""
     overrides: list[PriceOverrideConfig] = msgspec.field(default_factory=list)
-# --- end PRICING --------------------------------------------------------------------------
 
 
 class AIConfig(_Section):
@@ -255,7 +254,7 @@ class AIConfig(_Section):
     # The native line path (exporter/_lines.c) for JSONL files, when it is built: the same
     # results, several times faster. false runs the Python path only.
     native_lines: bool = True
-    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)  # PRICING
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
 
 
 class PushConfig(_Section):
@@ -996,7 +995,7 @@ def build(*layers: Mapping[str, Any],
         raise ConfigError(f"{level_key}: expected one of {sorted(_LEVELS)}, got "
                           f"{config.log.level!r}")
     _check_extra_labels(config.ai.extra_labels)
-    check_price_entries(config.ai.pricing.overrides, "ai.pricing.overrides.")  # PRICING
+    check_price_entries(config.ai.pricing.overrides, "ai.pricing.overrides.")
     return config
 
 

@@ -56,7 +56,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "component_status": {"kind": "component_status", "component": "mcp-github",
                          "component_kind": "mcp_server", "version": "1.4.2",
                          "status": "up"},
-    # part MCP (issue 16)
     "mcp_call": {"kind": "mcp_call", "side": "client", "method": "tools/call",
                  "tool": "get_weather", "duration_seconds": 0.084, "error_type": "tool_error",
                  "protocol_version": "2025-06-18", "transport": "pipe",

@@ -53,7 +53,7 @@ def _d(text: str) -> msgspec.Meta:
 
 KINDS = ("llm_call", "task", "tool_call", "quality_gate", "resolution", "guardian",
          "intervention", "security_event", "error", "provider_limit", "component_status",
-         "mcp_call", "mcp_session")  # the last two: part MCP (issue 16)
+         "mcp_call", "mcp_session")
 
 
 class Event(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, kw_only=True,
@@ -247,7 +247,7 @@ class ComponentStatus(Event, tag="component_status", frozen=True):
         "up, degraded or down (down sets the `up` series to 0).")] = "up"
 
 
-# --- part MCP (issue 16): MCP operations and sessions (OTel MCP semantic conventions) ---
+# --- MCP operations and sessions (OTel MCP semantic conventions) ---
 McpSide = Literal["client", "server"]
 
 
@@ -306,7 +306,7 @@ class McpSession(Event, tag="mcp_session", frozen=True):
 
 AnyEvent = (LlmCall | Task | ToolCall | QualityGate | Resolution | Guardian | Intervention
             | SecurityEvent | Error | ProviderLimit | ComponentStatus
-            | McpCall | McpSession)  # the last two: part MCP
+            | McpCall | McpSession)
 EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
 KIND_OF: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
 

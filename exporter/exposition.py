@@ -176,7 +176,7 @@ def lines(families: Iterable[Metric], deadline: float | None = None) -> list[str
     return out
 
 
-# --- OpenMetrics 1.0 (EXEMPLARS part of issue 16) ----------------------------------------
+# --- OpenMetrics 1.0 ----------------------------------------
 # Why a renderer here rather than prometheus_client.openmetrics.exposition.generate_latest:
 # the library re-validates and re-escapes every metric and label name of every sample, as
 # its text ``generate_latest`` does; measured on the same family (1,000 histogram label

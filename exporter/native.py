@@ -38,7 +38,7 @@ C: ``admit`` / ``open`` (the store's own Python slow path) admits it or folds it
 ``other`` and charges the sample budget, so both paths fold alike. Changing any of this
 (a row layout, a label order, what a tracked map holds) means bumping both versions.
 
-Version 3 (issue 16): an ``llm_call`` without ``cost_usd`` is priced in C from the
+Version 3: an ``llm_call`` without ``cost_usd`` is priced in C from the
 ``Rates`` that ``price_for`` gives for its label set, asked once per C slot and kept there
 as five doubles; the cost is ``Rates.cost``'s expression in the same order (the extension
 is built with ``-ffp-contract=off`` so no multiply-add is fused). A histogram observation

@@ -121,7 +121,7 @@ class Runtime:
         self.aggregator = Aggregator(
             max_series=cfg.ai.max_series_per_metric, max_tracked=cfg.ai.max_tracked_ids,
             max_samples=cfg.ai.max_total_samples, extra_labels=extra, clock=clock,
-            prices=PriceTable.from_settings(cfg.ai.pricing),  # PRICING
+            prices=PriceTable.from_settings(cfg.ai.pricing),
             **_aggregator_settings(cfg))
         self.ingestor = Ingestor(self.aggregator, cfg.ai.max_event_bytes,
                                  cfg.ai.log_interval_seconds, native=cfg.ai.native_lines)
@@ -138,7 +138,7 @@ class Runtime:
         self.last_reload_ok = True
         self.last_reload_time = time.time()
         self.config = cfg
-        self.config_pricing = cfg.ai.pricing  # PRICING: the prices in force (start-up)
+        self.config_pricing = cfg.ai.pricing  # the prices in force (start-up)
         self.runner = self._build_runner(cfg, self.probes)
         # One store for every source's cursor and the AI state, restored before any
         # source is built (StorageLockedError when another exporter holds it).
@@ -151,7 +151,7 @@ class Runtime:
         """Check what only building can check (collector names, source settings)."""
         enabled_collectors(cfg)
         build_sources(SourceDeps(cfg, Ingestor(Aggregator()), build_store(cfg)))
-        check_price_file(cfg.ai.pricing)  # PRICING
+        check_price_file(cfg.ai.pricing)
         otlp_settings(cfg)
         Security.prepare(cfg)
 
@@ -218,7 +218,7 @@ class Runtime:
             # The push is not rebuilt on reload, but a file check-config refuses must not
             # pass here either.
             otlp_settings(new)
-            check_price_file(new.ai.pricing)  # PRICING: a bad price file is refused
+            check_price_file(new.ai.pricing)  # a bad price file is refused
             policy = self.security.prepare(new)
             probes = self._build_probes(new, self.probes)
             runner = self._build_runner(new, probes)
@@ -244,7 +244,7 @@ class Runtime:
             self.probes = probes
             self.security.install(policy)
             self.aggregator.reconfigure(**_aggregator_settings(new))
-            if new.ai.pricing != self.config_pricing:  # PRICING
+            if new.ai.pricing != self.config_pricing:
                 log.warning("ai.pricing changed: the new prices take effect at restart "
                             "(rates are kept per label set)")
             for source in sources:

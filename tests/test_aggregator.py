@@ -545,7 +545,7 @@ PRE_SPLIT_SNAPSHOT = (
 
 
 def issue16_migrated(saved: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint from before issue 16 restores as: "" for the labels appended
+    """What a checkpoint from an earlier release restores as: "" for the labels appended
     since (gen_ai_response_model, gen_ai_tool_type), cached_input renamed cache_read, the
     time-to-first-chunk rows (whose buckets changed) dropped, the new stores empty."""
     stores = dict(saved["stores"])

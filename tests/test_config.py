@@ -354,7 +354,7 @@ def _float_paths(info: msgspec.inspect.Type, path: str = "") -> list[str]:
 _LIST_ITEMS: dict[str, dict[str, Any]] = {
     "ai.budgets": {"usd_per_day": 1.0},
     "components.probes": {"name": "p", "url": "http://127.0.0.1:9/"},
-    "ai.pricing.overrides": {"model": "m", "input": 1.0, "output": 1.0},  # PRICING
+    "ai.pricing.overrides": {"model": "m", "input": 1.0, "output": 1.0},
 }
 
 

@@ -512,13 +512,13 @@ EVENT_LINES: list[dict[str, Any]] = [
     {"kind": "llm_call", "provider": "openai", "model": "gpt-4o", "input_tokens": 100,
      "output_tokens": 20, "duration_seconds": 0.5, "cost_usd": 0.001},
     {"kind": "task", "component": "planner", "status": "queued", "task_id": "tail-1"},
-    # PRICING (issue 16): no cost given, so priced from the table with cached input
+    # no cost given, so priced from the table with cached input
     # tokens (the savings panels), and a model the table has no price for (unpriced).
     {"kind": "llm_call", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000,
      "cache_read_input_tokens": 600, "output_tokens": 50, "duration_seconds": 0.4},
     {"kind": "llm_call", "provider": "vllm", "model": "local-llama-unpriced",
      "input_tokens": 300, "output_tokens": 40, "duration_seconds": 0.3},
-    # MCP (issue 16): both sides, a tool error and an ended session each, for the MCP rows
+    # both sides, a tool error and an ended session each, for the MCP rows
     {"kind": "mcp_call", "side": "client", "method": "tools/call", "tool": "search",
      "duration_seconds": 0.12, "transport": "pipe"},
     {"kind": "mcp_call", "side": "client", "method": "tools/call", "tool": "search",

@@ -1,4 +1,4 @@
-"""Exemplars (issue 16, part EXEMPLARS): the trace behind a histogram sample, kept per label
+"""Exemplars: the trace behind a histogram sample, kept per label
 set and bucket, served in OpenMetrics when the scraper asks for it (the Prometheus text
 format unchanged otherwise), stored by a real Prometheus, and pushed over OTLP."""
 

@@ -1,4 +1,4 @@
-"""MCP metrics (issue 16, part MCP): the ``mcp_call`` / ``mcp_session`` events, MCP spans and
+"""MCP metrics: the ``mcp_call`` / ``mcp_session`` events, MCP spans and
 ``mcp.*`` metric points from the OTLP intake, onto the four histograms of the MCP semantic
 conventions (``mcp.{client,server}.{operation,session}.duration``).
 

@@ -1,4 +1,4 @@
-"""Naming conventions the catalog keeps (issue 14): Unix times end in
+"""Naming conventions the catalog keeps: Unix times end in
 ``_timestamp_seconds``, the provider label has one name, renamed series stay gone."""
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def kind_fields(pools: Pools) -> dict[str, dict[str, tuple[bool, Strategy[str]]]
                              "component_kind": (False, enum(args(ComponentKind))),
                              "version": (False, opt),
                              "status": (False, enum(args(ComponentState)))},
-        # part MCP (issue 16): delegated to the Python handlers (ids have a pattern)
+        # delegated to the Python handlers (ids have a pattern)
         "mcp_call": {"method": (True, label), "duration_seconds": (True, floats_in(1e9)),
                      "side": (False, enum(("client", "server"))), "tool": (False, opt),
                      "prompt": (False, opt), "error_type": (False, opt),
@@ -1298,7 +1298,7 @@ def test_memory_does_not_grow_over_repeated_high_cardinality_ingest() -> None:
 
 
 # ====================================================================================
-# Part EVENTS (issue 16): computed cost, unpriced calls, the new fields, exemplar offers
+# computed cost, unpriced calls, the new fields, exemplar offers
 # ====================================================================================
 
 GENAI_LINES = [

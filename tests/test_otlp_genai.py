@@ -1,4 +1,4 @@
-"""OTLP intake, part OTLP-GENAI (issue 16): cache and reasoning tokens, the response model,
+"""OTLP intake: cache and reasoning tokens, the response model,
 a given cost, trace and span ids, the agent behind a call, tool types and agent
 invocations from spans; the streaming histograms and the new token types from metric
 points. In process, as tests/test_otlp_intake.py (whose ``App`` this uses)."""
@@ -250,7 +250,7 @@ def test_streaming_histograms_and_subset_token_types_merge_from_metrics(
 def test_streaming_points_on_other_bounds_and_unknown_token_types_are_rejected(
         metrics_app: App) -> None:
     old_ttft = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                5.0, 7.5, 10.0)  # the server TTFT set the catalog used before issue 16
+                5.0, 7.5, 10.0)  # the server TTFT set the catalog used in earlier releases
     body = histogram_metrics([
         (TTFC, [0.05], old_ttft, ATTRS),
         ("gen_ai.client.token.usage", [3.0], catalog.TOKEN_BUCKETS,

@@ -240,7 +240,6 @@ GENAI_KEYS = ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system",
               "error.type", "gen_ai.response.time_to_first_chunk", "gen_ai.response.id",
               "mcp.method.name", "gen_ai.usage.prompt_tokens", "llm.request.type",
               "gen_ai.server.time_to_first_token", "other.key",
-              # issue 16 (part OTLP-GENAI)
               "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
               "gen_ai.usage.reasoning.output_tokens", "gen_ai.agent.name", "gen_ai.usage.cost",
               "gen_ai.usage.reasoning_tokens", "gen_ai.usage.cache_creation_input_tokens"]
@@ -283,7 +282,7 @@ def test_fast_llm_calls_are_the_events_the_mapping_makes() -> None:
         "gen_ai.response.time_to_first_chunk": st.one_of(
             st.floats(min_value=-1, max_value=1e12), st.integers(min_value=0, max_value=9)),
         "gen_ai.response.id": st.sampled_from(["chatcmpl-1", "msg_2", ""]),
-        # issue 16 (part OTLP-GENAI): the subsets, past their totals too, the agent, a cost
+        # the subsets, past their totals too, the agent, a cost
         "gen_ai.usage.cache_creation.input_tokens": st.integers(min_value=-1, max_value=500),
         "gen_ai.usage.cache_write.input_tokens": st.integers(min_value=0, max_value=1 << 41),
         "gen_ai.usage.reasoning.output_tokens": st.integers(min_value=0, max_value=20_000),

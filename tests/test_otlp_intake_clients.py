@@ -479,7 +479,7 @@ def test_mcp_openllmetry_tool_calls(exporter: Exporter) -> None:
 
 
 def assert_mcp_operations(text: str, calls: int) -> None:
-    """Part MCP (issue 16): the client's requests on mcp.client.operation.duration with the
+    """the client's requests on mcp.client.operation.duration with the
     MCP conventions' names and labels; the isError result is error_type tool_error."""
     ops = "mcp_client_operation_duration_seconds_count"
     spec_labels = {"mcp_method_name", "gen_ai_tool_name", "gen_ai_prompt_name", "error_type",

@@ -65,7 +65,7 @@ def restore(state: AiState, saved: dict[str, Any], now: float) -> None:
         state.overflow[name] = state.overflow.get(name, 0.0) + float(count)
 
 
-# Issue 16 (part EVENTS): labels appended to a metric since (gen_ai_response_model on the
+# labels appended to a metric since (gen_ai_response_model on the
 # LLM duration, gen_ai_tool_type on the tool metrics) restore as "" in an older checkpoint;
 # the token type cached_input is cache_read now. (The time-to-first-chunk buckets changed:
 # those rows no longer fit and are skipped.)

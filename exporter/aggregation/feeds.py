@@ -12,13 +12,12 @@ FEEDS: dict[str, tuple[MetricSpec, ...]] = {
     "llm_call": (catalog.GEN_AI_CLIENT_OPERATION_DURATION, catalog.GEN_AI_CLIENT_TOKEN_USAGE,
                  catalog.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, catalog.AI_LLM_REQUESTS,
                  catalog.AI_LLM_TOKENS, catalog.AI_LLM_COST, catalog.AI_BUDGET_SPEND,
-                 # part EVENTS (issue 16)
                  catalog.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK, catalog.AI_LLM_UNPRICED_REQUESTS,
                  catalog.AI_LLM_UNPRICED_TOKENS, catalog.AI_LLM_CACHE_SAVINGS,
                  catalog.AI_AGENT_TOKENS),
     "task": (catalog.AI_TASKS, catalog.AI_TASK_DURATION, catalog.AI_TASK_IN_PROGRESS,
              catalog.AI_TASK_QUEUE_DEPTH, catalog.AI_TASK_QUEUE_OLDEST_AGE,
-             catalog.GEN_AI_INVOKE_AGENT_DURATION),  # part EVENTS: operation invoke_agent
+             catalog.GEN_AI_INVOKE_AGENT_DURATION),  # operation invoke_agent
     "tool_call": (catalog.GEN_AI_EXECUTE_TOOL_DURATION, catalog.AI_TOOL_CALLS),
     "quality_gate": (catalog.AI_QUALITY_GATE_DECISIONS, catalog.AI_QUALITY_GATE_SCORE),
     "resolution": (catalog.AI_RESOLUTION_ATTEMPTS, catalog.AI_RESOLUTION_INCIDENTS,
@@ -35,7 +34,6 @@ FEEDS: dict[str, tuple[MetricSpec, ...]] = {
                        catalog.AI_PROVIDER_RATE_LIMIT_RESET),
     "component_status": (catalog.AI_COMPONENT_HEARTBEAT_UP,
                          catalog.AI_COMPONENT_HEARTBEAT_LAST_SEEN, catalog.AI_COMPONENT_INFO),
-    # part MCP (issue 16)
     "mcp_call": (catalog.MCP_CLIENT_OPERATION_DURATION, catalog.MCP_SERVER_OPERATION_DURATION),
     "mcp_session": (catalog.MCP_CLIENT_SESSION_DURATION, catalog.MCP_SERVER_SESSION_DURATION),
 }

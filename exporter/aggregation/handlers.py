@@ -96,7 +96,7 @@ class Handlers:
             Guardian: self.guardian, Intervention: self.intervention,
             SecurityEvent: self.security_event, Error: self.error,
             ProviderLimit: self.provider_limit, ComponentStatus: self.component_status,
-            McpCall: self.mcp_call, McpSession: self.mcp_session,  # part MCP
+            McpCall: self.mcp_call, McpSession: self.mcp_session,
         }
 
     # --- llm_call ---------------------------------------------------------------------
@@ -370,7 +370,7 @@ class Handlers:
             return
         s.heartbeats[name] = Heartbeat(e.component_kind, sanitize(e.version), e.status, now)
 
-    # --- part MCP (issue 16): mcp_call, mcp_session ----------------------------------
+    # --- mcp_call, mcp_session ----------------------------------
     def mcp_call(self, e: McpCall, now: float) -> None:
         s = self.state
         store = s.mcp_client_duration if e.side == "client" else s.mcp_server_duration

@@ -126,7 +126,7 @@ class AiState:
         self.intervention_ttr = h(catalog.AI_INTERVENTION_TIME_TO_RESOLVE)
         self.security_events = c(catalog.AI_SECURITY_EVENTS)
         self.errors = c(catalog.AI_ERRORS)
-        # part MCP (issue 16): MCP operations and sessions, by side
+        # MCP operations and sessions, by side
         self.mcp_client_duration = h(catalog.MCP_CLIENT_OPERATION_DURATION)
         self.mcp_server_duration = h(catalog.MCP_SERVER_OPERATION_DURATION)
         self.mcp_client_session = h(catalog.MCP_CLIENT_SESSION_DURATION)
@@ -146,14 +146,13 @@ class AiState:
             TrackedMetric(catalog.AI_INTERVENTION_OPEN, catalog.AI_INTERVENTION_OLDEST_OPEN_AGE,
                           self.open_interventions),
             TrackedMetric(catalog.AI_SECURITY_UNRESOLVED, None, self.unresolved))
-        # --- part EVENTS (issue 16) ------------------------------------------------------
+        # --- llm_call: cost, cache savings, agent tokens, streaming, agent runs ---------
         self.llm_tpoc = h(catalog.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK)
         self.llm_unpriced_requests = c(catalog.AI_LLM_UNPRICED_REQUESTS)
         self.llm_unpriced_tokens = c(catalog.AI_LLM_UNPRICED_TOKENS)
         self.llm_cache_savings = c(catalog.AI_LLM_CACHE_SAVINGS)
         self.agent_tokens = c(catalog.AI_AGENT_TOKENS)
         self.invoke_agent_duration = h(catalog.GEN_AI_INVOKE_AGENT_DURATION)
-        # --- end part EVENTS -------------------------------------------------------------
         self.heartbeats: dict[str, Heartbeat] = {}
         self.max_components = max_series
         self.spend = DailySpend()

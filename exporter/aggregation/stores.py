@@ -160,7 +160,7 @@ ExemplarRow = list["OfferedExemplar | StoredExemplar | None"]
 class HistogramStore(_Capped):
     """Per label set: per-bucket counts (not cumulative, last one is +Inf), then the sum.
 
-    Exemplars (EXEMPLARS part of issue 16): the latest observation that came with a trace
+    Exemplars: the latest observation that came with a trace
     id, per label set and bucket, in ``exemplars`` (a row of ``len(bounds) + 1`` slots,
     ``None`` where no exemplar was offered). Bounded like the rows: an exemplar is kept
     only under a key the store holds (a key folded into ``other`` keeps it under

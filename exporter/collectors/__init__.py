@@ -22,7 +22,7 @@ _MODULES = (
     "battery",
     "otlp",
     "ai",
-    "pricing",  # PRICING (issue 16)
+    "pricing",
     "files",
     "http_auth",
     "probes",

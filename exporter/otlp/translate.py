@@ -97,7 +97,7 @@ class OtlpExemplar:
 @dataclass(slots=True)
 class HistValue:
     """One histogram series: OTel (non-cumulative) bucket counts, one more than bounds;
-    ``exemplars``: those the bucket samples carried (EXEMPLARS part of issue 16)."""
+    ``exemplars``: those the bucket samples carried."""
 
     bounds: tuple[float, ...]
     counts: tuple[int, ...]

@@ -6,7 +6,7 @@
   agent spans (OpenLLMetry's ``traceloop.span.kind``) → ``task`` (succeeded or failed,
   with the span's duration).
 * MCP spans (``mcp.method.name``, and OpenLLMetry's MCP spans): ``mcp_call`` /
-  ``mcp_session`` (``map_mcp``, part MCP); a client's ``tools/call`` → ``tool_call`` too (the
+  ``mcp_session`` (``map_mcp``); a client's ``tools/call`` → ``tool_call`` too (the
   MCP server's own span of the same call is not counted again). OpenLLMetry's tool spans
   (``traceloop.span.kind`` ``tool``, the tool in ``traceloop.entity.name``; what its MCP
   instrumentation emits, with no ``gen_ai.*`` attribute) → ``tool_call``.
@@ -17,7 +17,7 @@ Older attribute names are read too: ``gen_ai.system`` (provider), ``gen_ai.usage
 / ``completion_tokens``, OpenLLMetry's ``llm.usage.*`` and ``gen_ai.usage.cache_*``. The
 resource's ``service.name`` is the component where an event needs one.
 
-Issue 16 (part OTLP-GENAI): cache-read, cache-creation and reasoning tokens (subsets of the
+cache-read, cache-creation and reasoning tokens (subsets of the
 input and output tokens, see ``_subsets``), ``gen_ai.response.model``, a given
 ``gen_ai.usage.cost``, the span's trace and span ids, ``gen_ai.tool.type``, the operation of
 agent spans, and the agent of the enclosing ``invoke_agent`` span (``spantree``) as the
@@ -59,7 +59,7 @@ PROVIDER_ALIASES = {
 _INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
 _OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
            "llm.usage.completion_tokens")
-# Cache and reasoning tokens (part OTLP-GENAI, issue 16): the current names first, then the
+# Cache and reasoning tokens: the current names first, then the
 # anthropic SDK's and opentelemetry-util-genai's cache_write, OpenLLMetry's older ones.
 _CACHE_READ = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
                "gen_ai.usage.cached_input_tokens", "llm.usage.cache_read_input_tokens",
@@ -71,7 +71,7 @@ _CACHE_CREATION = ("gen_ai.usage.cache_creation.input_tokens",
                    "gen_ai.usage.input_tokens.cache_write")
 _REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
               "llm.usage.reasoning_tokens", "gen_ai.usage.output_tokens.reasoning")
-_CACHED = _CACHE_READ  # the name before issue 16
+_CACHED = _CACHE_READ  # the older name
 _COST = "gen_ai.usage.cost"  # OpenLIT's, in US dollars
 _TOKEN_MAX = 1 << 40  # events.Tokens' bound
 _TTFT = ("gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token",
@@ -289,7 +289,7 @@ def map_log(attrs: Attributes, event_name: str) -> dict[str, Any] | None:
     return fields
 
 
-# --- part MCP (issue 16): MCP spans → mcp_call / mcp_session ---------------------------
+# --- MCP spans → mcp_call / mcp_session ---------------------------
 # OpenLLMetry's opentelemetry-instrumentation-mcp (its tracer's scope): no mcp.* or gen_ai.*
 # attributes; the method is in the span name (docs/otlp-intake.md, "MCP").
 OPENLLMETRY_MCP_SCOPE = "opentelemetry.instrumentation.mcp.instrumentation"

@@ -4,7 +4,7 @@
 histograms: the rows spans and ``llm_call`` events feed (the duration's
 ``gen_ai.response.model`` label included; token usage points of the types input, output,
 cache_read, cache_creation and reasoning, which also add to ``ai_llm_tokens_total``). The
-MCP histograms (``mcp.{client,server}.{operation,session}.duration``, part MCP) merge the
+MCP histograms (``mcp.{client,server}.{operation,session}.duration``) merge the
 same way into the rows ``mcp_call`` / ``mcp_session`` events feed, on the MCP bounds.
 
 Cumulative streams are differenced per stream identity (resource, scope, metric name and
@@ -43,7 +43,7 @@ from exporter.otlp_intake.mapping import (
 
 DURATION = "gen_ai.client.operation.duration"
 TOKEN_USAGE = "gen_ai.client.token.usage"  # noqa: S105 - a metric name
-# part OTLP-GENAI (issue 16): the streaming histograms, on the catalog's (advisory) bounds
+# the streaming histograms, on the catalog's (advisory) bounds
 TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
 GENAI_METRICS = {DURATION: tuple(float(b) for b in catalog.DURATION_BUCKETS),
@@ -68,7 +68,7 @@ class Outcome:
     duplicate: int = 0
     rejected: int = 0
     reason: str = ""
-    # part MCP: the mcp.* histogram increments (``Aggregator.merge_rows``)
+    # the mcp.* histogram increments (``Aggregator.merge_rows``)
     rows: list[RowDelta] = field(default_factory=list)
 
     def reject(self, why: str, n: int = 1) -> None:
@@ -156,7 +156,7 @@ def map_metrics(request: Any, streams: MetricStreams, signal_of: Any
     out = Outcome()
     deltas: list[HistogramDelta] = []
     for identity, resource, scope, metric in genai_points(request):
-        if metric.name in MCP_METRICS:  # part MCP
+        if metric.name in MCP_METRICS:
             _mcp_metric(identity, resource, scope, metric, streams=streams,
                         signal_of=signal_of, out=out)
             continue
@@ -222,7 +222,7 @@ def map_metrics(request: Any, streams: MetricStreams, signal_of: Any
     return deltas, out
 
 
-# --- part MCP (issue 16): mcp.* metric points --------------------------------------------
+# --- mcp.* metric points --------------------------------------------
 MCP_METRICS = {spec.otel_name: spec for spec in (
     catalog.MCP_CLIENT_OPERATION_DURATION, catalog.MCP_SERVER_OPERATION_DURATION,
     catalog.MCP_CLIENT_SESSION_DURATION, catalog.MCP_SERVER_SESSION_DURATION)}

@@ -15,7 +15,7 @@ binding each attribute costs about 1.9 us, 17 us for the nine of a GenAI chat sp
 general tuples come from the parsed message. ``tests/test_otlp_intake.py`` holds the
 reader to the binding and the fast tuples to the mapping.
 
-The agent behind a call (issue 16): an inference or tool span's agent is the
+The agent behind a call: an inference or tool span's agent is the
 ``gen_ai.agent.name`` of the nearest enclosing ``invoke_agent`` span in the same request
 (``enclosing_agents``). A body that holds an ``invoke_agent`` span at all is read without
 fast tuples (the C reader sees the bytes ``invoke_agent`` and takes the general way), so the

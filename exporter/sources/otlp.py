@@ -276,7 +276,7 @@ class OtlpSource(Source):
                 events = []
                 if deltas:
                     self.ingestor.aggregator.merge_histograms(deltas)
-                if out.rows:  # part MCP: mcp.* histogram points
+                if out.rows:  # mcp.* histogram points
                     self.ingestor.aggregator.merge_rows(out.rows)
             if events:
                 self.ingestor.apply(self.name, events, now)
@@ -294,7 +294,7 @@ class OtlpSource(Source):
     def _event(self, fields: dict[str, Any], scope: Scope | None, tally: _Tally,
                events: list[AnyEvent], counted: bool = True) -> None:
         """Validate and admit one mapped event. ``counted``: False for a second event of an
-        item already counted (part MCP: a span's mcp_call besides its tool_call), which
+        item already counted (a span's mcp_call besides its tool_call), which
         then changes no item count (a refusal is still counted as a rejected event)."""
         cls = EVENT_CLASSES.get(fields.get("kind"))  # type: ignore[arg-type]
         try:
@@ -346,7 +346,7 @@ class OtlpSource(Source):
         raws: list[bytes] = []  # fast llm_call events, for the native event path
         # A scoped credential's events are checked one by one: no fast tuples then.
         tree = spantree.tree(request, body, fast=scope is None)
-        agents = spantree.enclosing_agents(tree)  # the agent behind each call (part OTLP-GENAI)
+        agents = spantree.enclosing_agents(tree)  # the agent behind each call
         for resource, scope_spans in tree:
             # A provider SDK's own spans first: they supersede an instrumentation's of the
             # same calls (see NATIVE_SCOPES).
@@ -359,7 +359,7 @@ class OtlpSource(Source):
             instance = f"{service}\0{resource.get('service.instance.id', '')}"
             seen = self.spans.add
             # Without a provider SDK's spans in this request or before it, nothing is
-            # superseded: no look per span (part OTLP-GENAI, for the fast path's budget).
+            # superseded: no look per span.
             natives = bool(self.native) or any(name in NATIVE_SCOPES for name, _ in ordered)
             for n, (scope_name, span) in enumerate(spans):
                 if gate is not None and not n % SLICE_SPANS:
@@ -378,7 +378,7 @@ class OtlpSource(Source):
                 fields = map_span(attrs, name, kind, code, start_ns=start, end_ns=end,
                                   service=service, trace_id=trace_id, span_id=span_id,
                                   agent=agents.get((trace_id, span_id), "") if agents else "")
-                # part MCP: the span's mcp_call / mcp_session (where spans count), on its
+                # the span's mcp_call / mcp_session (where spans count), on its
                 # own or besides map_span's event (a client's tools/call is a tool_call too)
                 mcp = map_mcp(attrs, name, kind, code, start_ns=start, end_ns=end,
                               scope=scope_name, trace_id=trace_id, span_id=span_id
@@ -405,7 +405,7 @@ class OtlpSource(Source):
                     tally.mapped += 1
                     continue
                 self._event(fields, scope, tally, events)
-                if mcp is not None:  # part MCP: a second event of the same span
+                if mcp is not None:  # a second event of the same span
                     self._event(mcp, scope, tally, events, counted=False)
         return tally, events, raws
 

@@ -208,11 +208,11 @@ def build(params: Parameters) -> Board:
          Section("Quality gates", gate_panels), Section("Resolution loops", loop_panels),
          Section("Guardians", guardian_panels), Section("Human interventions", intervention_panels),
          Section("Components: probes, heartbeats and processes", component_panels),
-         Section("MCP servers", mcp_panels()),  # part MCP (issue 16)
-         Section("Anomaly bands", anomaly_panels(params))])  # part ANOMALY (issue 16)
+         Section("MCP servers", mcp_panels()),
+         Section("Anomaly bands", anomaly_panels(params))])
 
 
-# --- part MCP (issue 16): MCP servers, from the MCP conventions' histograms ---------------
+# --- MCP servers, from the MCP conventions' histograms ---------------
 MCP_SIDES = (("client", "mcp_client_operation_duration_seconds"),
              ("server", "mcp_server_operation_duration_seconds"))
 MCP_ERROR = 'error_type!=""'
@@ -262,7 +262,7 @@ def mcp_panels() -> list[Cell]:
     return panels
 
 
-# --- part ANOMALY (issue 16): a signal against its band (prometheus/rules/anomaly.rules.yml)
+# --- a signal against its band (prometheus/rules/anomaly.rules.yml)
 def _band(title: str, description: str, unit: str, signal: str, *, legend: str,
           z: float) -> Cell:
     """The recorded 5m rate with the band mean ± z standard deviations of its last week

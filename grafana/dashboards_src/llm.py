@@ -145,7 +145,7 @@ def build(params: Parameters) -> Board:
                   + sel("ai_budget_limit_usd") + " > 0)", "{{scope}}"),
            thresholds=rising(1.0), dashed=True),
     ]
-    # --- PRICING (issue 16): priced against unpriced calls, savings from cached tokens ---
+    # --- priced against unpriced calls, savings from cached tokens ---
     unpriced = "ai_llm_unpriced_requests_total"
     savings = "ai_llm_cache_savings_usd_total"
     pricing = [
@@ -185,7 +185,6 @@ def build(params: Parameters) -> Board:
                     f" + sum ({rate(savings, *pm)}))", "saved"),
              width=4, height=8, decimals=1),
     ]
-    # --- end PRICING ---------------------------------------------------------------------
     return Board(
         UID_LLM, "LLM providers and cost",
         "LLM calls by provider and model (OpenTelemetry GenAI metrics): traffic, errors, "
@@ -193,4 +192,4 @@ def build(params: Parameters) -> Board:
         ["llm", "cost"], [provider_variable(), model_variable()],
         [Section("Traffic and errors", traffic), Section("Latency", latency),
          Section("Tokens", tokens), Section("Rate limits", capacity),
-         Section("Cost and budgets", cost), Section("Cost", pricing)])  # PRICING: "Cost"
+         Section("Cost and budgets", cost), Section("Cost", pricing)])

@@ -93,7 +93,7 @@ class Target:
     legend: str = ""
     instant: bool = False
     fmt: prometheus_model.PromQueryFormat = prometheus_model.PromQueryFormat.TIME_SERIES
-    # EXEMPLARS (issue 16): also fetch the exemplars of the ``_bucket`` series the query
+    # also fetch the exemplars of the ``_bucket`` series the query
     # reads (``exemplar: true``), drawn as points linking to the trace (the datasource's
     # ``exemplarTraceIdDestinations``). One target per panel is enough.
     exemplar: bool = False

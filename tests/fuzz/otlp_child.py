@@ -27,7 +27,7 @@ def main(path: str) -> int:
                                                                  "b": i % 2 == 0})}
                       for i in range(n)], service=f"s{n}").SerializeToString()
               for n in range(0, 40, 3)]
-    # issue 16 (part OTLP-GENAI): cache, reasoning, the agent, a cost, parent ids, an agent
+    # cache, reasoning, the agent, a cost, parent ids, an agent
     issue16 = {"gen_ai.usage.cache_read.input_tokens": 3,
                "gen_ai.usage.cache_write.input_tokens": 40,
                "gen_ai.usage.reasoning.output_tokens": 9, "gen_ai.agent.name": "a",
