@@ -129,6 +129,7 @@ typedef struct {
     PyObject *values; /* dict, borrowed from the store (held by `keep`) */
     PyObject *slow;   /* add_new (counters) or row (histograms), bound method */
     PyObject *offer;  /* histograms: offer_exemplar, bound method; else None */
+    PyObject *exemplars; /* histograms: key -> [exemplar or None per bucket]; else None */
     PyObject *other;  /* owned: the ``other`` key, made on first need */
     double *bounds;
     Py_ssize_t n_bounds;
@@ -215,6 +216,8 @@ typedef struct Cell {
     PyObject *items[5];      /* owned */
     PyObject *key;           /* owned: the label tuple */
     PyObject *row;           /* owned while loaded: the histogram's row list */
+    PyObject *exrow;         /* owned: the histogram's exemplar row, as of exrow_epoch */
+    uint64_t exrow_epoch;
     double vals[];           /* 1 (counter) or buckets + 2 (histogram: buckets, +Inf, sum) */
 } Cell;
 #define CELL_BUCKETS 16384 /* chains, a power of two */
@@ -255,7 +258,10 @@ typedef struct {
     PyObject *keep;      /* list of every object borrowed above */
     PyObject *s_error, *s_success, *s_input, *s_output, *s_cache_read, *s_cache_creation,
         *s_reasoning, *s_resolved, *s_total, *s_other, *s_empty;
-    PyObject *trace, *span; /* the current event's ids (borrowed), or NULL: no trace id */
+    PyObject *trace, *span; /* the current event's ids (borrowed), made on first offer */
+    Value *trace_val, *span_val; /* the current event's ids as parsed, or NULL: none */
+    int trace_kind, trace_field, span_field;
+    double exemplar_refresh; /* table["exemplar_refresh_seconds"] */
     PyObject *s_closed, *s_attempt, *s_queued, *s_retried, *s_started, *s_succeeded;
     CacheEntry *cache;
     Cell **cells;
@@ -742,6 +748,7 @@ static int write_back(Lines *self, Cell *c) {
             if (!v || PyList_SetItem(c->row, i, v) < 0) rc = -1;
         }
         Py_CLEAR(c->row);
+        Py_CLEAR(c->exrow);
     }
     c->touched = 0;
     return rc;
@@ -784,6 +791,7 @@ static void free_cell(Cell *c) {
     for (int i = 0; i < c->n; i++) Py_XDECREF(c->items[i]);
     Py_XDECREF(c->key);
     Py_XDECREF(c->row);
+    Py_XDECREF(c->exrow);
     PyMem_Free(c);
 }
 
@@ -923,10 +931,49 @@ static int inc(Lines *self, int store, double amount, int n, ...) {
     return 0;
 }
 
+static PyObject *str_of(Lines *self, int kind, int field, Value *v);
+
 /* HistogramStore.offer_exemplar(key as stored, value, trace id, span id, now): after an
    observation of an event with a trace id, as the Python handlers do (handlers.stored_key:
-   the key, or ``other`` when it folded; keys made here need no sanitizing). */
-static int offer_exemplar(Lines *self, Store *st, PyObject *key, double value) {
+   the key, or ``other`` when it folded; keys made here need no sanitizing). The store
+   keeps a bucket's exemplar for exemplar_refresh seconds: when the one held in bucket
+   ``lo`` is younger, the offer would change nothing, so it is not made (and the id strs
+   are not built) -- the same test offer_exemplar makes, on the same state. */
+/* Whether bucket ``lo`` of the exemplar row ``row`` holds an exemplar younger than
+   exemplar_refresh (the offer would then change nothing). As offered it is (value, trace,
+   span, ts); once scraped, Exemplar(labels, value, ts). */
+static int held_fresh(Lines *self, PyObject *row, Py_ssize_t lo) {
+    if (!PyList_CheckExact(row) || lo >= PyList_GET_SIZE(row)) return 0;
+    PyObject *held = PyList_GET_ITEM(row, lo), *at = NULL;
+    if (PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 4)
+        at = PyTuple_GET_ITEM(held, 3);
+    else if (PyTuple_Check(held) && PyTuple_GET_SIZE(held) == 3)
+        at = PyTuple_GET_ITEM(held, 2);
+    return at && PyFloat_CheckExact(at) &&
+           self->now - PyFloat_AS_DOUBLE(at) < self->exemplar_refresh;
+}
+
+/* The call itself, with the event's id strs (made on its first offer). */
+static int make_offer(Lines *self, Store *st, PyObject *key, double value) {
+    if (!self->trace) {
+        PyObject *t = str_of(self, self->trace_kind, self->trace_field, self->trace_val);
+        PyObject *sp = t ? str_of(self, self->trace_kind, self->span_field, self->span_val) : NULL;
+        if (!sp) return -1;
+        self->trace = t;
+        self->span = sp;
+    }
+    PyObject *v = PyFloat_FromDouble(value), *now = PyFloat_FromDouble(self->now), *r = NULL;
+    if (v && now)
+        r = PyObject_CallFunctionObjArgs(st->offer, key, v, self->trace, self->span, now, NULL);
+    Py_XDECREF(v);
+    Py_XDECREF(now);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int offer_exemplar(Lines *self, Store *st, PyObject *key, double value,
+                          Py_ssize_t lo) {
     int stored = PyDict_Contains(st->values, key);
     if (stored < 0) return -1;
     if (!stored) {
@@ -937,14 +984,23 @@ static int offer_exemplar(Lines *self, Store *st, PyObject *key, double value) {
         }
         key = st->other;
     }
-    PyObject *v = PyFloat_FromDouble(value), *now = PyFloat_FromDouble(self->now), *r = NULL;
-    if (v && now)
-        r = PyObject_CallFunctionObjArgs(st->offer, key, v, self->trace, self->span, now, NULL);
-    Py_XDECREF(v);
-    Py_XDECREF(now);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
+    PyObject *row = PyDict_GetItemWithError(st->exemplars, key);
+    if (!row && PyErr_Occurred()) return -1;
+    if (row && held_fresh(self, row, lo)) return 0;
+    return make_offer(self, st, key, value);
+}
+
+/* offer_exemplar for a loaded cell (its key is stored: its row came from the store): the
+   exemplar row is kept on the cell for the epoch, so a repeated offer costs no lookup. */
+static int offer_loaded(Lines *self, Store *st, Cell *c, double value, Py_ssize_t lo) {
+    PyObject *row = c->exrow_epoch == self->epoch ? c->exrow : NULL;
+    if (!row) {
+        row = PyDict_GetItemWithError(st->exemplars, c->key);
+        if (!row) return PyErr_Occurred() ? -1 : make_offer(self, st, c->key, value);
+        Py_XSETREF(c->exrow, Py_NewRef(row));
+        c->exrow_epoch = self->epoch;
+    }
+    return held_fresh(self, row, lo) ? 0 : make_offer(self, st, c->key, value);
 }
 
 /* HistogramStore.observe(key, value) for key = the n labels that follow (and the exemplar
@@ -967,7 +1023,8 @@ static int observe(Lines *self, int store, double value, int n, ...) {
         if (!ok) {
             if (PyErr_Occurred() || flush_store(self, store) < 0) return -1;
             if (hist_observe(st, c->key, value) < 0) return -1;
-            return self->trace ? offer_exemplar(self, st, c->key, value) : 0;
+            return self->trace_val ? offer_exemplar(self, st, c->key, value, bucket_of(st, value))
+                                   : 0;
         }
         Py_INCREF(row);
         c->row = row;
@@ -977,7 +1034,7 @@ static int observe(Lines *self, int store, double value, int n, ...) {
     c->vals[lo] += 1.0;
     c->vals[width - 1] += value;
     c->touched |= ((uint64_t)1 << lo) | ((uint64_t)1 << (width - 1));
-    return self->trace ? offer_exemplar(self, st, c->key, value) : 0;
+    return self->trace_val ? offer_loaded(self, st, c, value, lo) : 0;
 }
 
 /* ---- the handlers: Aggregator._llm_call, _task, ... operation for operation -------- */
@@ -1086,15 +1143,16 @@ static int fetch_spend(Lines *self) {
 }
 
 /* The current event's trace and span ids (for the exemplar offers of its observations),
-   or none when it has no trace id. */
+   or none when it has no trace id. Their strs are made by the first offer that is made. */
 static int set_trace(Lines *self, int kind, int trace, int span, Value *vals) {
     self->trace = self->span = NULL;
+    self->trace_val = self->span_val = NULL;
     if (!vals[trace].present || vals[trace].n == 0) return 0;
-    PyObject *t = str_of(self, kind, trace, &vals[trace]);
-    PyObject *sp = t ? str_of(self, kind, span, &vals[span]) : NULL;
-    if (!sp) return -1;
-    self->trace = t;
-    self->span = sp;
+    self->trace_val = &vals[trace];
+    self->span_val = &vals[span];
+    self->trace_kind = kind;
+    self->trace_field = trace;
+    self->span_field = span;
     return 0;
 }
 
@@ -1493,9 +1551,11 @@ static int take_entries(Lines *self, Run *r, int n) {
     if (kind < NKINDS) {
         self->slot = slot_of(self, kind, vals);
         self->trace = self->span = NULL; /* set by the handlers of kinds with trace ids */
+        self->trace_val = self->span_val = NULL;
         rc = HANDLERS[kind](self, vals);
         self->slot = NULL;
         self->trace = self->span = NULL;
+        self->trace_val = self->span_val = NULL;
     } else {
         rc = delegate(self, kind, vals);
     }
@@ -2004,16 +2064,17 @@ static int load_store(Lines *self, int s, PyObject *stores) {
     Store *st = &self->stores[s];
     const char *name = STORE_NAMES[s];
     PyObject *desc = PyDict_GetItemString(stores, name);
-    PyObject *labels, *values, *slow, *bounds, *offer;
+    PyObject *labels, *values, *slow, *bounds, *offer, *exemplars;
     if (!desc) {
         PyErr_Format(PyExc_ValueError, "native table: no store %s", name);
         return -1;
     }
-    if (!PyArg_ParseTuple(desc, "OO!OOO", &labels, &PyDict_Type, &values, &slow, &bounds,
-                          &offer))
+    if (!PyArg_ParseTuple(desc, "OO!OOOO", &labels, &PyDict_Type, &values, &slow, &bounds,
+                          &offer, &exemplars))
         return -1;
-    if (STORE_HISTOGRAM[s] && !PyCallable_Check(offer)) {
-        PyErr_Format(PyExc_ValueError, "native table: store %s has no offer_exemplar", name);
+    if (STORE_HISTOGRAM[s] && (!PyCallable_Check(offer) || !PyDict_Check(exemplars))) {
+        PyErr_Format(PyExc_ValueError, "native table: store %s has no offer_exemplar and "
+                     "exemplars dict", name);
         return -1;
     }
     if (!labels_match(labels, STORE_LABELS[s])) {
@@ -2030,6 +2091,7 @@ static int load_store(Lines *self, int s, PyObject *stores) {
     st->values = values;
     st->slow = slow;
     st->offer = offer;
+    st->exemplars = exemplars;
     st->n_bounds = 0;
     st->bounds = NULL;
     if (bounds != Py_None) {
@@ -2125,6 +2187,12 @@ static int Lines_init(Lines *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->price_for = price_for; /* held by the table, which `keep` holds */
+    PyObject *refresh = PyDict_GetItemString(table, "exemplar_refresh_seconds");
+    if (!refresh || !PyFloat_Check(refresh)) {
+        PyErr_SetString(PyExc_ValueError, "native table: exemplar_refresh_seconds needed");
+        return -1;
+    }
+    self->exemplar_refresh = PyFloat_AS_DOUBLE(refresh);
     if (!(self->keep = PyList_New(0))) return -1;
     if (keep(self, table) < 0) return -1;
     self->cache = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));

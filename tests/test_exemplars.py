@@ -28,7 +28,12 @@ from prometheus_client.samples import Exemplar
 
 from exporter import catalog, exposition
 from exporter.aggregation.state import AiState
-from exporter.aggregation.stores import OTHER, HistogramStore, SampleBudget
+from exporter.aggregation.stores import (
+    EXEMPLAR_REFRESH_SECONDS,
+    OTHER,
+    HistogramStore,
+    SampleBudget,
+)
 from exporter.aggregator import Aggregator
 from exporter.events import LlmCall, Task, ToolCall
 from exporter.otlp.encode import DirectEncoder
@@ -78,15 +83,19 @@ def _key(model: str) -> tuple[str, ...]:
 def test_latest_exemplar_per_bucket() -> None:
     store, _ = _store()
     key = _key("gpt-4o")
-    for value, trace in ((0.3, "a" * 32), (0.31, "b" * 32), (30.0, "c" * 32)):
+    for value, trace, ts in ((0.3, "a" * 32, 0.5), (0.31, "b" * 32, 0.9),
+                             (30.0, "c" * 32, 1.0), (0.32, "e" * 32, 1.5)):
         store.observe(key, value)
-        store.offer_exemplar(key, value, trace, "d" * 16, 1700000000.5)
+        store.offer_exemplar(key, value, trace, "d" * 16, 1700000000.0 + ts)
     row = store.exemplars[key]
     assert len(row) == len(store.bounds) + 1
     held = [(i, ex) for i, ex in enumerate(row) if ex is not None]
-    assert len(held) == 2  # 0.3 and 0.31 share a bucket: the later one is kept
-    assert held[0][1] == (0.31, "b" * 32, "d" * 16, 1700000000.5)
-    assert held[1][1] == (30.0, "c" * 32, "d" * 16, 1700000000.5)
+    assert len(held) == 2
+    # 0.3, 0.31 and 0.32 share a bucket: 0.31 came within EXEMPLAR_REFRESH_SECONDS of
+    # 0.3 and changed nothing; 0.32, a second after 0.3, replaced it
+    assert EXEMPLAR_REFRESH_SECONDS == 1.0
+    assert held[0][1] == (0.32, "e" * 32, "d" * 16, 1700000001.5)
+    assert held[1][1] == (30.0, "c" * 32, "d" * 16, 1700000001.0)
     assert held[1][0] == bisect.bisect_left(store.bounds, 30.0)
 
 

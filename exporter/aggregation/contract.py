@@ -14,7 +14,12 @@ from typing import Any, NamedTuple
 
 from exporter.aggregation.handlers import Handler
 from exporter.aggregation.state import AiState
-from exporter.aggregation.stores import GaugeStore, HistogramStore, Key
+from exporter.aggregation.stores import (
+    EXEMPLAR_REFRESH_SECONDS,
+    GaugeStore,
+    HistogramStore,
+    Key,
+)
 
 NATIVE_CONTRACT_VERSION = 3
 # A histogram row: per-bucket counts (not cumulative), then the +Inf count, then the sum.
@@ -27,13 +32,17 @@ class NativeStore(NamedTuple):
     stored yet (``CounterStore.add_new(key, amount)``, ``HistogramStore.row(key)``), the
     bucket bounds of a histogram (None for a counter), and for a histogram its
     ``offer_exemplar(key, value, trace_id, span_id, ts)`` (called after an observation of
-    an event with a trace id, with the key the observation was stored under)."""
+    an event with a trace id, with the key the observation was stored under) and its
+    ``exemplars`` (key -> per-bucket exemplar or None), which the native path reads to skip
+    an offer that would change nothing (``HistogramStore.offer_exemplar``: a bucket keeps
+    its exemplar for ``EXEMPLAR_REFRESH_SECONDS``)."""
 
     labels: tuple[str, ...]
     values: dict[Key, Any]
     admit: Callable[..., Any]
     bounds: tuple[float, ...] | None
     offer: Callable[[Key, float, str, str, float], None] | None
+    exemplars: dict[Key, list[Any]] | None
 
 
 class NativeTracked(NamedTuple):
@@ -56,7 +65,8 @@ def native_table(state: AiState, handlers: dict[type, Handler]) -> dict[str, Any
         store.spec.labels, store.values,
         store.row if isinstance(store, HistogramStore) else store.add_new,
         tuple(store.bounds) if isinstance(store, HistogramStore) else None,
-        store.offer_exemplar if isinstance(store, HistogramStore) else None)
+        store.offer_exemplar if isinstance(store, HistogramStore) else None,
+        store.exemplars if isinstance(store, HistogramStore) else None)
         for name, store in state.stores.items() if not isinstance(store, GaugeStore)}
     tracked = {t.spec.name: NativeTracked(t.spec.labels, t.items.where, t.items.by_key,
                                            t.items.open, t.items.limit)
@@ -64,4 +74,5 @@ def native_table(state: AiState, handlers: dict[type, Handler]) -> dict[str, Any
     return {"version": NATIVE_CONTRACT_VERSION, "histogram_row": HISTOGRAM_ROW,
             "stores": stores, "tracked": tracked, "spend_for": state.spend_for,
             "price_for": state.prices.rates,
+            "exemplar_refresh_seconds": EXEMPLAR_REFRESH_SECONDS,
             "handlers": dict(handlers)}

@@ -19,6 +19,8 @@ from exporter import catalog
 from exporter.catalog import MetricSpec
 
 OTHER = "other"
+# How long a histogram bucket keeps its exemplar before a newer observation replaces it.
+EXEMPLAR_REFRESH_SECONDS = 1.0
 MAX_LABEL_LENGTH = 128
 
 Key = tuple[str, ...]
@@ -195,15 +197,28 @@ class HistogramStore(_Capped):
     def offer_exemplar(self, key: Key, value: float, trace_id: str, span_id: str,
                        ts: float) -> None:
         """Offer the observation ``value`` of ``key`` (already observed) as the exemplar
-        of its bucket: it replaces the bucket's previous one. The handlers and the native
-        path call this only when an event carries a trace id, so events without one cost
-        nothing; with one it is a dict lookup, a bisect and one tuple."""
+        of its bucket. The handlers and the native path call this only when an event
+        carries a trace id, so events without one cost nothing.
+
+        A bucket keeps its exemplar for ``EXEMPLAR_REFRESH_SECONDS`` before a newer
+        observation replaces it. Why: Prometheus stores at most one exemplar per series
+        per scrape, so replacing one many times a second shows nothing more, and at
+        push rates the replacement was a third of the CPU of an event with a trace id
+        (an offer per histogram it feeds). The native path reads the same row to skip an
+        offer this would refuse. A slow call still lands in its own (rarely hit) bucket.
+        """
         row = self.exemplars.get(key)
         if row is None:
             row = self._exemplar_row(key)
             if row is None:
                 return
-        row[bisect_left(self.bounds, value)] = (value, trace_id, span_id, ts)
+        i = bisect_left(self.bounds, value)
+        held = row[i]
+        if held is not None:
+            at = held[3] if type(held) is tuple else held.timestamp
+            if ts - at < EXEMPLAR_REFRESH_SECONDS:
+                return
+        row[i] = (value, trace_id, span_id, ts)
 
     def _exemplar_row(self, key: Key) -> ExemplarRow | None:
         """The exemplar row of the key ``key`` is stored under (itself, cleaned, or
