@@ -198,7 +198,9 @@ SYSTEM_CPU_TIME = _m("system.cpu.time", "s", C, "Seconds each logical CPU spent 
                      "cpu.logical_number", "cpu.mode", area=HOST)
 SYSTEM_CPU_UTILIZATION = _m(
     "system.cpu.utilization", "1", G,
-    "Share of CPU time spent in each mode since the previous scrape, all CPUs together.",
+    "Share of CPU time spent in each mode over the last complete window of "
+    "host.cpu_utilization_window_seconds (15 s by default; windows aligned to the clock), "
+    "all CPUs together.",
     "cpu.mode", area=HOST)
 SYSTEM_CPU_LOGICAL_COUNT = _m("system.cpu.logical_cpus", "{cpu}", G,
                               "Number of logical CPUs.", area=HOST)
@@ -684,3 +686,4 @@ def known_series_names() -> frozenset[str]:
         names.add(m.name)
         names.update(m.series_names)
     return frozenset(names)
+

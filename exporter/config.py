@@ -176,6 +176,9 @@ class HostConfig(_Section):
     network_exclude_interfaces: str = r"^$"
     disk_exclude_devices: str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
     procfs_path: str = "/proc"
+    # system_cpu_utilization_ratio: the change in CPU time over the last complete window
+    # of this length, windows aligned to the clock (exporter.collectors.cpu).
+    cpu_utilization_window_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 15.0
 
 
 class CollectorsConfig(_Section):

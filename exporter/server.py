@@ -32,8 +32,14 @@ def _server(runtime: Runtime, app: Any) -> wsgi.Server:
     web = runtime.config.web
     server = BoundedServer((host, port), app, numthreads=web.threads,
                            server_name="ai-metrics-exporter", shutdown_timeout=5,
+                           # cheroot's default backlog of 5 drops SYNs (a 1 s retry) as
+                           # soon as a few hundred clients connect at once.
+                           request_queue_size=1024,
                            max_header_bytes=web.max_header_bytes,
-                           max_body_bytes=web.max_request_bytes)
+                           max_body_bytes=web.max_request_bytes,
+                           header_timeout=web.header_read_timeout_seconds,
+                           body_timeout=web.body_read_timeout_seconds,
+                           max_per_address=web.max_connections_per_address)
     server.stats["Enabled"] = False
     server.ssl_adapter = adapter_for(runtime)
     return server

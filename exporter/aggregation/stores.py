@@ -215,8 +215,9 @@ class HistogramStore(_Capped):
         i = bisect_left(self.bounds, value)
         held = row[i]
         if held is not None:
-            at = held[3] if type(held) is tuple else held.timestamp
-            if ts - at < EXEMPLAR_REFRESH_SECONDS:
+            # as offered: (value, trace, span, ts); once scraped, a StoredExemplar
+            at = held.timestamp if isinstance(held, StoredExemplar) else held[3]
+            if isinstance(at, float) and ts - at < EXEMPLAR_REFRESH_SECONDS:
                 return
         row[i] = (value, trace_id, span_id, ts)
 

@@ -32,6 +32,7 @@ from cheroot import errors, server, wsgi
 from werkzeug.exceptions import BadRequest
 
 from exporter.bodies import READ_PIECE, BodyTooLargeError
+from exporter.web.preread import PrereadManager
 
 MAX_CHUNK_LINE = 4096  # chunk size in hex plus extensions; curl sends 3-8 bytes
 MAX_TRAILER_BYTES = 8192
@@ -261,18 +262,46 @@ class BoundedRequest(server.HTTPRequest):
 
 class BoundedConnection(server.HTTPConnection):
     RequestHandlerClass = BoundedRequest
+    # Set by ``PrereadManager`` when it accepts the connection (exporter.web.preread).
+    cap_manager: PrereadManager | None = None
+    cap_address = ""
+
+    def close(self) -> None:
+        """cheroot's ``close``, and the connection no longer counts against its client
+        address's cap (once, however often it is closed)."""
+        manager, self.cap_manager = self.cap_manager, None
+        try:
+            super().close()
+        finally:
+            if manager is not None:
+                manager.finished(self)
+                manager.release(self.cap_address)
 
 
 class BoundedServer(wsgi.Server):
-    """cheroot's WSGI server with bounded headers and bodies."""
+    """cheroot's WSGI server with bounded headers and bodies, requests read in the
+    selector before a worker gets them (``exporter.web.preread``), read timeouts and a
+    cap on connections per client address."""
 
     ConnectionClass = BoundedConnection
 
     def __init__(self, *args: Any, max_header_bytes: int, max_body_bytes: int,
-                 **kwargs: Any) -> None:
+                 header_timeout: float = 10.0, body_timeout: float = 60.0,
+                 max_per_address: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_request_header_size = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_per_address = max_per_address
+
+    def prepare(self) -> None:
+        """cheroot's ``prepare`` with a ``PrereadManager`` for its connection manager."""
+        super().prepare()
+        plain: Any = getattr(self, "_connections")  # noqa: B009 (not in cheroot's stubs)
+        self._connections = PrereadManager(self, self.header_timeout, self.body_timeout,
+                                           self.max_per_address)
+        plain._selector.close()
 
 
 def gzip_accepted(accept_encoding: str) -> bool:
