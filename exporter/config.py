@@ -717,26 +717,31 @@ def load_yaml(text: str, where: str, prefix: str = "") -> Any:
         loader.dispose()
 
 
-def read_file(path: str) -> dict[str, Any]:
-    """Read a YAML config file into a dict; errors name the file."""
+def read_yaml_file(path: str, field: str) -> Any:
+    """The document of a YAML (or JSON) file, size-bounded; errors name ``field`` and the
+    file, on one line (PyYAML's own message spans several lines with a source excerpt)."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"config.file: cannot read {path}: {reason}") from None
+        raise ConfigError(f"{field}: cannot read {path}: {reason}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config.file: {path} is larger than "
+        raise ConfigError(f"{field}: {path} is larger than "
                           f"{MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
     try:
-        data = load_yaml(text, "config.file")
+        return load_yaml(text, field)
     except yaml.YAMLError as exc:
-        # One line: PyYAML's own message spans several lines with a source excerpt.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"config.file: {path} is not valid YAML: {problem}{where}") from None
+        raise ConfigError(f"{field}: {path} is not valid YAML: {problem}{where}") from None
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Read a YAML config file into a dict; errors name the file."""
+    data = read_yaml_file(path, "config.file")
     if data is None:
         return {}
     if not isinstance(data, dict):

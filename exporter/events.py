@@ -51,6 +51,12 @@ def _d(text: str) -> msgspec.Meta:
     return msgspec.Meta(description=text)
 
 
+# The ids of the span behind an event, attached to its observations as an exemplar.
+ExemplarTraceId = Annotated[TraceId, _d(
+    "Trace id (32 lowercase hex digits), attached as an exemplar.")]
+ExemplarSpanId = Annotated[SpanId, _d("Span id (16 lowercase hex digits).")]
+
+
 KINDS = ("llm_call", "task", "tool_call", "quality_gate", "resolution", "guardian",
          "intervention", "security_event", "error", "provider_limit", "component_status",
          "mcp_call", "mcp_session")
@@ -140,9 +146,8 @@ class Task(Event, tag="task", frozen=True):
     operation: Annotated[OptLabel, _d(
         "The GenAI operation (`gen_ai.operation.name`): `invoke_agent` also feeds "
         "`gen_ai.invoke_agent.duration` for succeeded, failed and cancelled tasks.")] = ""
-    trace_id: Annotated[TraceId, _d(
-        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
-    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+    trace_id: ExemplarTraceId = ""
+    span_id: ExemplarSpanId = ""
 
 
 class ToolCall(Event, tag="tool_call", frozen=True):
@@ -154,9 +159,8 @@ class ToolCall(Event, tag="tool_call", frozen=True):
     error_type: Annotated[OptLabel, _d("Empty on success; otherwise the error.")] = ""
     tool_type: Annotated[OptLabel, _d(
         "Tool type (`gen_ai.tool.type`): function, extension, datastore, ...")] = ""
-    trace_id: Annotated[TraceId, _d(
-        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
-    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+    trace_id: ExemplarTraceId = ""
+    span_id: ExemplarSpanId = ""
 
 
 class QualityGate(Event, tag="quality_gate", frozen=True):
@@ -249,6 +253,10 @@ class ComponentStatus(Event, tag="component_status", frozen=True):
 
 # --- MCP operations and sessions (OTel MCP semantic conventions) ---
 McpSide = Literal["client", "server"]
+McpTransport = Annotated[OptLabel, _d(
+    "`network.transport`: pipe (stdio), tcp or quic (Streamable HTTP, SSE), unix.")]
+McpSessionId = Annotated[Id, _d(
+    "The MCP session (`mcp.session.id`): informational, never a label.")]
 
 
 class McpCall(Event, tag="mcp_call", frozen=True):
@@ -274,13 +282,10 @@ class McpCall(Event, tag="mcp_call", frozen=True):
         "isError true.")] = ""
     protocol_version: Annotated[OptLabel, _d(
         "The MCP protocol version in use (`mcp.protocol.version`, e.g. 2025-06-18).")] = ""
-    transport: Annotated[OptLabel, _d(
-        "`network.transport`: pipe (stdio), tcp or quic (Streamable HTTP, SSE), unix.")] = ""
-    session_id: Annotated[Id, _d(
-        "The MCP session (`mcp.session.id`): informational, never a label.")] = ""
-    trace_id: Annotated[TraceId, _d(
-        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
-    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+    transport: McpTransport = ""
+    session_id: McpSessionId = ""
+    trace_id: ExemplarTraceId = ""
+    span_id: ExemplarSpanId = ""
 
 
 class McpSession(Event, tag="mcp_session", frozen=True):
@@ -295,13 +300,10 @@ class McpSession(Event, tag="mcp_session", frozen=True):
         "(`error.type`).")] = ""
     protocol_version: Annotated[OptLabel, _d(
         "The MCP protocol version negotiated (`mcp.protocol.version`).")] = ""
-    transport: Annotated[OptLabel, _d(
-        "`network.transport`: pipe (stdio), tcp or quic (Streamable HTTP, SSE), unix.")] = ""
-    session_id: Annotated[Id, _d(
-        "The MCP session (`mcp.session.id`): informational, never a label.")] = ""
-    trace_id: Annotated[TraceId, _d(
-        "Trace id (32 lowercase hex digits), attached as an exemplar.")] = ""
-    span_id: Annotated[SpanId, _d("Span id (16 lowercase hex digits).")] = ""
+    transport: McpTransport = ""
+    session_id: McpSessionId = ""
+    trace_id: ExemplarTraceId = ""
+    span_id: ExemplarSpanId = ""
 
 
 AnyEvent = (LlmCall | Task | ToolCall | QualityGate | Resolution | Guardian | Intervention

@@ -36,15 +36,13 @@ from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-import yaml
 
 from exporter.config import (
-    MAX_CONFIG_BYTES,
     ConfigError,
     PriceOverrideConfig,
     PricingConfig,
     check_price_entries,
-    load_yaml,
+    read_yaml_file,
     validation_problem,
 )
 
@@ -351,24 +349,7 @@ def read_price_file(path: str, field: str = "ai.pricing.price_file"
     """The entries of a price file: a YAML (or JSON) list shaped like
     ``ai.pricing.overrides``. ``ConfigError`` names the field and, for a bad entry, its
     index and key (``ai.pricing.price_file: prices.yml: 2.input: ...``)."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{field}: cannot read {path}: {reason}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{field}: {path} is larger than "
-                          f"{MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
-    try:
-        data = load_yaml(text, field)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{field}: {path} is not valid YAML or JSON: {problem}{where}"
-                          ) from None
+    data = read_yaml_file(path, field)
     if data is None:
         return []
     if not isinstance(data, list):

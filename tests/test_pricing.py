@@ -201,7 +201,7 @@ def test_json_price_file(tmp_path: Path) -> None:
     ("- {model: m, input: 1, output: 1}\n- {model: M, input: 2, output: 2}\n",
      "ai.pricing.price_file: {path}: entry 1: model 'M' is already listed as entry 0"),
     ("{model: m}\n", "ai.pricing.price_file: {path} must hold a list of price entries"),
-    ("- [unclosed\n", "ai.pricing.price_file: {path} is not valid YAML or JSON"),
+    ("- [unclosed\n", "ai.pricing.price_file: {path} is not valid YAML"),
 ])
 def test_bad_price_file_names_the_entry(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "prices.yml"
