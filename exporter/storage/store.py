@@ -236,13 +236,19 @@ class StateStore:
                               cursors=cursors)
                 body = msgspec.json.encode(state)
             self._cursors = cursors
+            why = ""
             if not self.lock.held:
-                with contextlib.suppress(StorageLockedError, OSError):
+                try:
                     os.makedirs(self.path, exist_ok=True)
                     self.lock.acquire()
+                except StorageLockedError as exc:
+                    why = str(exc)
+                except OSError as exc:
+                    why = strerror(exc)
             try:
                 if not self.lock.held:
-                    raise OSError(0, f"cannot take the lock in {self.path}")
+                    raise OSError(0, f"cannot take the lock in {self.path}"
+                                     + (f" ({why})" if why else ""))
                 write_atomically(self.path / STATE_FILE, body, sync=self.sync)
             except OSError as exc:
                 self._failed(f"cannot write {self.path / STATE_FILE}: {strerror(exc)}")

@@ -169,9 +169,16 @@ class WriteAheadLog:
             if good < size:
                 _log.warning("storage: %s ends in %d bytes of a torn write; cut", path.name,
                              size - good)
-                with open(path, "r+b") as fh:
-                    fh.truncate(good)
-                    os.fsync(fh.fileno())
+                try:
+                    with open(path, "r+b") as fh:
+                        fh.truncate(good)
+                        os.fsync(fh.fileno())
+                except OSError as exc:
+                    # Read-only storage: the torn bytes stay, and every read stops at them
+                    # again. New records never follow them: they go to a new segment, and
+                    # the sequence numbers must still go on after the last good record.
+                    _log.warning("storage: cannot cut %s (%s); it is read up to the torn "
+                                 "write", path.name, strerror(exc))
             segment.size = good
             self.stats.segments.append(segment)
         self.next_seq = last_seq + 1
@@ -242,15 +249,19 @@ class WriteAheadLog:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, segment.size)
                 self._fail(f"cannot write the log {segment.path.name}: {strerror(exc)}")
-                self._close_segment()
-                raise StorageUnavailableError(self.problem) from None
-            self.next_seq += 1
-            segment.size += len(frame)
-            segment.last = seq
-            self.stats.records += 1
-            self.stats.bytes += len(frame)
-            entry = _Pending(seq, when, apply)
-            self._queue.append(entry)
+                entry = None
+            else:
+                self.next_seq += 1
+                segment.size += len(frame)
+                segment.last = seq
+                self.stats.records += 1
+                self.stats.bytes += len(frame)
+                entry = _Pending(seq, when, apply)
+                self._queue.append(entry)
+        if entry is None:
+            message = self.problem
+            self._retire_segment()
+            raise StorageUnavailableError(message)
         self._sync_and_apply(entry)
         if entry.error is not None:
             raise entry.error
@@ -303,6 +314,32 @@ class WriteAheadLog:
         for pending in batch:
             pending.error = error
             pending.done = True
+
+    def _retire_segment(self) -> None:
+        """After a failed write: the records written before it still wait for their
+        group's fsync. Sync them (they are applied and answered as usual) or, when that
+        fails too, cut and fail them; then close the segment. Under the sync lock, so no
+        group is syncing or applying the descriptor while it closes."""
+        with self._sync_lock, self._append_lock:
+            fd, segment = self._fd, self._segment
+            if fd is None or segment is None:
+                return
+            if self.sync and self._queue:
+                try:
+                    os.fsync(fd)
+                    self.stats.syncs += 1
+                    self._synced_size = segment.size
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, self._synced_size)
+                    segment.size = self._synced_size
+                    self._fail(f"cannot sync the log: {strerror(exc)}")
+                    error = StorageUnavailableError(self.problem)
+                    for pending in self._queue:
+                        pending.error = error
+                        pending.done = True
+                    self._queue.clear()
+            self._close_segment()
 
     # --- checkpoint coordination ---------------------------------------------------------
     def rotate(self) -> None:
