@@ -54,7 +54,7 @@ SERVED_ROUTES = frozenset({"/", "/livez", "/readyz", "/healthz", "/probe", "/-/r
                            "/api/status/version", "/api/status/system",
                            "/api/metrics/system", "/api/status/ai", "/api/metrics/ai",
                            "/api/v1/schema", "/api/v1/events", "/v1/traces", "/v1/metrics",
-                           "/v1/logs"})
+                           "/v1/logs", "/api/v1/openapi.json", "/api/v1/openapi.yaml"})
 # Every ``*_file`` setting names a file the exporter reads whole (or appends to): it must be
 # a regular file, since reading a directory fails and a device or FIFO never ends or
 # blocks. These OTLP settings name files too, without the suffix.

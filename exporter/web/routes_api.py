@@ -7,6 +7,7 @@ import json
 
 from flask import Blueprint, Response, jsonify, request
 
+from exporter import openapi
 from exporter.events import json_schema
 from exporter.runtime import Runtime
 from exporter.security import PUSH_PATH
@@ -54,6 +55,16 @@ def blueprint(runtime: Runtime) -> Blueprint:
     @bp.get("/api/v1/schema")
     def schema() -> Response:
         return Response(_schema_body(), mimetype="application/json")
+
+    @bp.get(openapi.OPENAPI_JSON_PATH)
+    def openapi_json() -> Response:
+        return Response(openapi.json_body(runtime.config.web.telemetry_path),
+                        mimetype="application/json")
+
+    @bp.get(openapi.OPENAPI_YAML_PATH)
+    def openapi_yaml() -> Response:
+        return Response(openapi.yaml_body(runtime.config.web.telemetry_path),
+                        mimetype="application/yaml")
 
     @bp.post(PUSH_PATH)
     def push_events() -> tuple[Response, int, dict[str, str]]:
