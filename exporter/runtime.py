@@ -143,6 +143,8 @@ class Runtime:
         # One store for every source's cursor and the AI state, restored before any
         # source is built (StorageLockedError when another exporter holds it).
         self.store = build_store(cfg)
+        # Logged batches are stamped by the AI state's clock, so both agree on batch times.
+        self.store.clock = self.store.wal.clock = clock
         self.store.open(self.ingestor, legacy=_legacy(cfg))
         self.sources: list[Source] = build_sources(self._source_deps(cfg))
 

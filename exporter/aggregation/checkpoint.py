@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import catalog
-from exporter.aggregation.state import AiState, Heartbeat, utc_day
+from exporter.aggregation.state import AiState, DailySpend, Heartbeat, day_bounds
 from exporter.aggregation.stores import CounterStore, GaugeStore, HistogramStore
 
 
@@ -53,9 +53,13 @@ def restore(state: AiState, saved: dict[str, Any], now: float) -> None:
                 state.heartbeats[name] = Heartbeat(kind, version, status, float(last))
         elif state.admit_heartbeat(name):
             state.heartbeats[name] = Heartbeat(kind, version, status, float(last))
-    day, start, end = utc_day(now)
+    # The saved day's spend comes back while that day is current: today's, or a later day
+    # held when the clock has been stepped back since (DailySpend.current).
+    day = str(saved.get("spend_day") or "")
+    bounds = day_bounds(day) if day else None
     spend = state.spend
-    if saved.get("spend_day") == day:
+    if bounds is not None and DailySpend(day, *bounds).current(now):
+        start, end = bounds
         if not spend.holds(start):
             spend.day, spend.start, spend.end = day, start, end
             spend.by_scope = {}

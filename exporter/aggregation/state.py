@@ -47,11 +47,25 @@ class TrackedMetric(NamedTuple):
     items: Tracked
 
 
+# The longest step back of the wall clock that keeps the day held (see DailySpend.current).
+MAX_STEP_BACK = 86400.0
+
+
 def utc_day(now: float) -> tuple[str, float, float]:
     """The UTC day of ``now`` and its bounds, for the daily spend reset."""
     day = time.gmtime(now)
     start = float(calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0)))
     return time.strftime("%Y-%m-%d", day), start, start + 86400.0
+
+
+def day_bounds(day: str) -> tuple[float, float] | None:
+    """The bounds of a UTC day written as ``utc_day`` writes it; None if it is not one."""
+    try:
+        parsed = time.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        return None
+    start = float(calendar.timegm(parsed))
+    return start, start + 86400.0
 
 
 @dataclass(slots=True)
@@ -67,9 +81,18 @@ class DailySpend:
         """Whether ``now`` falls in the day held."""
         return self.start <= now < self.end
 
+    def current(self, now: float) -> bool:
+        """Whether the day held is still the one to count into at ``now``: ``now`` falls in
+        it, or before it by less than ``MAX_STEP_BACK`` (the wall clock was stepped back,
+        across midnight perhaps). The day held never moves backwards: its spend is neither
+        dropped nor started again at 0, and when the clock comes forward again it is still
+        there, once (a budget errs towards counting spend, never towards forgetting it).
+        A clock further back than that is a different day: the spend starts afresh."""
+        return self.start - MAX_STEP_BACK <= now < self.end
+
     def today(self, now: float) -> dict[str, float]:
         """The spend dict of ``now``'s day, started afresh (a new dict) past the day held."""
-        if not self.holds(now):
+        if not self.current(now):
             self.day, self.start, self.end = utc_day(now)
             self.by_scope = {}
         return self.by_scope

@@ -59,7 +59,7 @@ def copy_for_scrape(state: AiState, now: float) -> ScrapeCopy:
         rows=[(store, store.snapshot()) for store in state.stores.values()],
         tracked=[(t.spec, t.age, list(t.items.counts())) for t in state.tracked],
         heartbeats=list(state.heartbeats.items()),
-        spent=dict(state.spend.by_scope) if state.spend.holds(now) else {},
+        spent=dict(state.spend.by_scope) if state.spend.current(now) else {},
         budgets=dict(state.budgets),
         overflow=list(state.overflow.items()),
         samples_used=state.budget.used, samples_limit=state.budget.limit,
@@ -168,7 +168,7 @@ def summary(state: AiState, now: float) -> dict[str, Any]:
         spec = tracked.spec
         out[spec.name] = [{"labels": dict(zip(spec.labels, key, strict=True)), "value": count}
                           for key, count, _ in tracked.items.counts()]
-    spent = state.spend.by_scope if state.spend.holds(now) else {}
+    spent = state.spend.by_scope if state.spend.current(now) else {}
     out[catalog.AI_BUDGET_SPEND.name] = {
         scope: spent.get(scope, 0.0) for scope in sorted({"total", *state.budgets})}
     out[catalog.AI_BUDGET_LIMIT.name] = dict(state.budgets)
