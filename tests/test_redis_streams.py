@@ -188,6 +188,8 @@ def test_redis_down_at_start_then_restarted_mid_stream(tmp_path: Path) -> None:
             server.crash()
             wait_until(lambda: exp.get("/readyz").status_code == 503, 15, what="not ready")
             server.start()
+            # back before the next crash, so that each crash is an outage of its own
+            wait_until(lambda: exp.get("/readyz").status_code == 200, 30, what="ready again")
         server.publish(500)
         total += 500
         wait_counted(exp, total)
