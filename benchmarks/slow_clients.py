@@ -31,7 +31,6 @@ import contextlib
 import math
 import os
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -45,8 +44,9 @@ from pathlib import Path
 import requests
 import yaml
 
-LOOPBACK = "127.0.0.1"
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.procs import LOOPBACK, NodeExporter
+
 KINDS = ("idle", "headers", "body", "push")
 _HEAD = {
     "idle": b"",
@@ -189,25 +189,6 @@ def exporter(workdir: Path, per_address: int) -> Iterator[tuple[str, int]]:
             proc.wait(5)
 
 
-@contextlib.contextmanager
-def node_exporter(workdir: Path) -> Iterator[tuple[str, int] | None]:
-    binary = shutil.which("prometheus-node-exporter") or (
-        NODE_EXPORTER if Path(NODE_EXPORTER).exists() else None)
-    if binary is None:
-        yield None
-        return
-    port = free_port()
-    with open(workdir / "node.log", "wb") as log:
-        proc = subprocess.Popen([binary, f"--web.listen-address={LOOPBACK}:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_up(f"http://{LOOPBACK}:{port}", "/metrics")
-        yield f"http://{LOOPBACK}:{port}", port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def measure(name: str, base: str, port: int, args: argparse.Namespace) -> None:
     paths = ("/metrics", "/livez") if name == "exporter" else ("/metrics",)
     for path in paths:
@@ -251,11 +232,14 @@ def main() -> int:
         with exporter(workdir, cap) as (base, port):
             measure("exporter", base, port, args)
         if not args.no_node_exporter:
-            with node_exporter(workdir) as target:
-                if target is None:
-                    print("node_exporter not installed (benchmarks/setup installs it)")
-                else:
-                    measure("node_exporter", target[0], target[1], args)
+            node = NodeExporter.start(workdir)
+            if node is None:
+                print("node_exporter not installed (benchmarks/setup installs it)")
+            else:
+                try:
+                    measure("node_exporter", node.url, node.port, args)
+                finally:
+                    node.stop()
     return 0
 
 

@@ -40,19 +40,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, str(ROOT))
 
-from tests.procs import LOOPBACK, Exporter, Proc, free_port, wait_until  # noqa: E402
+from tests.procs import Exporter, NodeExporter  # noqa: E402
 from tests.soakload import (  # noqa: E402
     ClientResult,
     Plan,
@@ -65,7 +63,6 @@ from tests.soakload import (  # noqa: E402
     server_counts,
 )
 
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,25 +80,6 @@ def machine_busy() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     return sum(values) - idle, sum(values)
-
-
-@contextlib.contextmanager
-def node_exporter(workdir: Path, max_requests: int) -> Iterator[tuple[str, int] | None]:
-    binary = shutil.which("prometheus-node-exporter") or (
-        NODE_EXPORTER if Path(NODE_EXPORTER).exists() else None)
-    if binary is None:
-        yield None
-        return
-    port = free_port()
-    # --web.max-requests: its default (40) answers 503 past 40 scrapes in flight
-    proc = Proc([binary, f"--web.listen-address={LOOPBACK}:{port}",
-                 f"--web.max-requests={max_requests}"], workdir / "node.log")
-    try:
-        url = f"http://{LOOPBACK}:{port}"
-        wait_until(lambda: sequential_scrapes(url, 1, 0), 30, what="node_exporter /metrics")
-        yield url, proc.pid
-    finally:
-        proc.stop()
 
 
 def ms(value: float) -> str:
@@ -157,8 +135,10 @@ def main() -> int:
         exporter = Exporter(workdir, config)
         try:
             with contextlib.ExitStack() as stack:
-                node = None if args.no_node_exporter else stack.enter_context(
-                    node_exporter(workdir, max(40, 2 * args.scrapers)))
+                node = None if args.no_node_exporter else NodeExporter.start(
+                    workdir, max(40, 2 * args.scrapers))
+                if node is not None:
+                    stack.callback(node.stop)
                 if node is None and not args.no_node_exporter:
                     print("node_exporter not installed (benchmarks/setup installs it)")
                 prime(exporter.url, args.batch, args.otlp_spans)
@@ -166,10 +146,10 @@ def main() -> int:
                 for _ in range(max(1, args.idle_scrapes // 10)):
                     idle["exporter"] += sequential_scrapes(exporter.url, 10)
                     if node is not None:
-                        idle["node_exporter"] += sequential_scrapes(node[0], 10)
+                        idle["node_exporter"] += sequential_scrapes(node.url, 10)
                 before = server_counts(exporter.url)
                 cpu0 = {"exporter": cpu_seconds(exporter.pid),
-                        "node_exporter": cpu_seconds(node[1]) if node else 0.0}
+                        "node_exporter": cpu_seconds(node.pid) if node else 0.0}
                 busy0 = machine_busy()
                 rss0 = rss_bytes(exporter.pid)
                 print(f"idle: exporter RSS {(rss0 or 0) / 2**20:.1f} MiB; starting load",
@@ -181,7 +161,7 @@ def main() -> int:
 
                 plan = Plan(exporter_url=exporter.url, seconds=args.seconds,
                             scrapers=args.scrapers, scrape_interval=args.scrape_interval,
-                            node_url=node[0] if node else None, pushers=args.pushers,
+                            node_url=node.url if node else None, pushers=args.pushers,
                             push_rate=args.push_rate, batch=args.batch,
                             otlp_clients=args.otlp_clients, otlp_rate=args.otlp_rate,
                             otlp_spans=args.otlp_spans, rss_pid=exporter.pid,
@@ -189,7 +169,7 @@ def main() -> int:
                 result = run_load(plan)
                 busy1 = machine_busy()
                 cpu1 = {"exporter": cpu_seconds(exporter.pid),
-                        "node_exporter": cpu_seconds(node[1]) if node else 0.0}
+                        "node_exporter": cpu_seconds(node.pid) if node else 0.0}
                 time.sleep(0.5)
                 after = server_counts(exporter.url)
                 load1 = os.getloadavg()

@@ -244,3 +244,35 @@ WITHOUT_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_searc
 def static_job(job: str, target: str, **extra: Any) -> dict[str, Any]:
     """One scrape config for a single loopback target."""
     return {"job_name": job, "static_configs": [{"targets": [target]}], **extra}
+
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+class NodeExporter:
+    """A real node_exporter (Debian's prometheus-node-exporter) on a loopback port, the
+    peer the benchmarks measure beside; ``start`` returns None when it is not installed
+    (``benchmarks/setup`` installs it)."""
+
+    def __init__(self, binary: str, workdir: Path, max_requests: int) -> None:
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        # --web.max-requests: its default (40) answers 503 past 40 scrapes in flight
+        self.proc = Proc([binary, f"--web.listen-address={LOOPBACK}:{self.port}",
+                          f"--web.max-requests={max_requests}"], workdir / "node.log")
+        self.pid = self.proc.pid
+        try:
+            wait_until(lambda: requests.get(self.url + "/metrics", timeout=2).ok, 30,
+                       what="node_exporter /metrics")
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    @classmethod
+    def start(cls, workdir: Path, max_requests: int = 40) -> NodeExporter | None:
+        binary = shutil.which("prometheus-node-exporter") or (
+            NODE_EXPORTER if Path(NODE_EXPORTER).exists() else None)
+        return None if binary is None else cls(binary, workdir, max_requests)
+
+    def stop(self) -> None:
+        self.proc.stop()
