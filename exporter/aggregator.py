@@ -253,8 +253,8 @@ class Aggregator:
 
         The lock is held only to copy the state; families are built outside it, so a
         scrape of many series does not stall ingest. ``deadline`` (``time.monotonic()``,
-        the scrape's): past it, building stops with ``TimeoutError`` (looked at every
-        ``views.CHUNK`` label sets), so a scrape that already gave up on this collector
+        the scrape's): past it, building and rendering stop with ``TimeoutError`` (looked
+        at every few hundred label sets), so a scrape that already gave up on this collector
         does not keep a thread busy (and the GIL contended) for the rest of the build.
         """
         with self._lock:

@@ -20,10 +20,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from exporter import config, exposition
+from exporter import catalog, config, exposition
+from exporter.aggregation.stores import CounterStore, HistogramStore, SampleBudget
 from exporter.runtime import Runtime
 from exporter.scrape import StaticFamilies
 
@@ -130,3 +132,61 @@ def test_runtime_serves_the_pieces_its_collectors_rendered() -> None:
         assert b"ai_exporter_collector_success" in runtime.render_metrics()
     finally:
         runtime.stop()
+
+
+# --- the AI stores' families, which write their own lines ------------------------------------
+_LABEL_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+def _store_families(rows: list[tuple[str, str, str, float]], extra: tuple[str, ...],
+                    traced: bool) -> list[Metric]:
+    """A task counter and a task-duration histogram (labels that sort before and after
+    ``le``) filled with ``rows``, rendered through the stores' kept label texts."""
+    overflow: dict[str, float] = {}
+    budget = SampleBudget(10_000)
+    counter = CounterStore(catalog.AI_TASKS, 50, overflow, budget)
+    histogram = HistogramStore(catalog.AI_TASK_DURATION, 50, overflow, budget)
+    for n, (component, queue, status, value) in enumerate(rows):
+        key = (component, queue, status)
+        counter.inc(key, value)
+        histogram.observe(key, value)
+        if traced and n % 2 == 0:
+            histogram.offer_exemplar(key, value, f"{n + 1:032x}", f"{n + 1:016x}", 1.7e9 + n)
+    values = tuple(f"x{i}\"\\" for i in range(len(extra)))
+    exemplars = histogram.exemplar_snapshot()
+    return [counter.family(extra, values, counter.snapshot()),
+            histogram.family(extra, values, histogram.snapshot(), exemplars)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_LABEL_TEXT, _LABEL_TEXT, st.sampled_from(["ok", "failed", 'q"\\']),
+                          st.floats(0, 1e7, allow_nan=False)), max_size=30),
+       st.sampled_from([(), ("demo",), ("zone", "aa_first")]), st.booleans())
+def test_store_families_write_what_prometheus_client_writes(
+        rows: list[tuple[str, str, str, float]], extra: tuple[str, ...], traced: bool) -> None:
+    """Both formats, label values that need escaping, labels on both sides of ``le``,
+    extra labels, exemplars, values past Python's repr range: the stores' own lines are
+    the library's, for the samples the same families build."""
+    text = exposition.render(_store_families(rows, extra, traced))
+    assert text == _reference(_store_families(rows, extra, traced))
+    families = _store_families(rows, extra, traced)
+    ours = exposition.render_openmetrics(families)
+    # The reference reads ``samples`` (built when read) of equal families.
+    assert ours == bytes(om.generate_latest(  # type: ignore[no-untyped-call]
+        StaticFamilies(_store_families(rows, extra, traced))))
+
+
+def test_store_families_keep_each_label_sets_text_between_scrapes() -> None:
+    rows = [("a", "q", "ok", 1.0), ("b", "q", "ok", 2.0)]
+    overflow: dict[str, float] = {}
+    store = CounterStore(catalog.AI_TASKS, 50, overflow, SampleBudget(100))
+    for component, queue, status, value in rows:
+        store.inc((component, queue, status), value)
+    first = exposition.render([store.family((), (), store.snapshot())])
+    store.inc(("a", "q", "ok"), 5.0)
+    second = exposition.render([store.family((), (), store.snapshot())])
+    assert b'ai_tasks_total{component="a",queue="q",status="ok"} 6.0\n' in second
+    assert first != second
+    # A reload that changes the extra labels changes every line's labels.
+    third = exposition.render([store.family(("demo",), ("true",), store.snapshot())])
+    assert b'ai_tasks_total{component="a",demo="true",queue="q",status="ok"} 6.0\n' in third

@@ -15,13 +15,16 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar, Sample
 
-from exporter import catalog
+from exporter import catalog, exposition
 from exporter.catalog import MetricSpec
+from exporter.deadline import paced
 
 OTHER = "other"
 # How long a histogram bucket keeps its exemplar before a newer observation replaces it.
 EXEMPLAR_REFRESH_SECONDS = 1.0
 MAX_LABEL_LENGTH = 128
+# Label sets rendered between two looks at the scrape deadline (~1 ms of work).
+_LINE_CHUNK = 256
 
 Key = tuple[str, ...]
 
@@ -82,6 +85,7 @@ class _Capped:
         self._overflow = overflow
         self._budget = budget
         self._other: Key = (OTHER,) * len(spec.labels)
+        self._texts = LabelTexts(spec.labels)
 
     def folds(self, key: Key) -> bool:
         """Whether ``key`` (not stored yet) would fold into ``other``."""
@@ -124,16 +128,27 @@ class CounterStore(_Capped):
         return list(self.values.items())
 
     def family(self, extra: Sequence[str], extra_values: Key,
-               rows: Iterable[tuple[Key, Any]] | None = None) -> Metric:
-        """The family for one scrape; samples are appended directly (no per-sample call)."""
-        fam = self.spec.family(extra)
-        name = fam.name + "_total" if self.spec.kind is catalog.Kind.COUNTER else fam.name
+               rows: Sequence[tuple[Key, Any]] | None = None) -> Metric:
+        """The family for one scrape, of ``rows`` (a ``snapshot()``; default: the values
+        now): its lines from the kept label text, its samples built when read."""
+        return _CounterFamily(self, extra, extra_values,
+                              list(self.values.items()) if rows is None else rows)
+
+    def samples_of(self, extra: Sequence[str], extra_values: Key,
+                   rows: Iterable[tuple[Key, Any]]) -> list[Sample]:
+        name = self.spec.name
         names = (*self.spec.labels, *extra)
-        append = fam.samples.append
-        for key, value in self.values.items() if rows is None else rows:
-            append(Sample(name, dict(zip(names, key + extra_values, strict=True)), value, None,
-                          None))
-        return fam
+        return [Sample(name, dict(zip(names, key + extra_values, strict=True)), value, None,
+                       None) for key, value in rows]
+
+    def sample_lines(self, extra: Sequence[str], extra_values: Key,
+                     rows: Sequence[tuple[Key, Any]], deadline: float | None) -> list[str]:
+        """The lines of ``rows``, from each label set's kept text."""
+        texts = self._texts.of(extra, extra_values)
+        value_text = exposition.value_text
+        return [f"{texts.get(key) or self._texts.single(self.spec.name, key)}"
+                f"{value_text(value)}\n"
+                for key, value in paced(rows, deadline, _LINE_CHUNK)]
 
 
 class GaugeStore(CounterStore):
@@ -258,17 +273,24 @@ class HistogramStore(_Capped):
         return out
 
     def family(self, extra: Sequence[str], extra_values: Key,
-               rows: Iterable[tuple[Key, Any]] | None = None,
+               rows: Sequence[tuple[Key, Any]] | None = None,
                exemplars: dict[Key, list[Exemplar | None]] | None = None) -> Metric:
-        """The family for one scrape; ``exemplars`` (``exemplar_snapshot()``) go on the
-        ``_bucket`` samples (the Prometheus text format leaves them out, OpenMetrics and
-        the OTLP push carry them)."""
-        fam = self.spec.family(extra)
-        bucket, count, total = fam.name + "_bucket", fam.name + "_count", fam.name + "_sum"
+        """The family for one scrape, of ``rows`` (a ``snapshot()``; default: the rows
+        now); ``exemplars`` (``exemplar_snapshot()``) go on the ``_bucket`` samples (the
+        Prometheus text format leaves them out, OpenMetrics and the OTLP push carry them)."""
+        return _HistogramFamily(self, extra, extra_values,
+                                self.snapshot() if rows is None else rows, exemplars or {})
+
+    def samples_of(self, extra: Sequence[str], extra_values: Key,
+                   rows: Iterable[tuple[Key, Any]],
+                   exemplars: dict[Key, list[Exemplar | None]]) -> list[Sample]:
+        fam_name = self.spec.name
+        bucket, count, total = fam_name + "_bucket", fam_name + "_count", fam_name + "_sum"
         names = (*self.spec.labels, *extra)
         les = self._les
-        append = fam.samples.append
-        for key, row in self.values.items() if rows is None else rows:
+        out: list[Sample] = []
+        append = out.append
+        for key, row in rows:
             labels = dict(zip(names, key + extra_values, strict=True))
             running = 0.0
             ex_row = exemplars.get(key) if exemplars else None
@@ -282,7 +304,120 @@ class HistogramStore(_Capped):
                     append(Sample(bucket, {**labels, "le": le}, running, None, ex))
             append(Sample(count, labels, running, None, None))
             append(Sample(total, labels, row[-1], None, None))
-        return fam
+        return out
+
+    def sample_lines(self, extra: Sequence[str], extra_values: Key,
+                     rows: Sequence[tuple[Key, Any]],
+                     exemplars: dict[Key, list[Exemplar | None]] | None,
+                     deadline: float | None) -> list[str]:
+        """The ``_bucket``, ``_count`` and ``_sum`` lines of ``rows`` (``exemplars``: the
+        OpenMetrics form, with them), from each label set's kept text."""
+        texts = self._texts.of(extra, extra_values)
+        les = self._les
+        value_text = exposition.value_text
+        out: list[str] = []
+        append = out.append
+        for key, row in paced(rows, deadline, _LINE_CHUNK):
+            text = texts.get(key) or self._texts.histogram(self.spec.name, key)
+            pre, post, count, total = text
+            running = 0.0
+            ex_row = exemplars.get(key) if exemplars else None
+            if ex_row is None:
+                for le, n in zip(les, row, strict=False):
+                    running += n
+                    append(f"{pre}{le}{post}{value_text(running)}\n")
+            else:
+                exemplar_text = exposition.exemplar_text
+                for le, n, ex in zip(les, row, ex_row, strict=False):
+                    running += n
+                    if ex is None:
+                        append(f"{pre}{le}{post}{value_text(running)}\n")
+                    else:
+                        append(f"{pre}{le}{post}{value_text(running)}{exemplar_text(ex)}\n")
+            append(f"{count}{value_text(running)}\n")
+            append(f"{total}{value_text(row[-1])}\n")
+        return out
+
+
+class LabelTexts:
+    """Each label set's label text as the exposition writes it, kept for the life of its
+    store: label sets are never removed and their values never change, so this is bounded
+    like the rows (the sample budget: a few MB at most) and is built once per label set.
+    Rebuilt when the extra labels change (a reload). Shared by concurrent scrapes without
+    a lock: two of them building the same entry build the same strings."""
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self._labels = labels
+        self._names: tuple[str, ...] = labels
+        self._extra_values: Key = ()
+        self._by_key: dict[Key, Any] = {}
+
+    def of(self, extra: Sequence[str], extra_values: Key) -> dict[Key, Any]:
+        """The kept texts, for these extra labels."""
+        names = (*self._labels, *extra)
+        if names != self._names or extra_values != self._extra_values:
+            self._names, self._extra_values, self._by_key = names, extra_values, {}
+        return self._by_key
+
+    def _pairs(self, key: Key) -> list[tuple[str, str]]:
+        escape = exposition.escape_label_value
+        return sorted((exposition.label_name(n), f'{exposition.label_name(n)}="{escape(str(v))}"')
+                      for n, v in zip(self._names, key + self._extra_values, strict=True))
+
+    def single(self, name: str, key: Key) -> str:
+        """``name{labels} `` for a counter or gauge sample."""
+        pairs = self._pairs(key)
+        text = f"{name}{{{','.join(p for _, p in pairs)}}} " if pairs else f"{name} "
+        self._by_key[key] = text
+        return text
+
+    def histogram(self, name: str, key: Key) -> tuple[str, str, str, str]:
+        """The four pieces of a histogram label set's lines: the ``_bucket`` text before
+        and after the ``le`` value (labels sort around ``le``), then the ``_count`` and
+        ``_sum`` text."""
+        pairs = self._pairs(key)
+        before = "".join(f"{p}," for n, p in pairs if n < "le")
+        after = "".join(f",{p}" for n, p in pairs if n > "le")
+        labels = f"{{{','.join(p for _, p in pairs)}}}" if pairs else ""
+        text = (f'{name}_bucket{{{before}le="', f'"{after}}} ',
+                f"{name}_count{labels} ", f"{name}_sum{labels} ")
+        self._by_key[key] = text
+        return text
+
+
+class _CounterFamily(exposition.RenderedFamily):
+    """A counter or gauge store's family of one scrape."""
+
+    def __init__(self, store: CounterStore, extra: Sequence[str], extra_values: Key,
+                 rows: Sequence[tuple[Key, Any]]) -> None:
+        super().__init__(store.spec.family(extra))
+        self._store, self._extra, self._extra_values, self._rows = (
+            store, extra, extra_values, rows)
+
+    def build_samples(self) -> list[Sample]:
+        return self._store.samples_of(self._extra, self._extra_values, self._rows)
+
+    def sample_lines(self, openmetrics: bool, deadline: float | None) -> list[str]:
+        return self._store.sample_lines(self._extra, self._extra_values, self._rows, deadline)
+
+
+class _HistogramFamily(exposition.RenderedFamily):
+    """A histogram store's family of one scrape, with its exemplars."""
+
+    def __init__(self, store: HistogramStore, extra: Sequence[str], extra_values: Key,
+                 rows: Sequence[tuple[Key, Any]],
+                 exemplars: dict[Key, list[Exemplar | None]]) -> None:
+        super().__init__(store.spec.family(extra))
+        self._store, self._extra, self._extra_values = store, extra, extra_values
+        self._rows, self._exemplars = rows, exemplars
+
+    def build_samples(self) -> list[Sample]:
+        return self._store.samples_of(self._extra, self._extra_values, self._rows,
+                                      self._exemplars)
+
+    def sample_lines(self, openmetrics: bool, deadline: float | None) -> list[str]:
+        return self._store.sample_lines(self._extra, self._extra_values, self._rows,
+                                        self._exemplars if openmetrics else None, deadline)
 
 
 class Tracked:

@@ -17,11 +17,7 @@ from exporter import catalog
 from exporter.aggregation.state import AiState, Heartbeat
 from exporter.aggregation.stores import CounterStore, HistogramStore, Key
 from exporter.catalog import MetricSpec
-from exporter.deadline import check, paced
-
-# Label sets built into families between two looks at the scrape deadline: at most ~20 ms
-# of work (histogram rows of ~20 samples each), a negligible cost per look.
-CHUNK = 256
+from exporter.deadline import check
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +64,19 @@ def copy_for_scrape(state: AiState, now: float) -> ScrapeCopy:
 
 
 def families(copy: ScrapeCopy, config: ViewConfig, deadline: float | None) -> list[Metric]:
-    """Every AI family of one scrape (past ``deadline``: ``TimeoutError``, looked at every
-    ``CHUNK`` label sets)."""
+    """Every AI family of one scrape (past ``deadline``: ``TimeoutError``). The stores'
+    families write their lines when rendered, looking at the deadline as they go."""
     extra, xv, now = config.extra_names, config.extra_values, copy.now
     out = []
     exemplars = copy.exemplars
     for store, snap in copy.rows:
         ex = exemplars.get(store.spec.name) if exemplars else None
+        # The stores' families format their lines when rendered (under the deadline).
         if ex is None:
-            out.append(store.family(extra, xv, paced(snap, deadline, CHUNK)))
+            out.append(store.family(extra, xv, snap))
         else:
             assert isinstance(store, HistogramStore)
-            out.append(store.family(extra, xv, paced(snap, deadline, CHUNK), ex))
+            out.append(store.family(extra, xv, snap, ex))
     check(deadline)
     for count_spec, age_spec, counts in copy.tracked:
         count_family = count_spec.family(extra)
