@@ -7,11 +7,17 @@ headers and query parameters on top), ``--workers`` operations at a time, each b
 ``--route-seconds``. Prints, per route, the requests sent and the statuses answered, and
 the check failures; exits 1 on any 5xx or failure.
 
+``mutate``: the same routes, ``--examples`` requests each, from schemathesis's cases as
+seeds mutated in plain Python (tests/apimutate.py: a thousand times faster to generate
+than a schemathesis case here, so the exporter sets the pace), every answer checked
+against the description the same way.
+
 ``targets``: the suite's fuzz targets with ``--multiplier`` times their Hypothesis examples
 (tests/test_fuzz_routes.py, tests/test_otlp_intake_fuzz.py, tests/test_native.py) and the
 coverage-guided native fuzzer (tests/test_native_sanitized.py) for ``--fuzz-seconds``.
 
     .venv/bin/python benchmarks/fuzz_api.py --examples 10000 --workers 2 --json out.json
+    .venv/bin/python benchmarks/fuzz_api.py mutate --examples 10000 --workers 2
     .venv/bin/python benchmarks/fuzz_api.py targets --multiplier 20 --fuzz-seconds 600
 """
 
@@ -31,7 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import apifuzz  # noqa: E402
+import requests  # noqa: E402
+
+from tests import apifuzz, apimutate  # noqa: E402
 from tests.procs import Exporter  # noqa: E402
 from tests.test_openapi_fuzz import TOKEN, exporter_config  # noqa: E402
 
@@ -50,6 +58,18 @@ def _one(args: tuple[str, int, str, dict[str, str] | None, float, int]
     return label, result.requests, dict(result.statuses), result.failures, result.seconds
 
 
+def _one_mutated(args: tuple[str, int, str, dict[str, str] | None, float, int]
+                 ) -> tuple[str, int, dict[int, int], list[str], float]:
+    label, index, url, headers, seconds, examples = args
+    doc = requests.get(f"{url}/api/v1/openapi.json", headers=headers, timeout=30).json()
+    operation = apifuzz.operations(apifuzz.load(url, headers))[index]
+    result = apimutate.run_route(operation, doc, url, examples, headers=headers,
+                                 seed=index + 1, time_limit=seconds)
+    print(f"  {label}: {result.distinct} distinct of {result.requests} "
+          f"({result.seeds} schemathesis seeds)", flush=True)
+    return label, result.requests, dict(result.statuses), result.failures, result.seconds
+
+
 def run_api(ns: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-api-"))
     secured = ns.auth == "token"
@@ -62,7 +82,7 @@ def run_api(ns: argparse.Namespace) -> int:
         jobs = [(apifuzz.label(op), i, proc.url, headers, ns.route_seconds, ns.examples)
                 for i, op in enumerate(ops)]
         with ProcessPoolExecutor(ns.workers) as pool:
-            for row in pool.map(_one, jobs):
+            for row in pool.map(_one_mutated if ns.mode == "mutate" else _one, jobs):
                 rows.append(row)
                 label, sent, statuses, failures, seconds = row
                 print(f"{label:28} {sent:7} in {seconds:6.0f} s  "
@@ -135,7 +155,8 @@ def run_targets(ns: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("mode", nargs="?", choices=["api", "targets"], default="api")
+    parser.add_argument("mode", nargs="?", choices=["api", "mutate", "targets"],
+                        default="api")
     parser.add_argument("--examples", type=int, default=10_000, help="requests per route")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--route-seconds", type=float, default=900.0,
@@ -149,7 +170,7 @@ def main() -> None:
     parser.add_argument("--target", action="append",
                         help=f"targets: a test file (repeatable; default {' '.join(TARGETS)})")
     ns = parser.parse_args()
-    sys.exit(run_api(ns) if ns.mode == "api" else run_targets(ns))
+    sys.exit(run_targets(ns) if ns.mode == "targets" else run_api(ns))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from tests import apifuzz
+from tests import apifuzz, apimutate
 from tests.procs import Exporter
 from tests.websec import sha256_line
 
@@ -82,3 +83,30 @@ def test_no_route_answers_a_server_error_or_off_its_description(
     assert proc.alive()
     assert "Traceback" not in proc.log()
     print("\n".join(report))  # shown with -s: the requests and statuses per route
+
+
+MUTATED = int(os.environ.get("AI_EXPORTER_FUZZ_MUTATED", "50"))  # requests per route
+
+
+def test_mutated_requests_get_only_described_answers(exporter: tuple[Exporter, bool]) -> None:
+    """Schemathesis's cases as seeds, each mutated (tests/apimutate.py): many more requests
+    a route in the same time, every answer checked against the description."""
+    proc, secured = exporter
+    headers = {"Authorization": f"Bearer {TOKEN}"} if secured else None
+    doc = requests.get(f"{proc.url}/api/v1/openapi.json", headers=headers, timeout=10).json()
+    failures: list[str] = []
+    total = 0
+    for index, operation in enumerate(apifuzz.operations(apifuzz.load(proc.url, headers))):
+        result = apimutate.run_route(operation, doc, proc.url, MUTATED, headers=headers,
+                                     seeds=5, seed=index + 1, time_limit=BUDGET / 2,
+                                     minimum=MIN_REQUESTS)
+        label = apifuzz.label(operation)
+        assert result.requests >= MIN_REQUESTS, label
+        assert result.distinct > result.requests // 2, label  # mutations, not repeats
+        assert not any(status >= 500 and status != 503 for status in result.statuses), label
+        failures += [f"{label}: {f}" for f in result.failures]
+        total += result.requests
+    assert not failures, "\n".join(failures[:30])
+    assert total >= 20 * MIN_REQUESTS
+    assert proc.alive()
+    assert "Traceback" not in proc.log()
