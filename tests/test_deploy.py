@@ -26,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as exporter_config
 from exporter.cli import build_parser
-from exporter.runtime import Runtime
 from tests.procs import ROOT, Exporter, free_port, require_binary, sample_value, wait_until
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -464,89 +463,7 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     assert security.returncode == 0, security.stdout[-2000:]
 
 
-# --- Kubernetes --------------------------------------------------------------------------
-def _manifests() -> dict[str, dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    out = {}
-    for name in kustomization["resources"]:
-        doc = yaml.safe_load((K8S / name).read_text())
-        out[doc["kind"]] = doc
-    return out
-
-
-def test_kustomization_lists_every_manifest() -> None:
-    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk
-    assert set(_manifests()) == {"ServiceAccount", "ConfigMap", "Deployment", "Service",
-                                 "ServiceMonitor", "PrometheusRule"}
-
-
-@pytest.mark.e2e
-def test_deployment_probes_and_ports(exporter: Exporter) -> None:
-    m = _manifests()
-    pod = m["Deployment"]["spec"]["template"]
-    container = pod["spec"]["containers"][0]
-    port = container["ports"][0]
-    assert port["containerPort"] == exporter_config.DEFAULT_PORT
-    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert container[probe]["httpGet"]["port"] == port["name"]
-        path = container[probe]["httpGet"]["path"]
-        # kubelet sends no credentials: the route must answer without them.
-        assert path in exporter_config.SecurityConfig().open_routes
-        assert exporter.get(path).status_code == 200, path
-    assert m["Deployment"]["spec"]["selector"]["matchLabels"].items() <= \
-        pod["metadata"]["labels"].items()
-    security = container["securityContext"]
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    mounts = {v["mountPath"] for v in container["volumeMounts"]}
-    config_flag = next(a for a in container["args"] if a.startswith("--config.file="))
-    assert str(Path(config_flag.split("=", 1)[1]).parent) in mounts
-    assert build_parser().parse_args(container["args"]).command == "serve"
-
-
-def test_service_and_service_monitor_select_the_exporter() -> None:
-    m = _manifests()
-    pod_labels = m["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    service = m["Service"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    port_name = m["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"]
-    assert service["spec"]["ports"][0]["targetPort"] == port_name
-    monitor = m["ServiceMonitor"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
-        service["metadata"]["labels"].items()
-    endpoint = monitor["spec"]["endpoints"][0]
-    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
-    assert endpoint["path"] == exporter_config.WebConfig().telemetry_path
-    scrape = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    assert endpoint["interval"] == scrape["global"]["scrape_interval"]
-    # The job label of the scrape is the value of jobLabel on the Service; the exporter
-    # alerts select job="ai-metrics-exporter".
-    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == JOB
-    rules = (ROOT / "prometheus" / "rules" / "exporter.rules.yml").read_text()
-    assert f'job="{JOB}"' in rules
-
-
-@pytest.mark.e2e
-def test_configmap_is_a_valid_exporter_configuration(tmp_path: Path) -> None:
-    text = _manifests()["ConfigMap"]["data"]["config.yml"]
-    cfg = exporter_config.build(yaml.safe_load(text))
-    Runtime.validate(cfg)
-    assert cfg.listen_host_port()[1] == exporter_config.DEFAULT_PORT
-    path = tmp_path / "config.yml"
-    path.write_text(text)
-    result = subprocess.run([str(Path(sys.executable).parent / "ai-metrics-exporter"),
-                             "check-config", f"--config.file={path}"], capture_output=True,
-                            text=True, timeout=60, check=False,
-                            env={k: v for k, v in os.environ.items()
-                                 if not k.startswith("AI_EXPORTER_")})
-    assert result.returncode == 0, result.stderr
-
-
+# --- Kubernetes (the manifests themselves: tests/test_kubernetes.py) ----------------------
 def test_prometheus_rule_is_generated_from_the_rule_files() -> None:
     generator = _load(K8S / "generate_prometheusrule.py", "generate_prometheusrule")
     committed = (K8S / "prometheusrule.yaml").read_text(encoding="utf-8")
