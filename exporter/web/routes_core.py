@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import html
 import time
 from typing import Any
 
 import psutil
 from flask import Blueprint, Response, jsonify, request
+from isal import igzip
 
 from exporter.exposition import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, wants_openmetrics
 from exporter.runtime import Runtime
@@ -92,7 +92,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
             response = Response(body, content_type=OPENMETRICS_CONTENT_TYPE if openmetrics
                                 else CONTENT_TYPE)
             if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-                response.set_data(gzip.compress(body, compresslevel=1))
+                response.set_data(igzip.compress(body, compresslevel=1))
                 response.headers["Content-Encoding"] = "gzip"
                 response.headers["Vary"] = "Accept-Encoding"
             if openmetrics:  # text responses keep their headers as they were
