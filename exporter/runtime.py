@@ -29,7 +29,7 @@ from exporter.ingest import Ingestor
 from exporter.otlp import CollectGate, build_pusher
 from exporter.otlp import resolve as otlp_settings
 from exporter.pricing import PriceTable, check_price_file
-from exporter.scrape import CollectorRunner
+from exporter.scrape import CollectorRunner, SharedScrapes
 from exporter.security import Security
 from exporter.sources import Source, SourceDeps, build_sources
 from exporter.sources.base import SelfMetrics, reporting
@@ -131,6 +131,7 @@ class Runtime:
         # OTLP push (None when no endpoint): reads families() off the scrape path.
         self.collect_gate = CollectGate()
         self.last_collection: tuple[float, list[Metric]] | None = None
+        self._scrapes = SharedScrapes(self._render_metrics)
         self.otlp = build_pusher(cfg, self)
         # Shared by the probes collector, /probe and /api/status/ai; replaced on reload.
         self.probes = self._build_probes(cfg, None)
@@ -301,6 +302,10 @@ class Runtime:
 
     def render_metrics(self, deadline: float | None = None, *,
                        openmetrics: bool = False) -> bytes:
+        """The /metrics body; concurrent scrapes share a collection (``SharedScrapes``)."""
+        return self._scrapes.body(deadline, openmetrics)
+
+    def _render_metrics(self, deadline: float | None, openmetrics: bool) -> bytes:
         # Same bytes as prometheus_client's generate_latest, ~3x faster on large scrapes
         # (OpenMetrics: its openmetrics generate_latest, exemplars included).
         # Each collector's render counts against its deadline; joined here, in the

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import Metric
 
@@ -117,6 +118,65 @@ class CollectorRunner:
                 collector.close()
             except Exception as exc:  # closing must not stop a reload
                 log.warning("collector %s: close failed: %s", collector.name, exc)
+
+
+@dataclass
+class _Round:
+    """One shared collection: the scrapes that joined it and, once done, its answer."""
+
+    deadlines: list[float | None] = field(default_factory=list)
+    done: bool = False
+    body: bytes = b""
+    error: BaseException | None = None
+
+
+class SharedScrapes:
+    """Scrapes that arrive together share one collection and its rendered body.
+
+    Why: every scrape collected on its own, so with a hundred scrapers the collections
+    queued on the GIL (p99 1.5 s with 40 at once), and a scrape that found a collector
+    still busy in another scrape reported it failed and left its series out. Now at most
+    one collection runs at a time; a scrape that arrives meanwhile waits for it to end
+    and then shares the next one with every scrape that arrived while it waited. It never
+    shares a collection that began before it arrived, so a scrape sent after a push
+    answered always sees that push (what the exactness tests rely on). The shared
+    collection runs to the earliest deadline among its scrapes. One round waits per
+    format (Prometheus text, OpenMetrics); rounds of both formats take turns.
+    """
+
+    def __init__(self, render: Callable[[float | None, bool], bytes]) -> None:
+        self._render = render
+        self._cond = threading.Condition()
+        self._running = False
+        self._waiting: dict[bool, _Round] = {}
+
+    def body(self, deadline: float | None, openmetrics: bool) -> bytes:
+        with self._cond:
+            joined = self._waiting.get(openmetrics)
+            if joined is None:
+                joined = self._waiting[openmetrics] = _Round()
+            joined.deadlines.append(deadline)
+            while not joined.done and (self._running
+                                       or self._waiting.get(openmetrics) is not joined):
+                self._cond.wait()
+            lead = not joined.done
+            if lead:  # nothing running, and this round still waits: start it
+                del self._waiting[openmetrics]
+                self._running = True
+        if lead:
+            try:
+                finite = [d for d in joined.deadlines if d is not None]
+                joined.body = self._render(min(finite) if finite else None, openmetrics)
+            except BaseException as exc:  # every scrape of the round gets it
+                joined.error = exc
+            finally:
+                with self._cond:
+                    joined.done = True
+                    self._running = False
+                    self._cond.notify_all()
+        if joined.error is not None:
+            raise joined.error
+        return joined.body
 
 
 class StaticFamilies:

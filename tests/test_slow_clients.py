@@ -243,7 +243,9 @@ def test_idle_and_half_hello_connections_do_not_stall_the_tls_listener(
         for _ in range(5):
             started = time.perf_counter()
             assert proc.get("/livez", timeout=5).status_code == 200
-            assert time.perf_counter() - started < 0.5
+            # A stall is the 15 s of a held listener; a full handshake on a machine busy
+            # with other tests has taken over 1 s (benchmarks/slow_clients.py times it).
+            assert time.perf_counter() - started < 3.0
         assert sum(_state(sock) is None for sock in crowd) == len(crowd)
     finally:
         for sock in crowd:
