@@ -257,6 +257,12 @@ def recording_rules() -> dict[str, str]:
 RECORDED = recording_rules()
 
 
+def job_level(name: str) -> bool:
+    """A series recorded at the job level: summed over every exporter replica, so it
+    carries no ``instance`` (the dashboards select it by job alone)."""
+    return name in RECORDED and re.match(r"job[_:]", name) is not None
+
+
 def labels_of(name: str) -> set[str]:
     """Label names a series carries: from the catalog, or a recording rule's level."""
     for spec in catalog.all_metrics():
@@ -386,7 +392,10 @@ def test_selectors(query: Query) -> None:
         if not (query.is_variable and query.where == "variable job"):
             assert ("job", "=~", '"$job"') in matchers, f"{name}: no job filter"
             assert ("instance", "=~", '"$instance"') in matchers or query.where in (
-                "variable instance",), f"{name}: no instance filter"
+                "variable instance",) or job_level(name), f"{name}: no instance filter"
+            if job_level(name):
+                assert ("instance", "=~", '"$instance"') not in matchers, \
+                    f"{name} is summed over the replicas: it has no instance to filter"
         for var, label in build.DOMAIN_LABELS.items():
             if var in variables and label in labels_of(name) and not query.is_variable:
                 assert (label, "=~", f'"${var}"') in matchers, f"{name}: no ${var} filter"
@@ -671,9 +680,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for path in sorted(RULES_DIR.glob("*.yml")):
             (rules_dir / path.name).write_text(path.read_text(encoding="utf-8"))
             rule_files.append(str(rules_dir / path.name))
-        prometheus = Prometheus(tmp, [static_job("ai-metrics-exporter",
-                                                 f"{LOOPBACK}:{exporter.port}")],
-                                interval="1s", rule_files=rule_files, evaluation_interval="1s")
+        # The one exporter scraped as two replicas (two targets, told apart by instance
+        # and pod), as Prometheus sees N exporters of one job: the panels must sum them.
+        target = f"{LOOPBACK}:{exporter.port}"
+        job = static_job("ai-metrics-exporter", target)
+        job["static_configs"] = [{"targets": [target], "labels": {"instance": instance,
+                                                                  "pod": pod}}
+                                 for instance, pod in REPLICAS]
+        prometheus = Prometheus(tmp, [job], interval="1s", rule_files=rule_files,
+                                evaluation_interval="1s")
         cleanup.append(prometheus)
         yield Stack(exporter, prometheus)
     finally:
@@ -683,6 +698,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 item.server_close()
             else:
                 item.stop()
+
+
+# Dashboards about one exporter or one host at a time, whose panels keep `instance`.
+PER_REPLICA_DASHBOARDS = {"ai-exporter.json", "ai-host-gpu.json"}
+REPLICAS = (("replica-a:10102", "exporter-0"), ("replica-b:10102", "exporter-1"))
 
 
 def _excluded(expr: str) -> str:
@@ -715,3 +735,39 @@ def test_otlp_sink_received_exports(stack: Stack) -> None:
     result = requests.get(f"{stack.prometheus.url}/api/v1/query", timeout=10, params={
         "query": 'sum(ai_exporter_otlp_exports_total{outcome="success"})'}).json()
     assert float(result["data"]["result"][0]["value"][1]) >= 1
+
+
+@pytest.mark.e2e
+def test_panels_sum_over_replicas(stack: Stack) -> None:
+    """Scraped as two replicas, every AI panel gives one series per domain label set, with
+    no instance or pod (unless its legend names the instance: host panels), and a summed
+    rate is about twice one replica's."""
+    prom = stack.prometheus
+    prom.wait_for('count(up{job="ai-metrics-exporter"} == 1) == 2', timeout=30)
+    per_replica = []
+    for name, dash in DASHBOARDS.items():
+        if name in PER_REPLICA_DASHBOARDS:
+            continue
+        for panel, target in build.iter_targets(dash):
+            if "{{instance}}" in target.get("legendFormat", ""):
+                continue
+            for series in prom.query(substitute(target["expr"])):
+                if {"instance", "pod"} & set(series["metric"]):
+                    per_replica.append(f"{name}: {panel['title']}: {target['expr']}")
+    assert per_replica == [], "panels split by replica:\n" + "\n".join(per_replica)
+
+    every = 'ai_llm_requests_total{job="ai-metrics-exporter"}[5m]'
+    first = f'ai_llm_requests_total{{job="ai-metrics-exporter", instance="{REPLICAS[0][0]}"}}[5m]'
+
+    def rates() -> tuple[float, float] | None:
+        both = prom.query(f"sum(rate({every}))")
+        one = prom.query(f"sum(rate({first}))")
+        recorded = prom.query('sum(job_provider:ai_llm_requests:rate5m)')
+        if not (both and one and recorded):
+            return None
+        total, single = float(both[0]["value"][1]), float(one[0]["value"][1])
+        assert abs(float(recorded[0]["value"][1]) - total) <= 0.25 * total
+        return (total, single) if single > 0 else None
+
+    total, single = wait_until(rates, 30, interval=1, what="LLM request rates")
+    assert 1.6 * single <= total <= 2.4 * single, (total, single)

@@ -36,6 +36,13 @@ RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z0-9_]+$")
 SEVERITIES = {"critical", "warning", "info", "none"}
 # Burn-rate alerts react through their windows, not a pending period (SRE workbook).
 NO_FOR = {"AiTaskErrorBudgetBurn", "Watchdog"}
+# The external label that tells the two servers of an HA pair apart.
+HA_LABEL = "prometheus_replica"
+# Rule files about the AI platform, summed over every exporter replica of a job; the
+# others are about one replica (exporter) or one host (host) and keep `instance`.
+REPLICA_SUMMED_FILES = {"ai.rules.yml", "slo.rules.yml", "anomaly.rules.yml"}
+REPLICA_FILES = {"exporter.rules.yml"}
+GROUPING = re.compile(r"\b(by|without|on|ignoring)\s*\(([^)]*)\)")
 # Series of Prometheus and Alertmanager themselves, which runbooks may query.
 SELF_MONITORING = re.compile(r"^(prometheus|alertmanager)_")
 
@@ -66,6 +73,21 @@ def test_prometheus_config_scrapes_exporter_prometheus_and_alertmanager() -> Non
     exporter_job = next(j for j in config["scrape_configs"]
                         if j["job_name"] == "ai-metrics-exporter")
     assert exporter_job["static_configs"][0]["targets"][0].endswith(":10102")
+
+
+def test_prometheus_config_labels_each_server_of_an_ha_pair() -> None:
+    """Two servers run the shipped file, each with its own prometheus_replica; the label
+    is dropped from alerts so both servers' copies are identical for Alertmanager."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    external = config["global"]["external_labels"]
+    assert external.get(HA_LABEL), external
+    relabel = config["alerting"]["alert_relabel_configs"]
+    drops = [r for r in relabel if r.get("action") == "labeldrop"]
+    assert any(re.fullmatch(r["regex"], HA_LABEL) for r in drops), relabel
+    # Nothing else about an alert is rewritten: the other external labels stay on it.
+    assert all(r.get("action") == "labeldrop" for r in relabel), relabel
+    assert not any(re.fullmatch(r["regex"], name) for r in drops for name in external
+                   if name != HA_LABEL)
 
 
 @pytest.mark.e2e
@@ -200,6 +222,53 @@ def test_ai_rules_aggregate_so_extra_labels_do_not_split_results() -> None:
                     r"(sum|max|min|avg) (by|without) \([^)]*\) \((rate|increase)?\(?"
                     + re.escape(name))
                 assert pattern.search(expr), f"{rule.get('alert') or rule['record']}: {name}"
+
+
+def test_ai_rules_sum_the_replicas_away() -> None:
+    """With N replicas sharing a stream, an AI rule groups by job and domain labels only:
+    never by instance or pod (one result per replica), and its recorded series are named
+    at the job level."""
+    for group in load_groups():
+        if group["file"] not in REPLICA_SUMMED_FILES:
+            continue
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            expr = str(rule["expr"])
+            for keyword, labels in GROUPING.findall(expr):
+                found = {label.strip() for label in labels.split(",")}
+                assert not found & {"instance", "pod"}, f"{name}: {keyword} ({labels})"
+            if "record" in rule:
+                assert re.match(r"job[_:]", rule["record"]), name
+            description = str(rule.get("annotations", {}).get("description", ""))
+            assert "$labels.instance" not in description, name
+
+
+def test_replica_alerts_keep_the_replica() -> None:
+    """The exporter's own alerts name the replica at fault: every aggregation keeps
+    instance and pod."""
+    for group in load_groups():
+        if group["file"] not in REPLICA_FILES:
+            continue
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            for keyword, labels in GROUPING.findall(str(rule["expr"])):
+                found = {label.strip() for label in labels.split(",")}
+                assert keyword in ("by", "on") and {"instance", "pod"} <= found, \
+                    f"{name}: {keyword} ({labels})"
+
+
+def test_replica_cases_cover_two_replicas() -> None:
+    """The promtool cases for N replicas feed two instances (and pods) to every rule file
+    that sums them away."""
+    doc = yaml.safe_load((PROMETHEUS_CONFIG.parent / "tests" / "replicas.test.yml")
+                         .read_text(encoding="utf-8"))
+    assert {Path(f).name for f in doc["rule_files"]} >= {
+        "ai.rules.yml", "slo.rules.yml", "exporter.rules.yml"}
+    series = [s["series"] for test in doc["tests"] for s in test["input_series"]]
+    for replica, pod in (("a:10102", "exporter-0"), ("b:10102", "exporter-1")):
+        assert any(f'instance="{replica}"' in s and f'pod="{pod}"' in s for s in series)
+    assert any("stale" in s["values"] for test in doc["tests"]
+               for s in test["input_series"]), "a case where a replica disappears"
 
 
 # --- promtool unit tests cover every alert ------------------------------------------------

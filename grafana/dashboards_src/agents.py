@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from .layout import UID_AGENTS, Board, Section, component_variable
 from .panels import Cell, Target, bargauge, heatmap, rising, stat, steps, table, ts
 from .parameters import Parameters
-from .promql import APPROVED, COMP, FAILED, quantile, rate, sel, task_ratio
+from .promql import APPROVED, COMP, FAILED, jsel, quantile, rate, sel, task_ratio
 
 
 def build(params: Parameters) -> Board:
@@ -31,13 +31,16 @@ def build(params: Parameters) -> Board:
              width=8, height=8, decimals=2),
         ts("Success ratio by component (5m)", "Share of finished tasks that succeeded over "
            "the last 5 minutes per component, against the success objective.", "percentunit",
-           Target(sel("instance_component:ai_tasks_succeeded_per_finished:ratio_rate5m", COMP),
-                  "{{component}} {{instance}}"),
+           Target("sum by (component) ("
+                  + rate("ai_tasks_total", COMP, 'status="succeeded"')
+                  + ") / sum by (component) ("
+                  + rate("ai_tasks_total", COMP, 'status=~"succeeded|failed"') + ")",
+                  "{{component}}"),
            Target(f"max({sel('ai_task_success_objective_ratio')})", "objective"), width=8),
         ts("Queue depth", "Tasks queued and not yet started, per component and queue.",
            "short",
            Target("sum by (component, queue) ("
-                  + sel("instance_component_queue:ai_task_queue_depth:sum", COMP) + ")",
+                  + sel("ai_task_queue_depth", COMP) + ")",
                   "{{component}}/{{queue}}"), width=8),
         ts("Oldest queued task", "Age of the oldest task waiting in each queue. The backlog "
            "alert also needs a growing queue.", "s",
@@ -81,10 +84,11 @@ def build(params: Parameters) -> Board:
            Target(f"sum by (gate) ({rate(gates, APPROVED)}) / "
                   f"sum by (gate) ({rate(gates)})", "{{gate}}"), width=8, maximum=1),
         ts("Rejection ratio (15m) by gate", "Share of decisions that rejected the work over "
-           "the last 15 minutes; the spike alert compares it with the last day.",
+           "the last 15 minutes, over every exporter replica (the series the spike alert "
+           "compares with the last day; the instance filter does not apply).",
            "percentunit",
-           Target(sel("instance_gate:ai_quality_gate_rejections_per_decisions:ratio_rate15m"),
-                  "{{gate}} {{instance}}"), width=8,
+           Target(jsel("job_gate:ai_quality_gate_rejections_per_decisions:ratio_rate15m"),
+                  "{{gate}}"), width=8,
            thresholds=rising(alert("ai_quality_gate_rejection_ratio", "warning")),
            dashed=True),
         ts("Mean rubric score", "Average rubric score given by each quality gate, "
@@ -266,8 +270,9 @@ def mcp_panels() -> list[Cell]:
 def _band(title: str, description: str, unit: str, signal: str, *, legend: str,
           z: float) -> Cell:
     """The recorded 5m rate with the band mean ± z standard deviations of its last week
-    (dashed), the band the z-score alert compares it with."""
-    value, avg, spread = (sel(f"{signal}{suffix}") for suffix in ("", "_avg1w", "_stddev1w"))
+    (dashed), the band the z-score alert compares it with. All three are recorded at the
+    job level, summed over every exporter replica, so the instance filter does not apply."""
+    value, avg, spread = (jsel(f"{signal}{suffix}") for suffix in ("", "_avg1w", "_stddev1w"))
     cell = ts(title, description, unit,
               Target(value, legend),
               Target(f"{avg} + {z:g} * {spread}", f"{legend} upper"),
@@ -291,11 +296,11 @@ def anomaly_panels(params: Parameters) -> list[Cell]:
               f"agent and model, and the band mean ± {z:g} standard deviations of its last "
               "week (dashed). The token-burn anomaly alert fires above the band, with a "
               "minimum spread and traffic floor.", "short",
-              "instance_agent_model:ai_agent_tokens:rate5m",
-              legend="{{gen_ai_agent_name}} {{gen_ai_request_model}} {{instance}}", z=z),
+              "job_agent_model:ai_agent_tokens:rate5m",
+              legend="{{gen_ai_agent_name}} {{gen_ai_request_model}}", z=z),
         _band("Tool calls against their weekly band", "Calls per second (5m rate) of each "
               f"agent and tool, and the band mean ± {z:g} standard deviations of its last "
               "week (dashed). An agent looping on one tool leaves the band upwards.", "cps",
-              "instance_agent_tool:ai_tool_calls:rate5m",
-              legend="{{gen_ai_agent_name}} {{gen_ai_tool_name}} {{instance}}", z=z),
+              "job_agent_tool:ai_tool_calls:rate5m",
+              legend="{{gen_ai_agent_name}} {{gen_ai_tool_name}}", z=z),
     ]

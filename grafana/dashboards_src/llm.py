@@ -8,7 +8,7 @@ from __future__ import annotations
 from .layout import UID_LLM, Board, Section, model_variable, provider_variable
 from .panels import Target, bargauge, heatmap, rising, stat, steps, ts
 from .parameters import Parameters
-from .promql import MODEL, PROV, quantile, rate, sel
+from .promql import MODEL, PROV, jsel, quantile, rate, sel
 
 
 def build(params: Parameters) -> Board:
@@ -41,9 +41,9 @@ def build(params: Parameters) -> Board:
         stat("Error ratio by provider (5m)", "Share of each provider's requests that failed "
              "over the last 5 minutes, all error types together.", "percentunit",
              Target("sum by (gen_ai_provider_name) ("
-                    + sel("instance_provider_error_type:ai_llm_request_errors:rate5m", PROV)
+                    + rate(requests, *pm, 'outcome="error"')
                     + ") / sum by (gen_ai_provider_name) ("
-                    + sel("instance_provider:ai_llm_requests:rate5m", PROV) + ")",
+                    + rate(requests, *pm) + ")",
                     "{{gen_ai_provider_name}}"),
              width=12, height=8, decimals=2,
              thresholds=rising(alert("ai_llm_error_ratio", "warning"),
@@ -59,10 +59,8 @@ def build(params: Parameters) -> Board:
            Target(f"max({sel('ai_llm_latency_threshold_seconds')})", "objective")),
         ts("p95 latency by model (5m)", "95th percentile LLM call duration over the last 5 "
            "minutes, per provider and model.", "s",
-           Target("max by (gen_ai_provider_name, gen_ai_request_model) ("
-                  + sel("instance_provider_model:gen_ai_client_operation_duration_seconds"
-                        ":histogram_quantile", *pm, 'quantile="0.95"') + ")",
-                  "{{gen_ai_provider_name}} {{gen_ai_request_model}}")),
+           Target(quantile(0.95, bucket, "gen_ai_provider_name, gen_ai_request_model", *pm),
+                  "{{gen_ai_provider_name}} {{gen_ai_request_model}}", exemplar=True)),
         heatmap("Latency distribution", "How LLM call durations are distributed over time "
                 "(requests per second in each duration bucket).", "s",
                 f"sum by (le) ({rate(bucket, *pm)})"),
@@ -95,8 +93,9 @@ def build(params: Parameters) -> Board:
                  "(requests, tokens) still available. The alert fires below the orange "
                  "line.", "percentunit",
                  Target("min by (gen_ai_provider_name, limit_type) ("
-                        + sel("instance_provider_limit_type:ai_provider_rate_limit_remaining"
-                              "_per_capacity:ratio", PROV) + ")",
+                        + sel("ai_provider_rate_limit_remaining", PROV)
+                        + ") / max by (gen_ai_provider_name, limit_type) ("
+                        + sel("ai_provider_rate_limit_capacity", PROV) + " > 0)",
                         "{{gen_ai_provider_name}} {{limit_type}}"),
                  minimum=0, maximum=1,
                  thresholds=steps(("red", None),
@@ -123,25 +122,28 @@ def build(params: Parameters) -> Board:
         bargauge("Spend per hour by model (5m)", "Spend rate per model over the last 5 "
                  "minutes, in US dollars per hour.", "currencyUSD",
                  Target("3600 * sum by (gen_ai_request_model) ("
-                        + sel("instance_provider_model:ai_llm_cost_usd:rate5m", *pm) + ")",
+                        + rate("ai_llm_cost_usd_total", *pm) + ")",
                         "{{gen_ai_request_model}}"), width=6),
         stat("Cost per finished task (1h)", "LLM spend over the last hour divided by the "
-             "tasks that finished in it, per exporter instance.", "currencyUSD",
-             Target(sel("instance:ai_llm_cost_usd_per_task:ratio_rate1h"), "{{instance}}"),
+             "tasks that finished in it, over every exporter replica of the job (the "
+             "instance filter does not apply).", "currencyUSD",
+             Target(jsel("job:ai_llm_cost_usd_per_task:ratio_rate1h"), "{{job}}"),
              width=6, height=8, decimals=4),
         ts("Spend today against budget", "Spend since 00:00 UTC per budget scope, the "
            "scope's daily budget, and the spend projected for 00:00 UTC at the last hour's "
-           "rate.", "currencyUSD",
-           Target(f"max by (scope) ({sel('ai_budget_spend_usd')})", "{{scope}} spent"),
+           "rate (over every exporter replica: the instance filter does not apply to the "
+           "projection).", "currencyUSD",
+           Target(f"sum by (scope) ({sel('ai_budget_spend_usd')})", "{{scope}} spent"),
            Target(f"max by (scope) ({sel('ai_budget_limit_usd')})", "{{scope}} budget"),
            Target("max by (scope) ("
-                  + sel("instance_scope:ai_budget_spend_usd:predict_end_of_day") + ")",
+                  + jsel("job_scope:ai_budget_spend_usd:predict_end_of_day") + ")",
                   "{{scope}} projected")),
         ts("Budget burn rate", "Last hour's spend rate as a share of the daily budget "
            "per day: 1 means the budget is spent exactly by the end of a day at this "
-           "rate.", "percentunit",
+           "rate. Over every exporter replica (the instance filter does not apply).",
+           "percentunit",
            Target("86400 * max by (scope) ("
-                  + sel("instance_scope:ai_llm_cost_usd:rate1h") + ") / max by (scope) ("
+                  + jsel("job_scope:ai_llm_cost_usd:rate1h") + ") / max by (scope) ("
                   + sel("ai_budget_limit_usd") + " > 0)", "{{scope}}"),
            thresholds=rising(1.0), dashed=True),
     ]

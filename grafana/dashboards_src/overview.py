@@ -31,16 +31,17 @@ from .panels import (
     ts,
 )
 from .parameters import Parameters
-from .promql import COMP, CRITICAL, component_up, sel, task_ratio
+from .promql import COMP, CRITICAL, component_up, jsel, quantile, rate, sel, task_ratio
 
 
 def build(params: Parameters) -> Board:
     """The dashboard, with the alert thresholds of ``params``."""
     alert = params.threshold
-    budget_used = ("max by (scope) (" + sel("ai_budget_spend_usd") + ") / "
+    budget_used = ("sum by (scope) (" + sel("ai_budget_spend_usd") + ") / "
                    "max by (scope) (" + sel("ai_budget_limit_usd") + " > 0)")
     budget_projected = ("max by (scope) ("
-                        + sel("instance_scope:ai_budget_spend_usd:predict_end_of_day") + ") / "
+                        + jsel("job_scope:ai_budget_spend_usd:predict_end_of_day")
+                        + ") / "
                         "max by (scope) (" + sel("ai_budget_limit_usd") + " > 0)")
     service = [
         stat("Components up", "Components whose health probe passes (or, without a probe, "
@@ -59,29 +60,28 @@ def build(params: Parameters) -> Board:
              links=[link("Agents and tasks", UID_AGENTS)]),
         stat("Error budget left (3d)", "Share of the task error budget (1 - objective) not "
              "yet spent by failures over the last 3 days, per component; negative means the "
-             "objective is missed over that window.", "percentunit",
-             Target("1 - " + sel("instance_component:ai_tasks_failed_per_finished:ratio_rate3d",
-                                 COMP)
-                    + " / on (job, instance) group_left () "
-                    + sel("instance:ai_task_error_budget:ratio"), "{{component}}"),
+             "objective is missed over that window. Over every exporter replica (the instance "
+             "filter does not apply).", "percentunit",
+             Target("1 - " + jsel("job_component:ai_tasks_failed_per_finished:ratio_rate3d",
+                                  COMP)
+                    + " / on (job) group_left () "
+                    + jsel("job:ai_task_error_budget:ratio"), "{{component}}"),
              thresholds=steps(("red", None), ("orange", 0), ("green", 0.25)),
              links=[link("Agents and tasks", UID_AGENTS)]),
         stat("LLM p95 latency", "95th percentile duration of LLM calls over the last 5 "
              "minutes, all providers, next to the configured latency objective.", "s",
-             Target("histogram_quantile(0.95, sum by (le) ("
-                    + sel("instance_provider_model_le:gen_ai_client_operation_duration_seconds"
-                          "_bucket:rate5m") + "))", "p95"),
+             Target(quantile(0.95, "gen_ai_client_operation_duration_seconds_bucket", ""),
+                    "p95"),
              Target(f"max({sel('ai_llm_latency_threshold_seconds')})", "objective"),
              links=[link("LLM providers and cost", UID_LLM)]),
         stat("Tokens per second", "LLM tokens consumed per second over the last 5 minutes, "
              "by token type (input, output, cached input).", "short",
-             Target("sum by (gen_ai_token_type) ("
-                    + sel("instance_provider_model_token_type:ai_llm_tokens:rate5m") + ")",
+             Target("sum by (gen_ai_token_type) (" + rate("ai_llm_tokens_total") + ")",
                     "{{gen_ai_token_type}}"),
              links=[link("LLM providers and cost", UID_LLM)]),
         stat("Spend today", "LLM spend since 00:00 UTC per budget scope (total, or one "
              "provider).", "currencyUSD",
-             Target(f"max by (scope) ({sel('ai_budget_spend_usd')})", "{{scope}}"),
+             Target(f"sum by (scope) ({sel('ai_budget_spend_usd')})", "{{scope}}"),
              decimals=2, links=[link("LLM providers and cost", UID_LLM)]),
         bargauge("Daily budget: spent and projected", "Share of each daily budget spent since "
                  "00:00 UTC, and the share that will be spent by 00:00 UTC if the last hour's "
@@ -117,18 +117,16 @@ def build(params: Parameters) -> Board:
         ts("Tasks finished per second", "Task transitions per second by status over the "
            "last 5 minutes: succeeded, failed, cancelled and retried.", "cps",
            Target("sum by (status) ("
-                  + sel("instance_component_queue_status:ai_tasks:rate5m", COMP,
-                        'status=~"succeeded|failed|cancelled|retried"') + ")", "{{status}}"),
+                  + rate("ai_tasks_total", COMP, 'status=~"succeeded|failed|cancelled|retried"')
+                  + ")", "{{status}}"),
            width=8),
         ts("LLM requests per second", "LLM requests per second by provider over the last 5 "
            "minutes.", "reqps",
-           Target("sum by (gen_ai_provider_name) ("
-                  + sel("instance_provider:ai_llm_requests:rate5m") + ")",
+           Target("sum by (gen_ai_provider_name) (" + rate("ai_llm_requests_total") + ")",
                   "{{gen_ai_provider_name}}"), width=8),
         ts("Errors per second", "Platform errors per second by category over the last 5 "
            "minutes.", "cps",
-           Target("sum by (category) ("
-                  + sel("instance_component_category:ai_errors:rate5m", COMP) + ")",
+           Target("sum by (category) (" + rate("ai_errors_total", COMP) + ")",
                   "{{category}}"), width=8, stack=True),
     ]
     saturation = [

@@ -3,6 +3,12 @@
 Every selector filters ``job=~"$job"`` and ``instance=~"$instance"`` and every counter is read
 through ``rate(...[$__rate_interval])``; building queries from these helpers keeps those rules
 true by construction (tests/test_dashboards.py checks them on the generated JSON).
+
+Several exporter replicas may share one event stream, each counting the events it consumed:
+a panel sums them (``sum by (<domain labels>)``, never ``by (instance)``), so the
+``instance`` variable on All shows the whole platform and one instance shows that replica's
+share. Series recorded at the ``job`` level (``job_*:...``, already summed over the
+replicas by prometheus/rules/) carry no ``instance``; ``jsel`` selects them by job alone.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ APPROVED = 'decision="approved"'
 def sel(metric: str, *matchers: str) -> str:
     """A selector filtered by the dashboard's job and instance, plus ``matchers``."""
     parts = ['job=~"$job"', 'instance=~"$instance"', *matchers]
+    return f"{metric}{{{', '.join(parts)}}}"
+
+
+def jsel(metric: str, *matchers: str) -> str:
+    """A selector for a series recorded at the job level (summed over every replica, no
+    ``instance`` label), filtered by the dashboard's job plus ``matchers``."""
+    parts = ['job=~"$job"', *matchers]
     return f"{metric}{{{', '.join(parts)}}}"
 
 

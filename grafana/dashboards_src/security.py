@@ -5,7 +5,7 @@ from __future__ import annotations
 from .layout import UID_SECURITY, Board, Section, component_variable
 from .panels import Target, stat, steps, table, ts
 from .parameters import Parameters
-from .promql import COMP, CRITICAL, FAILED, rate, sel
+from .promql import COMP, CRITICAL, FAILED, jsel, rate, sel
 
 
 def build(params: Parameters) -> Board:
@@ -45,12 +45,13 @@ def build(params: Parameters) -> Board:
            Target(f"sum by (component) ({rate(errors, COMP)})", "{{component}}"), stack=True),
         ts("Error rate against its daily baseline", "Errors per second per category over "
            "the last 5 minutes next to the same rate averaged over the last day; the spike "
-           "alert compares the two.", "cps",
+           "alert compares the two. Over every exporter replica (the instance filter does not "
+           "apply).", "cps",
            Target("sum by (category) ("
-                  + sel("instance_component_category:ai_errors:rate5m", COMP) + ")",
+                  + jsel("job_component_category:ai_errors:rate5m", COMP) + ")",
                   "{{category}} now"),
            Target("sum by (category) ("
-                  + sel("instance_component_category:ai_errors:rate5m_avg1d", COMP) + ")",
+                  + jsel("job_component_category:ai_errors:rate5m_avg1d", COMP) + ")",
                   "{{category}} daily baseline")),
         ts("LLM and tool errors", "Failed LLM requests by error.type and failed tool calls, "
            "per second.", "cps",
