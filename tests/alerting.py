@@ -361,3 +361,65 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+# --- an Alertmanager cluster ------------------------------------------------------------
+def with_repeat_interval(config_file: Path, repeat_interval: str) -> Path:
+    """Rewrite an Alertmanager configuration with one ``repeat_interval`` on every route,
+    so that a test can tell a repeated notification from a duplicate one."""
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+
+    def walk(route: dict[str, Any]) -> None:
+        route["repeat_interval"] = repeat_interval
+        for child in route.get("routes", []):
+            walk(child)
+
+    walk(config["route"])
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return config_file
+
+
+class ClusteredAlertmanager(Alertmanager):
+    """A real Alertmanager that gossips with its peers on loopback (``cluster_port``, TCP
+    and UDP) and delivers as one member of an HA cluster."""
+
+    def __init__(self, workdir: Path, config_file: Path, cluster_port: int,
+                 peers: list[int], peer_timeout: str = "15s",
+                 flags: tuple[str, ...] = ()) -> None:
+        binary = require_binary("prometheus-alertmanager")
+        self.port = free_port()
+        self.cluster_port = cluster_port
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        data = Path(tempfile.mkdtemp(prefix="am-", dir=workdir))
+        Proc.__init__(self, [
+            binary, f"--config.file={config_file}", f"--storage.path={data}",
+            f"--web.listen-address={LOOPBACK}:{self.port}", f"--web.external-url={self.url}",
+            f"--cluster.listen-address={LOOPBACK}:{cluster_port}",
+            f"--cluster.advertise-address={LOOPBACK}:{cluster_port}",
+            *[f"--cluster.peer={LOOPBACK}:{p}" for p in peers],
+            f"--cluster.peer-timeout={peer_timeout}", *flags], data / "alertmanager.log")
+
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"alertmanager exited early:\n{self.log()}")
+            return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+        try:
+            wait_until(ready, 30, what="alertmanager ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def cluster(self) -> dict[str, Any]:
+        """The ``cluster`` part of /api/v2/status: name, status (settling, ready), peers."""
+        response = requests.get(f"{self.url}/api/v2/status", timeout=10)
+        response.raise_for_status()
+        cluster: dict[str, Any] = response.json()["cluster"]
+        return cluster
+
+    def position(self) -> int:
+        """Where this member stands in the cluster (peers sorted by name): member n waits
+        n peer timeouts before it notifies, unless the notification log says that a
+        member before it already has."""
+        cluster = self.cluster()
+        return sorted(p["name"] for p in cluster["peers"]).index(cluster["name"])
