@@ -190,3 +190,21 @@ def test_store_families_keep_each_label_sets_text_between_scrapes() -> None:
     # A reload that changes the extra labels changes every line's labels.
     third = exposition.render([store.family(("demo",), ("true",), store.snapshot())])
     assert b'ai_tasks_total{component="a",demo="true",queue="q",status="ok"} 6.0\n' in third
+
+
+def test_an_exemplar_offered_after_the_scrape_copy_renders_as_the_library_writes_it() -> None:
+    """The scrape copy hands out the exemplar rows themselves: an offer landing between the
+    copy and the render is still a tuple there, and renders like a converted one."""
+    store = HistogramStore(catalog.AI_TASK_DURATION, 50, {}, SampleBudget(1_000))
+    key = ("c", "q", "ok")
+    store.observe(key, 0.2)
+    store.offer_exemplar(key, 0.2, "a" * 32, "b" * 16, 1.7e9)
+    exemplars = store.exemplar_snapshot()
+    store.observe(key, 30.0)
+    store.offer_exemplar(key, 30.0, "c" * 32, "", 1.7e9 + 1)  # after the copy
+    rows = store.snapshot()
+    ours = exposition.render_openmetrics([store.family((), (), rows, exemplars)])
+    reference = bytes(om.generate_latest(  # type: ignore[no-untyped-call]
+        StaticFamilies([store.family((), (), rows, exemplars)])))
+    assert ours == reference
+    assert b'# {trace_id="' + b"c" * 32 + b'"} 30.0 1700000001.0' in ours

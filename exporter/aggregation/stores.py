@@ -165,6 +165,17 @@ class GaugeStore(CounterStore):
 OfferedExemplar = tuple[float, str, str, float]
 
 
+def as_exemplar(ex: Any) -> Any:
+    """A slot of an exemplar row as prometheus_client's ``Exemplar``: a ``StoredExemplar``
+    as it is, an offer (a tuple) converted."""
+    if ex.__class__ is not tuple:
+        return ex
+    value, trace_id, span_id, ts = ex
+    labels = {"trace_id": trace_id, "span_id": span_id} if span_id else {"trace_id": trace_id}
+    # Milliseconds, what Prometheus keeps: shorter text on every scrape.
+    return StoredExemplar(labels, value, round(ts, 3))
+
+
 class StoredExemplar(Exemplar):
     """prometheus_client's ``Exemplar`` (what families carry), kept in the store across
     scrapes; ``exposition`` caches its OpenMetrics text on it (attribute ``om``) the first
@@ -191,6 +202,7 @@ class HistogramStore(_Capped):
         self.bounds = list(spec.buckets)
         self.values: dict[Key, list[float]] = {}
         self.exemplars: dict[Key, ExemplarRow] = {}
+        self._offered: set[Key] = set()  # rows with offers not converted yet
         self._width = len(self.bounds) + 2
         self._les = [*(repr(float(b)) for b in self.bounds), "+Inf"]
 
@@ -224,7 +236,7 @@ class HistogramStore(_Capped):
         """
         row = self.exemplars.get(key)
         if row is None:
-            row = self._exemplar_row(key)
+            key, row = self._exemplar_row(key)
             if row is None:
                 return
         i = bisect_left(self.bounds, value)
@@ -235,42 +247,45 @@ class HistogramStore(_Capped):
             if isinstance(at, float) and ts - at < EXEMPLAR_REFRESH_SECONDS:
                 return
         row[i] = (value, trace_id, span_id, ts)
+        self._offered.add(key)
 
-    def _exemplar_row(self, key: Key) -> ExemplarRow | None:
-        """The exemplar row of the key ``key`` is stored under (itself, cleaned, or
-        ``other``), created with its first exemplar; None when ``key`` was never observed."""
+    def _exemplar_row(self, key: Key) -> tuple[Key, ExemplarRow | None]:
+        """The key ``key`` is stored under (itself, cleaned, or ``other``) and its exemplar
+        row, created with its first exemplar; no row when ``key`` was never observed."""
         if key not in self.values:
             clean = _clean(key)
             key = clean if clean in self.values else self._other
             if key not in self.values:
-                return None
+                return key, None
             row = self.exemplars.get(key)
             if row is not None:
-                return row
+                return key, row
         row = self.exemplars[key] = [None] * (len(self.bounds) + 1)
-        return row
+        return key, row
 
     def snapshot(self) -> list[tuple[Key, Any]]:
         return [(key, row.copy()) for key, row in self.values.items()]
 
     def exemplar_snapshot(self) -> dict[Key, list[Exemplar | None]]:
-        """A copy of the exemplar rows, taken under the aggregator's lock. Exemplars offered
-        since the last copy are turned into prometheus_client ``Exemplar`` here, in place,
-        once each, so a scrape only passes references and an offer stays one tuple."""
-        out: dict[Key, list[Exemplar | None]] = {}
-        for key, row in self.exemplars.items():
-            if tuple not in map(type, row):  # nothing new in this row (a C-speed scan)
-                out[key] = row.copy()  # type: ignore[assignment]
+        """The exemplar rows for a scrape, taken under the aggregator's lock: the exemplars
+        offered since the last scrape (only those rows: ``_offered``) are turned into
+        prometheus_client ``Exemplar`` here, in place, once each, so an offer stays one
+        tuple and a scrape passes references.
+
+        The rows themselves, not a copy. Why: copying 1,200 rows of 20 slots was 12 ms of
+        every scrape, under the lock, for exemplars that mostly had not changed. An offer
+        made after this call may land in a row while it is rendered: the renderers take a
+        slot that is still a tuple as it is (``as_exemplar``), and an exemplar newer than
+        the counts beside it is harmless (it is a pointer to a trace)."""
+        for key in self._offered:
+            row = self.exemplars.get(key)
+            if row is None:
                 continue
             for i, ex in enumerate(row):
                 if ex.__class__ is tuple:
-                    value, trace_id, span_id, ts = ex  # type: ignore[misc]
-                    labels = ({"trace_id": trace_id, "span_id": span_id} if span_id
-                              else {"trace_id": trace_id})
-                    # Milliseconds, what Prometheus keeps: shorter text on every scrape.
-                    row[i] = StoredExemplar(labels, value, round(ts, 3))
-            out[key] = row.copy()  # type: ignore[assignment]
-        return out
+                    row[i] = as_exemplar(ex)
+        self._offered.clear()
+        return self.exemplars  # type: ignore[return-value]
 
     def family(self, extra: Sequence[str], extra_values: Key,
                rows: Sequence[tuple[Key, Any]] | None = None,
@@ -301,7 +316,8 @@ class HistogramStore(_Capped):
             else:
                 for le, n, ex in zip(les, row, ex_row, strict=False):
                     running += n
-                    append(Sample(bucket, {**labels, "le": le}, running, None, ex))
+                    append(Sample(bucket, {**labels, "le": le}, running, None,
+                                  None if ex is None else as_exemplar(ex)))
             append(Sample(count, labels, running, None, None))
             append(Sample(total, labels, row[-1], None, None))
         return out
@@ -333,7 +349,8 @@ class HistogramStore(_Capped):
                     if ex is None:
                         append(f"{pre}{le}{post}{value_text(running)}\n")
                     else:
-                        append(f"{pre}{le}{post}{value_text(running)}{exemplar_text(ex)}\n")
+                        append(f"{pre}{le}{post}{value_text(running)}"
+                               f"{exemplar_text(as_exemplar(ex))}\n")
             append(f"{count}{value_text(running)}\n")
             append(f"{total}{value_text(row[-1])}\n")
         return out
