@@ -80,7 +80,8 @@ def run_api(ns: argparse.Namespace) -> int:
     try:
         ops = apifuzz.operations(apifuzz.load(proc.url, headers))
         jobs = [(apifuzz.label(op), i, proc.url, headers, ns.route_seconds, ns.examples)
-                for i, op in enumerate(ops)]
+                for i, op in enumerate(ops)
+                if not ns.route or apifuzz.label(op) in ns.route]
         with ProcessPoolExecutor(ns.workers) as pool:
             for row in pool.map(_one_mutated if ns.mode == "mutate" else _one, jobs):
                 rows.append(row)
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--route-seconds", type=float, default=900.0,
                         help="time limit per route")
     parser.add_argument("--auth", choices=["off", "token"], default="off")
+    parser.add_argument("--route", action="append",
+                        help='only this route, e.g. "POST /api/v1/events" (repeatable)')
     parser.add_argument("--json", help="write the per-route figures here")
     parser.add_argument("--multiplier", type=int, default=20,
                         help="targets: times each Hypothesis test's own max_examples")

@@ -206,8 +206,12 @@ def mutate(base: RawRequest, rng: random.Random, headers: dict[str, str] | None)
         except ValueError:
             body = _mutate_bytes(body, rng)
         else:
-            body = json.dumps(_mutate_json(parsed, rng), allow_nan=rng.random() < 0.2,
-                              ensure_ascii=rng.random() < 0.5).encode()
+            changed = _mutate_json(parsed, rng)
+            try:
+                body = json.dumps(changed, allow_nan=rng.random() < 0.2,
+                                  ensure_ascii=rng.random() < 0.5).encode()
+            except ValueError:  # an infinity where NaN and Infinity are not allowed
+                body = json.dumps(changed).encode()
     elif roll < 0.7:
         body = _mutate_bytes(body, rng)
     if rng.random() < 0.15:
