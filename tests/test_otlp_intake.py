@@ -112,6 +112,22 @@ def test_otlp_json_with_hex_ids_and_gzip_is_read_like_protobuf(app: App) -> None
     assert tokens(app, "input") == 4 and app.items("traces", "duplicate") == 1
 
 
+@pytest.mark.parametrize("body", [
+    b'{"resourceSpans": [{"\\udf04": 1}]}',                     # a lone surrogate as a key
+    b'{"resourceSpans": [{"resource": {"attributes": [{"key": "\\ud800", '
+    b'"value": {"stringValue": "x"}}]}}]}',                     # in a value
+    b'{"\\ude88resourceSpans": []}',
+])
+def test_otlp_json_with_lone_surrogates_is_a_bad_request(app: App, body: bytes) -> None:
+    """Valid JSON, no valid Unicode: answered 400 with a reason, never a 500."""
+    answer = app.post("/v1/traces", body, {"Content-Type": "application/json"})
+    assert answer.status_code in (200, 400), answer.get_data()
+    if answer.status_code == 400:
+        assert answer.content_type == "application/json"
+    assert app.post("/v1/traces", b'{"resourceSpans": []}',
+                    {"Content-Type": "application/json"}).status_code == 200
+
+
 def test_older_attribute_names_are_normalised(app: App) -> None:
     old = {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
            "llm.request.type": "chat", "gen_ai.usage.prompt_tokens": 20,

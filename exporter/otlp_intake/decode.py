@@ -95,6 +95,11 @@ def decode(signal: Signal, body: bytes, encoding: str) -> Message:
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
         raise BadRequestError(f"not an OTLP/JSON {signal.request.__name__}: "
                               f"{str(exc)[:200]}") from None
+    except SystemError:
+        # A JSON escape of a lone surrogate (``"\udf04"``) is valid JSON but no Unicode
+        # text: protobuf's C parser fails on it as a field name with a SystemError.
+        raise BadRequestError(f"not an OTLP/JSON {signal.request.__name__}: a string that "
+                              "is not valid Unicode (a lone surrogate)") from None
     return message
 
 
