@@ -11,6 +11,7 @@ adding up. Nothing is accepted before ``serve()`` runs, with the application in 
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -86,6 +87,18 @@ def _prepare_while_building(runtime: Runtime) -> tuple[wsgi.Server, OSError | No
     raise failure[0]
 
 
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's view.
+
+    Why: a full collection walks every tracked object, and start-up leaves ~83,000 that
+    live as long as the process (the price table's models, Flask, the OpenTelemetry and
+    protobuf modules): 52 ms a collection, which under steady ingest landed on a scrape
+    now and then (idle p99 4.4 times node_exporter's). After ``gc.freeze()`` the same
+    collection walks what was made since: 0.4 ms. Nothing is collected first (that would
+    cost the start-up a collection); the little start-up garbage in cycles is kept."""
+    gc.freeze()
+
+
 def serve(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     server, failure = _prepare_while_building(runtime)
@@ -104,6 +117,7 @@ def serve(runtime: Runtime) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     runtime.start()
+    freeze_startup_heap()
     log.info("listening on %s", runtime.config.web.listen_address)
     for level, line in exposure(runtime.security.policy, runtime.config.web.listen_address):
         log.log(level, "%s", line)
