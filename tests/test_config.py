@@ -334,7 +334,7 @@ def test_check_config_does_not_serve(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-# --- settings that used to pass validation and break at run time (issue 20, point 8) ----
+# --- settings that used to pass validation and break at run time ---------------------
 
 def _float_paths(info: msgspec.inspect.Type, path: str = "") -> list[str]:
     """Dotted paths of every float setting in the schema; list items as ``.0``."""

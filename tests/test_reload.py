@@ -145,7 +145,7 @@ def test_reload_keeps_ai_counters(proc: Exporter) -> None:
     assert errors() == 2.0
 
 
-# Files that passed validation before and broke the running exporter (issue 20, point 8):
+# Files that passed validation before and broke the running exporter:
 # (file, field named in the body, reason shown in the body or None when only the field is).
 BROKE_AT_RUN_TIME: list[tuple[dict[str, Any] | str, str, str | None]] = [
     ("collectors:\n  timeout_seconds: .inf\n", "collectors.timeout_seconds",

@@ -1,4 +1,4 @@
-"""Re-reads of ``--web.config.file`` on the real process (security review, issue 20).
+"""Re-reads of ``--web.config.file`` on the real process (from a security review).
 
 A re-read is validated as start-up validates it, cross-checks against the main
 configuration included; a file that is empty, half-written, invalid or unreadable leaves
