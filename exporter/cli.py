@@ -34,6 +34,7 @@ _VALUE_FLAGS: dict[str, tuple[str, type]] = {
     "--log.level": ("log.level", str),
     "--log.format": ("log.format", str),
     "--storage.path": ("storage.path", str),
+    "--redis-streams.consumer": ("sources.redis_streams.consumer", str),
     "--collector.timeout": ("collectors.timeout_seconds", float),
 }
 _DEMO_FLAGS: dict[str, tuple[str, type]] = {

@@ -28,6 +28,11 @@ def test_every_command_parses_the_common_flags(command: str) -> None:
                                                    "timeout_seconds": 2.0}
 
 
+def test_the_redis_consumer_name_is_a_flag_for_a_replicas_stable_identity() -> None:
+    args = cli.build_parser().parse_args(["serve", "--redis-streams.consumer=exporter-1"])
+    assert cli.flags_layer(args)["sources"] == {"redis_streams": {"consumer": "exporter-1"}}
+
+
 @pytest.mark.parametrize("command", ["serve", "check-config", "demo"])
 def test_every_command_lists_its_flags_in_help(command: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
