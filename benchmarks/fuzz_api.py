@@ -37,8 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-
 from tests import apifuzz, apimutate  # noqa: E402
 from tests.procs import Exporter  # noqa: E402
 from tests.test_openapi_fuzz import TOKEN, exporter_config  # noqa: E402
@@ -48,25 +46,21 @@ TARGETS = ["tests/test_fuzz_routes.py", "tests/test_otlp_intake_fuzz.py",
 SANITIZED = "tests/test_native_sanitized.py"
 
 
-def _one(args: tuple[str, int, str, dict[str, str] | None, float, int]
+def _one(args: tuple[str, str, int, str, dict[str, str] | None, float, int]
          ) -> tuple[str, int, dict[int, int], list[str], float]:
-    label, index, url, headers, seconds, examples = args
+    """One route, with schemathesis alone (``api``) or its cases mutated (``mutate``)."""
+    mode, label, index, url, headers, seconds, examples = args
     schema = apifuzz.load(url, headers)
     operation = apifuzz.operations(schema)[index]
+    if mode == "mutate":
+        mutated = apimutate.run_route(operation, schema.raw_schema, url, examples,
+                                      headers=headers, seed=index + 1, time_limit=seconds)
+        print(f"  {label}: {mutated.distinct} distinct of {mutated.requests} "
+              f"({mutated.seeds} schemathesis seeds)", flush=True)
+        return (label, mutated.requests, dict(mutated.statuses), mutated.failures,
+                mutated.seconds)
     result = apifuzz.fuzz_operation(operation, url, examples, headers, time_limit=seconds,
                                     seed=index + 1)
-    return label, result.requests, dict(result.statuses), result.failures, result.seconds
-
-
-def _one_mutated(args: tuple[str, int, str, dict[str, str] | None, float, int]
-                 ) -> tuple[str, int, dict[int, int], list[str], float]:
-    label, index, url, headers, seconds, examples = args
-    doc = requests.get(f"{url}/api/v1/openapi.json", headers=headers, timeout=30).json()
-    operation = apifuzz.operations(apifuzz.load(url, headers))[index]
-    result = apimutate.run_route(operation, doc, url, examples, headers=headers,
-                                 seed=index + 1, time_limit=seconds)
-    print(f"  {label}: {result.distinct} distinct of {result.requests} "
-          f"({result.seeds} schemathesis seeds)", flush=True)
     return label, result.requests, dict(result.statuses), result.failures, result.seconds
 
 
@@ -79,11 +73,12 @@ def run_api(ns: argparse.Namespace) -> int:
     rows: list[tuple[str, int, dict[int, int], list[str], float]] = []
     try:
         ops = apifuzz.operations(apifuzz.load(proc.url, headers))
-        jobs = [(apifuzz.label(op), i, proc.url, headers, ns.route_seconds, ns.examples)
+        jobs = [(ns.mode, apifuzz.label(op), i, proc.url, headers, ns.route_seconds,
+                 ns.examples)
                 for i, op in enumerate(ops)
                 if not ns.route or apifuzz.label(op) in ns.route]
         with ProcessPoolExecutor(ns.workers) as pool:
-            for row in pool.map(_one_mutated if ns.mode == "mutate" else _one, jobs):
+            for row in pool.map(_one, jobs):
                 rows.append(row)
                 label, sent, statuses, failures, seconds = row
                 print(f"{label:28} {sent:7} in {seconds:6.0f} s  "

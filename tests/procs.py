@@ -171,6 +171,14 @@ class Exporter(Proc):
         return response.text
 
 
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a running process, from ``/proc``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
     """Value of one sample in Prometheus text output (labels must match exactly those given,
     extra labels on the sample are allowed)."""

@@ -45,8 +45,6 @@ from exporter.web import create_app
 from tests.otlp_receiver import (
     MAX_KEPT,
     OtlpReceiver,
-    Received,
-    metrics_of,
     point_time,
     scraped,
     to_prometheus,
@@ -56,11 +54,12 @@ from tests.procs import (
     Exporter,
     Proc,
     require_binary,
+    rss_bytes,
     sample,
     sample_value,
     wait_until,
 )
-from tests.test_otlp import assert_same_series, scrape_and_match, to_prometheus_single
+from tests.test_otlp import assert_same_series, scrape_and_match, sum_deltas
 from tests.test_redis_streams import (
     STREAM,
     TASK,
@@ -299,27 +298,8 @@ WORKLOAD: list[dict[str, Any]] = [
 ] * 20
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def exports(text: str, outcome: str) -> float:
     return sample_value(text, "ai_exporter_otlp_exports_total", {"outcome": outcome}) or 0.0
-
-
-def sum_deltas(received: list[Received]) -> dict[Any, float]:
-    """Counter and histogram deltas added up per series (gauges left out)."""
-    total: dict[Any, float] = {}
-    for r in received:
-        for metric in metrics_of(r.request):
-            if metric.WhichOneof("data") == "gauge":
-                continue
-            for key, value in to_prometheus_single(metric).items():
-                total[key] = total.get(key, 0.0) + value
-    return total
 
 
 @pytest.mark.e2e

@@ -270,7 +270,7 @@ def test_receiver_down_then_up_loses_nothing(workdir: Path) -> None:
         exp.stop()
 
 
-def _sum_deltas(requests: list[Received]) -> dict[Any, float]:
+def sum_deltas(requests: list[Received]) -> dict[Any, float]:
     """Counter and histogram deltas added up per series, gauges dropped."""
     total: dict[Any, float] = {}
     for r in requests:
@@ -304,7 +304,7 @@ def test_delta_temporality_adds_up_across_an_outage(workdir: Path) -> None:
         for r in kept:
             sums = [m for m in metrics_of(r.request) if m.WhichOneof("data") == "sum"]
             assert sums and all(m.sum.aggregation_temporality == 1 for m in sums)  # DELTA
-        totals = _sum_deltas(kept)
+        totals = sum_deltas(kept)
         served = scraped(text)
         compared = 0
         for key, value in totals.items():
@@ -445,7 +445,7 @@ def test_a_round_refused_midway_loses_nothing_with_delta(
         runtime.ingestor.ingest_raw("test", _ai_events(200, offset=700))
         text = _fresh_scrape(runtime)
         assert pusher.export_once()
-        totals = _sum_deltas(receiver.requests())
+        totals = sum_deltas(receiver.requests())
         served = scraped(text)
         compared = [k for k in totals if k in served
                     and k[0].startswith(("ai_tasks_total", "ai_task_duration_seconds"))]

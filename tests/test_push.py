@@ -29,7 +29,15 @@ from exporter.runtime import Runtime
 from exporter.security import PushTokens
 from exporter.sources.push import PushSource
 from exporter.web import create_app
-from tests.procs import EXPORTER_BIN, Exporter, Prometheus, sample_value, static_job, wait_until
+from tests.procs import (
+    EXPORTER_BIN,
+    Exporter,
+    Prometheus,
+    rss_bytes,
+    sample_value,
+    static_job,
+    wait_until,
+)
 from tests.pushcases import JSON, NDJSON, TOKEN_A, TOKEN_B, URL, VALID_BY_KIND, Delta, every_kind
 
 
@@ -193,13 +201,6 @@ def test_body_over_the_limit_is_413_and_counted(tmp_path: Path) -> None:
         assert metric(proc, "ai_errors_total", component="big") == 10
     finally:
         proc.stop()
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.e2e

@@ -44,7 +44,8 @@ class ScrapeCopy:
     overflow: list[tuple[str, float]]
     samples_used: int
     samples_limit: int
-    # Exemplar rows per histogram store (by metric name), where any were offered.
+    # Exemplar rows per histogram store (by metric name), where any were offered: the
+    # stores' own rows, not copies (``HistogramStore.exemplar_snapshot`` says why).
     exemplars: dict[str, dict[Key, Any]]
 
 
